@@ -1,0 +1,99 @@
+"""FHIR JSON as we emit it: validated by the R4B models, serialized byte-for-byte stable.
+
+Adapters build plain dicts (in FHIR's conventional key order) and hand them here. We never
+serialize through the models: their output depends on library versions, ours does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from alliance_fhir.exceptions import InvalidInputError, Problem
+
+_MODULES = {
+    "CarePlan": "careplan",
+    "CodeSystem": "codesystem",
+    "Flag": "flag",
+    "Goal": "goal",
+    "Observation": "observation",
+    "Questionnaire": "questionnaire",
+    "QuestionnaireResponse": "questionnaireresponse",
+    "Task": "task",
+    "Patient": "patient",
+    "Practitioner": "practitioner",
+    "Bundle": "bundle",
+    "OperationOutcome": "operationoutcome",
+}
+
+
+def _model(resource_type: str) -> Any:
+    module = _MODULES.get(resource_type, resource_type.lower())
+    return getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), resource_type)
+
+
+def validate(resource: dict[str, Any], *, source: str = "<generated>") -> dict[str, Any]:
+    """Check ``resource`` against the FHIR R4B model of its type; return it unchanged.
+
+    Raises InvalidInputError naming the JSON path of each problem.
+    """
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str):
+        raise InvalidInputError(Problem(source, "resourceType", "missing resourceType"))
+    try:
+        _model(rtype).model_validate(resource)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidInputError(
+            Problem(source, "resourceType", f"unknown resource type {rtype!r}")
+        ) from exc
+    except ValidationError as exc:
+        problems = [
+            Problem(
+                source,
+                str(err["loc"][-1]) if err["loc"] else "",
+                err["msg"],
+                path=_jsonpath(rtype, err["loc"]),
+            )
+            for err in exc.errors()
+        ]
+        raise InvalidInputError(problems) from exc
+    return resource
+
+
+def _jsonpath(rtype: str, loc: tuple[int | str, ...]) -> str:
+    out = rtype
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def dumps(resource: dict[str, Any], *, indent: int | None = None) -> str:
+    """Stable JSON text: same dict in, same bytes out (insertion order, no NaN, UTF-8)."""
+    return json.dumps(
+        resource,
+        indent=indent,
+        ensure_ascii=False,
+        allow_nan=False,
+        separators=(",", ":") if indent is None else (",", ": "),
+        default=_default,
+    )
+
+
+def content_hash(resource: dict[str, Any]) -> str:
+    """Hash of a resource's content, ignoring server-owned ``id`` and ``meta``."""
+    body = {k: v for k, v in resource.items() if k not in ("id", "meta")}
+    canonical = json.dumps(
+        body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_default
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

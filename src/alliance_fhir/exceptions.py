@@ -1,0 +1,131 @@
+"""The one exception hierarchy of alliance-fhir, grouped by what the caller should do.
+
+::
+
+    AllianceFhirError
+    ├── InvalidInputError        fix the input; names file, line or JSON path, field, reason
+    │   └── ScoringError         the answers cannot be scored (too many missing items, ...)
+    ├── ConfigError              fix the configuration
+    ├── FhirError                the server said something; carries its OperationOutcome
+    │   ├── RetriableError       try again later (429, 502-504, timeouts, resets)
+    │   ├── ConflictError        someone else changed it (409, 412): never overwrite blindly
+    │   ├── ServerRejectedError  the server refused the content (400, 422)
+    │   └── FatalError           stop: auth, forbidden, misuse, unsafe redirect
+    └── StateError               the local state store is unusable (locked, corrupt)
+
+Third-party errors (httpx, pydantic, yaml) are translated at one place each, so nothing
+outside this module needs to know their types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class AllianceFhirError(Exception):
+    """Base of every error we raise on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One precise complaint about input: where, which field, why.
+
+    ``location`` is a file name; ``line`` (1-based) or ``path`` (``items[3].scale``) narrows it.
+    ``__str__`` gives the one-line form the CLI prints.
+    """
+
+    location: str
+    field: str
+    reason: str
+    line: int | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        where = self.location
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.path:
+            where += f" at {self.path}"
+        field = f" [{self.field}]" if self.field else ""
+        return f"{where}{field}: {self.reason}"
+
+
+class InvalidInputError(AllianceFhirError):
+    """One or more problems with input; the batch it came from carries on without it."""
+
+    def __init__(self, problems: Problem | list[Problem]) -> None:
+        self.problems = [problems] if isinstance(problems, Problem) else list(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+
+class ScoringError(InvalidInputError):
+    """Answers are valid but a score cannot be computed (the reason says which rule)."""
+
+
+class ConfigError(AllianceFhirError):
+    """The configuration is missing something or contradicts itself."""
+
+
+class StateError(AllianceFhirError):
+    """The local state store cannot be used (held by another process, unreadable)."""
+
+
+class FhirError(AllianceFhirError):
+    """The FHIR server answered with an error, or could not be reached.
+
+    ``outcome`` is the server's OperationOutcome (a dict) when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        outcome: Mapping[str, Any] | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        self.status = status
+        self.outcome = dict(outcome) if outcome is not None else None
+        self.method = method
+        self.url = url
+        detail = outcome_summary(self.outcome)
+        text = message if not detail else f"{message}: {detail}"
+        super().__init__(text)
+
+
+class RetriableError(FhirError):
+    """Temporary: rate limited, overloaded, timed out or reset. ``retry_after`` in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+
+class ConflictError(FhirError):
+    """The resource changed on the server since we last saw it (409/412)."""
+
+
+class ServerRejectedError(FhirError):
+    """The server refused the content as invalid (400/422); the OperationOutcome says why."""
+
+
+class FatalError(FhirError):
+    """Retrying will not help: authentication, authorization, misuse, or an unsafe request."""
+
+
+def outcome_summary(outcome: Mapping[str, Any] | None, limit: int = 3) -> str:
+    """The first few issues of an OperationOutcome as one line: ``error: text (expression)``."""
+    if not outcome or outcome.get("resourceType") != "OperationOutcome":
+        return ""
+    parts: list[str] = []
+    for issue in list(outcome.get("issue") or [])[:limit]:
+        text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or ""
+        where = ", ".join(issue.get("expression") or issue.get("location") or [])
+        part = f"{issue.get('severity', '?')}: {text}".strip()
+        if where:
+            part += f" ({where})"
+        parts.append(part)
+    return "; ".join(parts)

@@ -1,0 +1,180 @@
+"""Reading YAML/JSON input so that every error can name its file, line and path.
+
+``load_document`` returns the parsed data plus a ``Positions`` map from a path inside the
+document (``("items", 3, "scale")``) to its 1-based line. ``problems_from_validation`` turns a
+pydantic ValidationError into our Problems with those lines filled in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from alliance_fhir.exceptions import InvalidInputError, Problem
+
+PathKey = tuple[int | str, ...]
+
+#: Input files larger than this are refused before parsing (a defence, not a quota).
+MAX_INPUT_BYTES = 50 * 1024 * 1024
+
+
+@dataclass
+class Positions:
+    """Line numbers of the nodes of one parsed document."""
+
+    source: str
+    lines: dict[PathKey, int] = field(default_factory=dict)
+
+    def line(self, path: Sequence[int | str]) -> int | None:
+        """Line of ``path`` or of its nearest ancestor that has one."""
+        key = tuple(path)
+        while True:
+            if key in self.lines:
+                return self.lines[key]
+            if not key:
+                return None
+            key = key[:-1]
+
+    def problem(self, path: Sequence[int | str], field_name: str, reason: str) -> Problem:
+        return Problem(
+            self.source,
+            field_name,
+            reason,
+            line=self.line(path),
+            path=format_path(path) or None,
+        )
+
+
+def format_path(path: Sequence[int | str]) -> str:
+    """``("items", 3, "scale")`` -> ``items[3].scale``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that keeps plain YAML 1.2-ish scalars: ``no``/``yes`` stay strings."""
+
+
+# YAML 1.1 booleans (yes/no/on/off) surprise people writing answer labels; keep true/false only.
+_LineLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+_LineLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def _walk(node: yaml.Node, path: PathKey, loader: _LineLoader, pos: Positions) -> Any:
+    pos.lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if isinstance(key, int | float | bool):
+                key = str(key)
+            if key in out:
+                raise InvalidInputError(
+                    Problem(
+                        pos.source,
+                        str(key),
+                        "duplicate key",
+                        line=key_node.start_mark.line + 1,
+                        path=format_path((*path, key)),
+                    )
+                )
+            out[key] = _walk(value_node, (*path, key), loader, pos)
+            pos.lines[(*path, key)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(child, (*path, i), loader, pos) for i, child in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, Positions]:
+    """Parse one YAML (or JSON, a YAML subset) document, keeping line numbers."""
+    pos = Positions(source)
+    loader = _LineLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            raise InvalidInputError(Problem(source, "", "the document is empty", line=1))
+        return _walk(root, (), loader, pos), pos
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        reason = f"not valid YAML/JSON: {exc.problem or exc.context}"
+        raise InvalidInputError(Problem(source, "", reason, line=line)) from exc
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(Problem(source, "", f"not valid YAML/JSON: {exc}")) from exc
+    finally:
+        loader.dispose()
+
+
+def read_text(path: Path) -> str:
+    """Read an input file as UTF-8 (BOM tolerated), refusing huge or undecodable files."""
+    source = str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_INPUT_BYTES:
+            raise InvalidInputError(
+                Problem(source, "", f"file is {size} bytes, over the {MAX_INPUT_BYTES} limit")
+            )
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(Problem(source, "", f"cannot read: {exc.strerror}")) from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InvalidInputError(
+            Problem(source, "", f"not UTF-8 text (byte {exc.start})", line=line)
+        ) from exc
+
+
+def load_document(path: Path) -> tuple[Any, Positions]:
+    """Read and parse a YAML or JSON file with positions."""
+    text = read_text(path)
+    if path.suffix.lower() == ".json":
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(
+                Problem(str(path), "", f"not valid JSON: {exc.msg}", line=exc.lineno)
+            ) from exc
+    return parse_yaml(text, str(path))
+
+
+def problems_from_validation(
+    exc: ValidationError, pos: Positions, prefix: Sequence[int | str] = ()
+) -> list[Problem]:
+    """Translate pydantic errors (the one place we do) into Problems with lines and paths."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = (*prefix, *(p for p in err["loc"] if not _is_union_tag(p)))
+        fld = next((str(p) for p in reversed(loc) if isinstance(p, str)), "")
+        problems.append(pos.problem(loc, fld, _reason(err)))
+    return problems
+
+
+def _is_union_tag(part: int | str) -> bool:
+    # pydantic inserts the tag of a union member ("function-after[...]") into loc; not a path.
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def _reason(err: Any) -> str:
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")

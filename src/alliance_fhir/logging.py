@@ -1,0 +1,165 @@
+"""Structured logging that cannot leak PHI or secrets.
+
+Two defences, both processors in the structlog chain:
+
+* keys that name PHI or secrets (``name``, ``birth_date``, ``token``, ...) are dropped whole;
+* every value that the code registered as sensitive (a patient's identifier, a free-text
+  answer, a bearer token) is masked wherever it appears inside any other string value, so a
+  server message that echoes an identifier is still clean.
+
+Output is JSON when stderr is not a terminal (daemon, CI), a readable console line otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+import uuid
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "[redacted]"
+
+#: Keys whose values are PHI or secrets and never reach a log line.
+SENSITIVE_KEYS = frozenset(
+    {
+        "name",
+        "given",
+        "family",
+        "patient_name",
+        "birth_date",
+        "birthdate",
+        "dob",
+        "identifier",
+        "mrn",
+        "npi",
+        "ssn",
+        "address",
+        "phone",
+        "email",
+        "telecom",
+        "text",
+        "answer",
+        "answers",
+        "free_text",
+        "comment",
+        "note",
+        "description",
+        "token",
+        "access_token",
+        "password",
+        "secret",
+        "client_secret",
+        "authorization",
+        "private_key",
+        "assertion",
+        "cookie",
+    }
+)
+
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+class _Registry:
+    """Values known to be sensitive in this process (thread-safe, longest first)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, values: Iterable[str | None]) -> None:
+        fresh = {v for v in values if v and len(v) >= 3}
+        with self._lock:
+            if fresh - self._values:
+                self._values |= fresh
+                ordered = sorted(self._values, key=len, reverse=True)
+                self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def scrub(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is not None:
+            text = pattern.sub(REDACTED, text)
+        text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+        return _JWT.sub(REDACTED, text)
+
+
+_registry = _Registry()
+
+
+def register_sensitive(*values: str | None) -> None:
+    """Declare values (identifiers, names, free text, secrets) that must never be logged."""
+    _registry.add(values)
+
+
+def scrub(text: str) -> str:
+    """Mask every registered sensitive value and any bearer token or JWT inside ``text``."""
+    return _registry.scrub(text)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _registry.scrub(value)
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if str(k).lower() in SENSITIVE_KEYS else _clean(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, BaseException):
+        return _registry.scrub(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: drop sensitive keys, mask sensitive values everywhere else."""
+    for key in list(event_dict):
+        if key.lower() in SENSITIVE_KEYS:
+            del event_dict[key]
+        else:
+            event_dict[key] = _clean(event_dict[key])
+    return event_dict
+
+
+def new_id() -> str:
+    """A short random id for a run or a request, to tie log lines together."""
+    return uuid.uuid4().hex[:12]
+
+
+def configure(
+    *, level: str = "INFO", json: bool | None = None, stream: TextIO | None = None
+) -> None:
+    """Set up structlog once for the process; safe to call again (tests, CLI re-entry)."""
+    out = stream if stream is not None else sys.stderr
+    as_json = json if json is not None else not out.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=True)
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    """A bound structlog logger carrying ``logger=name``."""
+    return structlog.get_logger(name).bind(logger=name)
