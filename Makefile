@@ -1,0 +1,56 @@
+# alliance-fhir developer commands. `make test` is THE test command (CI runs exactly this).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8080
+
+.PHONY: help venv node lint test unit integration demo server-start server-stop clean
+
+help:
+	@echo "make demo   - start the local HAPI FHIR server (port $(PORT)) and sync the example clinic"
+	@echo "make test   - install into .venv, run ruff, mypy --strict and the whole pytest suite"
+	@echo "make lint   - ruff + mypy only"
+	@echo "make unit   - unit tests only (no server)"
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node: tests/js/node_modules/.installed
+
+lint: venv
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+unit: venv node
+	$(BIN)/python -m pytest tests/unit -q
+
+# pytest's exit code 5 (nothing collected) is a failure here like any other non-zero code.
+test: venv node lint
+	$(BIN)/python -m pytest -q
+
+integration: venv
+	$(BIN)/python -m pytest tests/integration -q
+
+server-start:
+	scripts/fhir-server start --port $(PORT)
+
+server-stop:
+	scripts/fhir-server stop --port $(PORT)
+
+demo: venv
+	scripts/fhir-server start --port $(PORT)
+	$(BIN)/alliance-fhir demo --server-url http://127.0.0.1:$(PORT)/fhir
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules

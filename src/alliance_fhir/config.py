@@ -1,0 +1,149 @@
+"""Effective configuration: defaults < TOML file < ``ALLIANCE_FHIR_*`` environment.
+
+Secrets never live in this object as plain values and never come from argv: the config
+names an environment variable or a file, and ``load_secret`` reads it at the last moment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from alliance_fhir.adapters.identity import DEFAULT_CANONICAL_BASE, DEFAULT_NAMESPACE
+from alliance_fhir.exceptions import ConfigError
+from alliance_fhir.logging import register_sensitive
+
+CONFIG_ENV = "ALLIANCE_FHIR_CONFIG"
+DEFAULT_CONFIG_FILE = "alliance-fhir.toml"
+
+
+class Settings(BaseSettings):
+    """Everything a run needs. Field names map to ``ALLIANCE_FHIR_<NAME>`` variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ALLIANCE_FHIR_", extra="forbid", validate_default=True
+    )
+    toml_path: ClassVar[Path | None] = None
+
+    # The server
+    server_url: str = "http://127.0.0.1:8080/fhir"
+    auth: Literal["none", "basic", "bearer", "smart"] = "none"
+    basic_user: str | None = None
+    password: SecretStr | None = Field(default=None, description="basic auth password (env only)")
+    password_file: Path | None = None
+    token: SecretStr | None = Field(default=None, description="static bearer token (env only)")
+    token_file: Path | None = None
+    smart_client_id: str | None = None
+    smart_private_key_file: Path | None = None
+    smart_key_id: str | None = None
+    smart_algorithm: Literal["RS384", "ES384"] = "RS384"
+    smart_scopes: str = "system/*.rs system/*.cud"
+    smart_token_url: str | None = None
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    retry_attempts: int = Field(default=6, ge=1)
+    retry_deadline_seconds: float = Field(default=120.0, gt=0)
+
+    # Our namespace
+    identifier_namespace: str = DEFAULT_NAMESPACE
+    canonical_base: str = DEFAULT_CANONICAL_BASE
+    mappings_dir: Path | None = Field(default=None, description="clinic instruments, rules, maps")
+    overlay_dir: Path | None = Field(default=None, description="licensee wording overlays")
+
+    # Sync
+    state_path: Path = Path(".alliance-fhir/state.sqlite3")
+    bundle_size: int = Field(default=100, ge=1, le=1000)
+    concurrency: int = Field(default=2, ge=1, le=32)
+    conflict_policy: Literal["skip", "overwrite"] = "skip"
+    assessments: list[Path] = Field(default_factory=list, description="inputs for `sync`")
+    goals: list[Path] = Field(default_factory=list, description="goal plans for `sync`")
+    pull_overlap_seconds: int = Field(default=300, ge=0)
+
+    # Daemon
+    inbox_dir: Path = Path(".alliance-fhir/inbox")
+    interval_seconds: float = Field(default=300.0, gt=0)
+    interval_jitter: float = Field(default=0.1, ge=0, le=1)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool | None = None
+
+    @field_validator("server_url", "canonical_base", "identifier_namespace")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://", "urn:")):
+            raise ValueError("must be an absolute URL")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_path))
+        return tuple(sources)
+
+    def secret(self, name: Literal["password", "token"]) -> str | None:
+        """The secret's value, from the environment or its file; registered for redaction."""
+        value: SecretStr | None = getattr(self, name)
+        path: Path | None = getattr(self, f"{name}_file")
+        text: str | None = None
+        if value is not None:
+            text = value.get_secret_value()
+        elif path is not None:
+            try:
+                text = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {name}_file {path}: {exc.strerror}") from exc
+        register_sensitive(text)
+        return text
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with secrets masked, for ``config show``."""
+        out = self.model_dump(mode="json")
+        for key in ("password", "token"):
+            if out.get(key) is not None:
+                out[key] = "********"
+        return out
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from the named TOML file (or ``$ALLIANCE_FHIR_CONFIG``, or
+    ``./alliance-fhir.toml`` when present), the environment, then explicit overrides."""
+    path = config_file
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = Path(DEFAULT_CONFIG_FILE)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    Settings.toml_path = path
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        where = str(path) if path else "environment"
+        lines = [
+            f"{where}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        ]
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc

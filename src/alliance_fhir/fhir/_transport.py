@@ -1,0 +1,119 @@
+"""The transport seam: building the one ``httpx.Client``, bounded reads, origin checks.
+
+Bodies are read with a byte limit *after* content decoding, so neither a lying
+Content-Length nor a gzip bomb can make us hold more than ``max_response_bytes``.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from typing import Any
+
+import httpx
+
+from alliance_fhir.exceptions import ConfigError
+from alliance_fhir.fhir._errors import is_json_type, refuse, translate_transport_error
+from alliance_fhir.logging import get_logger
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the default port made explicit, for same-origin checks."""
+    scheme = url.scheme.lower()
+    return scheme, url.host.lower(), url.port or _DEFAULT_PORTS.get(scheme)
+
+
+def build_http_client(
+    *,
+    transport: httpx.BaseTransport | None,
+    timeout: float,
+    verify: bool | str | ssl.SSLContext,
+    max_connections: int,
+) -> httpx.Client:
+    """One pooled client; redirects are never followed (they could carry our token away)."""
+    if verify is False:
+        get_logger("alliance_fhir.fhir").warning(
+            "fhir.tls_verification_disabled",
+            reason="verify=False was passed explicitly; do not use this in production",
+        )
+    try:
+        tls = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load CA bundle {verify}: {exc}") from exc
+    return httpx.Client(
+        transport=transport,
+        timeout=httpx.Timeout(timeout),
+        verify=tls,
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        follow_redirects=False,
+    )
+
+
+def send_bounded(
+    http: httpx.Client, request: httpx.Request, *, limit: int
+) -> tuple[httpx.Response, bytes]:
+    """Send ``request`` and read at most ``limit`` body bytes; refuse anything larger."""
+    method = request.method
+    try:
+        response = http.send(request, stream=True)
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise refuse(
+                    f"response of {declared} bytes exceeds the {limit}-byte limit",
+                    method=method,
+                    url=request.url,
+                    status=response.status_code,
+                )
+            buffer = bytearray()
+            for chunk in response.iter_bytes():
+                buffer += chunk
+                if len(buffer) > limit:
+                    raise refuse(
+                        f"response exceeds the {limit}-byte limit",
+                        method=method,
+                        url=request.url,
+                        status=response.status_code,
+                    )
+        finally:
+            response.close()
+    except httpx.HTTPError as exc:
+        raise translate_transport_error(exc, method=method, url=request.url) from exc
+    return response, bytes(buffer)
+
+
+def parse_json_object(
+    response: httpx.Response, body: bytes, *, method: str
+) -> dict[str, Any] | None:
+    """The JSON object in a successful response; None when empty; refuse anything else."""
+    if not body.strip():
+        return None
+    if not is_json_type(response.headers.get("content-type")):
+        raise refuse(
+            "response is not JSON (content-type "
+            f"{response.headers.get('content-type', 'missing')!r})",
+            method=method,
+            url=response.request.url,
+            status=response.status_code,
+        )
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise refuse(
+            "response body is not valid JSON",
+            method=method,
+            url=response.request.url,
+            status=response.status_code,
+        ) from exc
+    if not isinstance(data, dict):
+        raise refuse(
+            "response JSON is not an object",
+            method=method,
+            url=response.request.url,
+            status=response.status_code,
+        )
+    return data

@@ -1,0 +1,621 @@
+"""The synchronous FHIR R4 client.
+
+One ``FhirClient`` wraps one pooled ``httpx.Client`` and is safe to share between threads
+(the sync engine's concurrency): it keeps no per-request state, and the auth flows lock
+their token cache.
+
+Safety rules enforced here rather than left to callers:
+
+* requests carrying our Authorization header go to the configured origin only (paging links
+  included); redirects are never followed;
+* only idempotent requests are retried (GET, PUT, DELETE, POST with If-None-Exist, POST
+  ``_search``, transaction/batch bundles whose entries are all idempotent, or when the caller
+  says ``idempotent=True``): a plain POST that timed out may have created something;
+* responses are size-bounded and must be JSON objects;
+* the one log line per request names method, interaction, resource type, status, duration,
+  attempt and request id: never the query string, body or headers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from alliance_fhir import __version__
+from alliance_fhir.exceptions import (
+    ConfigError,
+    FatalError,
+    FhirError,
+    InvalidInputError,
+    Problem,
+    RetriableError,
+)
+from alliance_fhir.fhir._auth import Auth, AuthContext
+from alliance_fhir.fhir._errors import error_for_response, header_map, safe_path
+from alliance_fhir.fhir._paging import bundle_resources, next_link, resolve_next
+from alliance_fhir.fhir._results import FhirResponse, ReadResult, WriteResult, etag_for
+from alliance_fhir.fhir._retry import RetryPolicy, call_with_retry
+from alliance_fhir.fhir._transport import (
+    build_http_client,
+    origin,
+    parse_json_object,
+    send_bounded,
+)
+from alliance_fhir.logging import get_logger, new_id
+
+#: Search parameters: a mapping (values may repeat as lists) or ordered (name, value) pairs.
+Params = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]]
+
+FHIR_JSON = "application/fhir+json"
+DEFAULT_USER_AGENT = f"alliance-fhir/{__version__}"
+MiB = 1024 * 1024
+
+_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _log() -> Any:
+    # Looked up per use, so a later ``logging.configure`` (CLI, tests) takes effect.
+    return get_logger("alliance_fhir.fhir")
+
+
+def _check_type(resource_type: str) -> str:
+    if not isinstance(resource_type, str) or not _TYPE.match(resource_type):
+        raise InvalidInputError(Problem("request", "resourceType", "not a FHIR resource type"))
+    return resource_type
+
+
+def _check_id(resource_id: str, field: str = "id") -> str:
+    if not isinstance(resource_id, str) or not _ID.match(resource_id):
+        raise InvalidInputError(Problem("request", field, "not a valid FHIR id"))
+    return resource_id
+
+
+def _query_params(params: Params | httpx.QueryParams) -> httpx.QueryParams:
+    if isinstance(params, httpx.QueryParams | Mapping):
+        return httpx.QueryParams(params)
+    pairs: list[tuple[str, str | int | float | bool | None]] = list(params)
+    return httpx.QueryParams(pairs)
+
+
+def bundle_is_idempotent(bundle: Mapping[str, Any]) -> bool:
+    """True when re-sending ``bundle`` cannot duplicate anything.
+
+    Every entry must be GET/HEAD/PUT/DELETE or a POST with ``ifNoneExist``. (A PUT with
+    ``ifMatch`` replayed after a lost response answers 412; that is safe, merely loud.)
+    """
+    for entry in bundle.get("entry") or []:
+        request = (entry.get("request") if isinstance(entry, Mapping) else None) or {}
+        method = str(request.get("method", "")).upper()
+        if method in _IDEMPOTENT_METHODS:
+            continue
+        if method == "POST" and request.get("ifNoneExist"):
+            continue
+        return False
+    return True
+
+
+class FhirClient:
+    """A thread-safe FHIR R4 client for one server (``base_url`` is the service base).
+
+    ``verify`` is True (system CAs), a CA bundle path, or an ``ssl.SSLContext``; ``False``
+    only when passed explicitly, and it logs a warning. ``sleep`` and ``clock`` (monotonic
+    seconds) are injectable so tests neither sleep nor race the retry deadline.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: Auth | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        verify: bool | str | ssl.SSLContext = True,
+        max_connections: int = 8,
+        max_response_bytes: int = 64 * MiB,
+        max_pages: int = 1000,
+        user_agent: str = DEFAULT_USER_AGENT,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_url = self._check_base(base_url)
+        self._origin = origin(self.base_url)
+        self._auth = auth
+        self._retry = retry if retry is not None else RetryPolicy()
+        if max_response_bytes < 1 or max_pages < 1 or max_connections < 1:
+            raise ConfigError("max_response_bytes, max_pages and max_connections must be >= 1")
+        self._limit = max_response_bytes
+        self._max_pages = max_pages
+        self._user_agent = user_agent
+        self._sleep = sleep
+        self._clock = clock
+        self._http = build_http_client(
+            transport=transport, timeout=timeout, verify=verify, max_connections=max_connections
+        )
+        self._auth_ctx = AuthContext(http=self._http, base_url=self.base_url)
+
+    @staticmethod
+    def _check_base(base_url: str) -> httpx.URL:
+        try:
+            url = httpx.URL(base_url.rstrip("/") + "/")
+        except httpx.InvalidURL as exc:
+            raise ConfigError("FHIR base URL is not a valid URL") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ConfigError("FHIR base URL must be an absolute http(s) URL")
+        if url.query or url.fragment or url.userinfo:
+            raise ConfigError("FHIR base URL must not contain credentials, a query or fragment")
+        if url.scheme == "http" and url.host not in _LOCAL_HOSTS:
+            _log().warning("fhir.plain_http", host=url.host)
+        return url
+
+    def __repr__(self) -> str:
+        return f"FhirClient({str(self.base_url)!r}, auth={self._auth!r})"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- interactions ---------------------------------------------------------------------
+
+    def capabilities(self, *, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The server's CapabilityStatement (GET /metadata)."""
+        response = self._execute(
+            "GET", self._url("metadata"), headers=headers, interaction="capabilities"
+        )
+        return self._require_body(response, "CapabilityStatement", "GET", "metadata")
+
+    def read(
+        self, resource_type: str, resource_id: str, *, headers: Mapping[str, str] | None = None
+    ) -> ReadResult:
+        """GET Type/id; FatalError with status 404/410 when missing or deleted."""
+        path = f"{_check_type(resource_type)}/{_check_id(resource_id)}"
+        response = self._execute(
+            "GET", self._url(path), headers=headers, interaction="read", resource_type=resource_type
+        )
+        self._require_body(response, resource_type, "GET", path)
+        return ReadResult.from_response(response)
+
+    def vread(
+        self,
+        resource_type: str,
+        resource_id: str,
+        version_id: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> ReadResult:
+        """GET Type/id/_history/vid."""
+        path = (
+            f"{_check_type(resource_type)}/{_check_id(resource_id)}"
+            f"/_history/{_check_id(version_id, 'versionId')}"
+        )
+        response = self._execute(
+            "GET",
+            self._url(path),
+            headers=headers,
+            interaction="vread",
+            resource_type=resource_type,
+        )
+        self._require_body(response, resource_type, "GET", path)
+        return ReadResult.from_response(response)
+
+    def search_page(
+        self,
+        resource_type: str | None,
+        params: Params | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The first search Bundle (GET Type?params, or system search when type is None)."""
+        path = _check_type(resource_type) if resource_type else ""
+        url = self._url(path, params)
+        interaction = "search-type" if resource_type else "search-system"
+        return self._get_bundle(url, headers, interaction, resource_type)
+
+    def iter_pages(
+        self,
+        resource_type: str | None,
+        params: Params | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        max_pages: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Search Bundles, following ``next`` links on our origin only.
+
+        More than ``max_pages`` pages is a FatalError rather than a silent truncation, so a
+        sync never mistakes a partial pull for a complete one.
+        """
+        limit = max_pages if max_pages is not None else self._max_pages
+        interaction = "search-type" if resource_type else "search-system"
+        bundle = self.search_page(resource_type, params, headers=headers)
+        pages = 1
+        yield bundle
+        while (href := next_link(bundle)) is not None:
+            if pages >= limit:
+                raise FatalError(
+                    f"search returned more than {limit} pages; stopping (raise max_pages?)",
+                    method="GET",
+                    url=safe_path(self._url(resource_type or "")),
+                )
+            url = resolve_next(self.base_url, href)
+            bundle = self._get_bundle(url, headers, interaction, resource_type)
+            pages += 1
+            yield bundle
+
+    def search(
+        self,
+        resource_type: str | None,
+        params: Params | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        max_pages: int | None = None,
+        matches_only: bool = True,
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching resource on all pages (``_include``-d ones too unless matches_only)."""
+        for bundle in self.iter_pages(resource_type, params, headers=headers, max_pages=max_pages):
+            yield from bundle_resources(bundle, matches_only=matches_only)
+
+    def create(
+        self,
+        resource: Mapping[str, Any],
+        *,
+        if_none_exist: str | Mapping[str, str] | None = None,
+        return_representation: bool = True,
+        headers: Mapping[str, str] | None = None,
+    ) -> WriteResult:
+        """POST Type. With ``if_none_exist`` (a search query) the create is conditional, so
+        repeatable: status 200 then means it already existed. Only then is it retried."""
+        resource_type = self._type_of(resource)
+        extra: dict[str, str] = {}
+        if if_none_exist is not None:
+            extra["If-None-Exist"] = self._query_text(if_none_exist)
+        response = self._execute(
+            "POST",
+            self._url(resource_type),
+            body=resource,
+            headers=self._merge(headers, extra, return_representation),
+            idempotent=if_none_exist is not None,
+            interaction="create",
+            resource_type=resource_type,
+        )
+        return WriteResult.from_response(response)
+
+    def update(
+        self,
+        resource: Mapping[str, Any],
+        *,
+        if_match: str | None = None,
+        conditional: str | Mapping[str, str] | None = None,
+        return_representation: bool = True,
+        headers: Mapping[str, str] | None = None,
+    ) -> WriteResult:
+        """PUT Type/id, or PUT Type?conditional (create-or-update by search).
+
+        ``if_match`` is a version id (``3``) or an ETag (``W/"3"``); a mismatch raises
+        ConflictError: someone else changed the resource, so we never overwrite blindly.
+        """
+        resource_type = self._type_of(resource)
+        if conditional is not None:
+            url = self._url(resource_type, httpx.QueryParams(self._query_text(conditional)))
+        else:
+            resource_id = resource.get("id")
+            if not isinstance(resource_id, str):
+                raise InvalidInputError(
+                    Problem("request", "id", "update needs resource.id or a conditional query")
+                )
+            url = self._url(f"{resource_type}/{_check_id(resource_id)}")
+        extra = {"If-Match": etag_for(if_match)} if if_match else {}
+        response = self._execute(
+            "PUT",
+            url,
+            body=resource,
+            headers=self._merge(headers, extra, return_representation),
+            interaction="update",
+            resource_type=resource_type,
+        )
+        return WriteResult.from_response(response)
+
+    def delete(
+        self,
+        resource_type: str,
+        resource_id: str | None = None,
+        *,
+        conditional: str | Mapping[str, str] | None = None,
+        missing_ok: bool = True,
+        headers: Mapping[str, str] | None = None,
+    ) -> WriteResult:
+        """DELETE Type/id or DELETE Type?conditional.
+
+        With ``missing_ok`` a 404/410 counts as done: a retried delete whose first response
+        was lost must not fail.
+        """
+        _check_type(resource_type)
+        if (resource_id is None) == (conditional is None):
+            raise InvalidInputError(
+                Problem("request", "id", "delete needs exactly one of resource_id or conditional")
+            )
+        if resource_id is not None:
+            url = self._url(f"{resource_type}/{_check_id(resource_id)}")
+        else:
+            assert conditional is not None  # for mypy: checked just above
+            url = self._url(resource_type, httpx.QueryParams(self._query_text(conditional)))
+        try:
+            response = self._execute(
+                "DELETE", url, headers=headers, interaction="delete", resource_type=resource_type
+            )
+        except FatalError as exc:
+            if missing_ok and exc.status in (404, 410):
+                return WriteResult(exc.status, None, resource_id, None, None, None, exc.outcome)
+            raise
+        return WriteResult.from_response(response)
+
+    def transaction(
+        self,
+        bundle: Mapping[str, Any],
+        *,
+        idempotent: bool | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """POST a ``transaction`` Bundle; all-or-nothing. Retried only when every entry is
+        idempotent (see ``bundle_is_idempotent``) or ``idempotent=True``."""
+        return self._post_bundle(bundle, "transaction", idempotent, headers)
+
+    def batch(
+        self,
+        bundle: Mapping[str, Any],
+        *,
+        idempotent: bool | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """POST a ``batch`` Bundle; each entry succeeds or fails alone (see ``entry_results``)."""
+        return self._post_bundle(bundle, "batch", idempotent, headers)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+    ) -> FhirResponse:
+        """Any other interaction (operations, history, PATCH, ...), relative to the base.
+
+        Idempotency defaults from the method (and If-None-Exist / ``_search`` for POST).
+        """
+        method = method.upper()
+        url = self._url(path, params)
+        if idempotent is None:
+            has_ine = any(k.lower() == "if-none-exist" for k in (headers or {}))
+            idempotent = method in _IDEMPOTENT_METHODS or (
+                method == "POST" and (has_ine or url.path.endswith("/_search"))
+            )
+        first = path.lstrip("/").split("/", 1)[0].split("?", 1)[0]
+        resource_type = first if _TYPE.match(first) else None
+        interaction = "operation" if "$" in url.path else "custom"
+        return self._execute(
+            method,
+            url,
+            body=body,
+            headers=headers,
+            idempotent=idempotent,
+            interaction=interaction,
+            resource_type=resource_type,
+        )
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _url(self, path: str, params: Params | httpx.QueryParams | None = None) -> httpx.URL:
+        url = self.base_url.join(path) if path else self.base_url
+        if params:
+            url = url.copy_merge_params(_query_params(params))
+        return url
+
+    @staticmethod
+    def _query_text(query: str | Mapping[str, str]) -> str:
+        if isinstance(query, str):
+            return query.lstrip("?")
+        return str(httpx.QueryParams(query))
+
+    @staticmethod
+    def _type_of(resource: Mapping[str, Any]) -> str:
+        return _check_type(str(resource.get("resourceType", "")))
+
+    @staticmethod
+    def _merge(
+        headers: Mapping[str, str] | None, extra: Mapping[str, str], representation: bool
+    ) -> dict[str, str]:
+        merged = dict(headers or {})
+        merged.update(extra)
+        if representation and not any(k.lower() == "prefer" for k in merged):
+            merged["Prefer"] = "return=representation"
+        return merged
+
+    @staticmethod
+    def _require_body(
+        response: FhirResponse, resource_type: str, method: str, path: str
+    ) -> dict[str, Any]:
+        body = response.body
+        if body is None or body.get("resourceType") != resource_type:
+            raise FatalError(
+                f"expected a {resource_type} in the response",
+                status=response.status,
+                method=method,
+                url=path.split("?", 1)[0],
+            )
+        return body
+
+    def _get_bundle(
+        self,
+        url: httpx.URL,
+        headers: Mapping[str, str] | None,
+        interaction: str,
+        resource_type: str | None,
+    ) -> dict[str, Any]:
+        response = self._execute(
+            "GET", url, headers=headers, interaction=interaction, resource_type=resource_type
+        )
+        return self._require_body(response, "Bundle", "GET", url.path)
+
+    def _post_bundle(
+        self,
+        bundle: Mapping[str, Any],
+        kind: str,
+        idempotent: bool | None,
+        headers: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        if bundle.get("resourceType") != "Bundle" or bundle.get("type") != kind:
+            raise InvalidInputError(
+                Problem("request", "Bundle.type", f"expected a Bundle of type {kind}")
+            )
+        response = self._execute(
+            "POST",
+            self.base_url,
+            body=bundle,
+            headers=headers,
+            idempotent=bundle_is_idempotent(bundle) if idempotent is None else idempotent,
+            interaction=kind,
+        )
+        return self._require_body(response, "Bundle", "POST", self.base_url.path)
+
+    def _execute(
+        self,
+        method: str,
+        url: httpx.URL,
+        *,
+        body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        interaction: str,
+        resource_type: str | None = None,
+    ) -> FhirResponse:
+        if origin(url) != self._origin:
+            raise FatalError(
+                f"refusing to send to another origin ({url.scheme}://{url.host})",
+                method=method,
+                url=url.path,
+            )
+        if any(k.lower() == "authorization" for k in (headers or {})):
+            raise ConfigError("pass credentials through auth=, not as a header")
+        content = (
+            json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            if body is not None
+            else None
+        )
+        if idempotent is None:
+            idempotent = method in _IDEMPOTENT_METHODS
+        request_id = new_id()
+        attempts = 0
+        labels = {
+            "method": method,
+            "interaction": interaction,
+            "resource_type": resource_type,
+            "request_id": request_id,
+        }
+
+        def once() -> FhirResponse:
+            nonlocal attempts
+            attempts += 1
+            return self._send_once(method, url, content, headers, labels, attempts)
+
+        if not idempotent:
+            return once()
+
+        def on_retry(error: RetriableError, attempt: int, delay: float) -> None:
+            _log().warning(
+                "fhir.retry",
+                **labels,
+                status=error.status,
+                attempt=attempt,
+                delay_s=round(delay, 3),
+                retry_after=error.retry_after,
+            )
+
+        return call_with_retry(
+            once, self._retry, sleep=self._sleep, clock=self._clock, on_retry=on_retry
+        )
+
+    def _send_once(
+        self,
+        method: str,
+        url: httpx.URL,
+        content: bytes | None,
+        extra: Mapping[str, str] | None,
+        labels: Mapping[str, Any],
+        attempt: int,
+    ) -> FhirResponse:
+        auth = self._auth
+        credential = auth.authorization(self._auth_ctx) if auth else None
+        refreshed = False
+        while True:
+            headers = {
+                "Accept": FHIR_JSON,
+                "Content-Type": FHIR_JSON,
+                "User-Agent": self._user_agent,
+                "X-Request-Id": str(labels["request_id"]),
+                **(extra or {}),
+            }
+            if credential:
+                headers["Authorization"] = credential
+            request = self._http.build_request(method, url, content=content, headers=headers)
+            started = time.perf_counter()
+            try:
+                response, data = send_bounded(self._http, request, limit=self._limit)
+            except FhirError as exc:
+                self._log_request(labels, attempt, started, exc.status, type(exc).__name__)
+                raise
+            self._log_request(labels, attempt, started, response.status_code, None)
+            if (
+                response.status_code == 401
+                and auth
+                and not refreshed
+                and auth.unauthorized(credential)
+            ):
+                credential = auth.authorization(self._auth_ctx)
+                refreshed = True
+                continue
+            break
+        if not 200 <= response.status_code < 300:
+            raise error_for_response(response, data, method=method, now=time.time())
+        body = parse_json_object(response, data, method=method)
+        return FhirResponse(response.status_code, header_map(response.headers), body)
+
+    @staticmethod
+    def _log_request(
+        labels: Mapping[str, Any],
+        attempt: int,
+        started: float,
+        status: int | None,
+        error: str | None,
+    ) -> None:
+        _log().debug(
+            "fhir.request",
+            **labels,
+            status=status,
+            attempt=attempt,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            error=error,
+        )

@@ -1,0 +1,422 @@
+"""Apply a plan: bundle the writes, send them, and record what the server now holds.
+
+Safety rules, in the order they matter:
+
+* every create is conditional (``ifNoneExist`` on our identifier) and every update carries
+  ``If-Match``: a retried or repeated request never duplicates and never overwrites blindly;
+* the state store is written only from what the server answered, in one SQLite transaction
+  per bundle, so a crash at any point leaves a state that the next run repairs (a create
+  that already landed is found by its identifier; an update that landed is recognised as our
+  own write, not reported as a conflict);
+* a bundle the server refuses is split into its record groups and retried group by group,
+  so one bad record never holds back the others; what still fails is quarantined in the
+  dead-letter table with the server's OperationOutcome.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from alliance_fhir.adapters.fhirjson import content_hash
+from alliance_fhir.exceptions import ConflictError, FhirError, ServerRejectedError
+from alliance_fhir.fhir import ReadResult, entry_results, etag_for
+from alliance_fhir.logging import get_logger, new_id
+from alliance_fhir.sync.model import Desired
+from alliance_fhir.sync.plan import Action, Plan, make_plan
+from alliance_fhir.sync.references import PersonResolver, UnresolvedPerson, person_keys
+from alliance_fhir.sync.references import resolve_references as _resolve
+from alliance_fhir.sync.state import StateStore
+
+log = get_logger("alliance_fhir.sync")
+
+Merger = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+
+class SyncClient(Protocol):
+    """The part of FhirClient the sync engine uses (a seam for tests and dry runs)."""
+
+    def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]: ...
+
+    def search(self, resource_type: str, params: Mapping[str, str]) -> Iterator[dict[str, Any]]: ...
+
+    def read(self, resource_type: str, resource_id: str) -> ReadResult: ...
+
+
+@dataclass
+class SyncResult:
+    """What a run did. ``ok`` is false when any record was rejected or left in conflict."""
+
+    run_id: str
+    counts: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    bundles: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.counts["rejected"] and not self.counts["conflict"]
+
+    def summary(self) -> dict[str, int]:
+        keys = ("created", "updated", "unchanged", "conflict", "rejected")
+        return {k: self.counts[k] for k in keys}
+
+
+@dataclass
+class _Entry:
+    action: Action
+    resource: dict[str, Any]
+    request: dict[str, Any]
+
+
+class SyncEngine:
+    """Plans and applies one run of desired records against one server and state store."""
+
+    def __init__(
+        self,
+        client: SyncClient,
+        store: StateStore,
+        *,
+        bundle_size: int = 100,
+        concurrency: int = 2,
+        conflict_policy: str = "skip",
+        mergers: Mapping[str, Merger] | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.bundle_size = bundle_size
+        self.concurrency = concurrency
+        self.overwrite = conflict_policy == "overwrite"
+        self.mergers = dict(mergers or {})
+
+    def plan(self, desired: Sequence[Desired]) -> Plan:
+        return make_plan(desired, self.store.all_records(), overwrite_conflicts=self.overwrite)
+
+    def run(self, desired: Sequence[Desired], *, command: str = "sync") -> SyncResult:
+        started = time.monotonic()
+        result = SyncResult(run_id=new_id())
+        self.store.start_run(result.run_id, command)
+        outcome = "failed"
+        try:
+            self._check_unique(desired)
+            plan = self.plan(desired)
+            for action in plan.actions:
+                if action.op in ("unchanged", "conflict"):
+                    result.counts[action.op] += 1
+            log.info("sync.plan", run_id=result.run_id, **plan.counts())
+            self._apply(plan, result)
+            outcome = "ok" if result.ok else "partial"
+        finally:
+            result.seconds = time.monotonic() - started
+            self.store.finish_run(result.run_id, outcome, dict(result.counts))
+            log.info(
+                "sync.done",
+                run_id=result.run_id,
+                outcome=outcome,
+                bundles=result.bundles,
+                seconds=round(result.seconds, 3),
+                **result.summary(),
+            )
+        return result
+
+    @staticmethod
+    def _check_unique(desired: Sequence[Desired]) -> None:
+        seen: set[tuple[str, str]] = set()
+        for record in desired:
+            ident = (record.kind, record.key)
+            if ident in seen:
+                raise ValueError(f"duplicate record {record.kind}/{record.key} in one run")
+            seen.add(ident)
+
+    # Applying
+
+    def _apply(self, plan: Plan, result: SyncResult) -> None:
+        writes = plan.writes
+        if not writes:
+            return
+        people = PersonResolver(self.client.search)
+        people.resolve(k for a in writes for k in person_keys(a.desired.resource))
+        states = self.store.all_records()
+        known = {
+            d.uuid: f"{d.resource_type}/{s.server_id}"
+            for d in (a.desired for a in plan.actions)
+            if (s := states.get((d.kind, d.key))) is not None and s.server_id
+        }
+        conditional = {
+            a.desired.uuid: f"{a.desired.resource_type}?{a.desired.search}" for a in plan.actions
+        }
+        groups: dict[str, list[Action]] = {}
+        for action in writes:
+            groups.setdefault(action.desired.group, []).append(action)
+        bundles = list(self._chunk(list(groups.values())))
+        ctx = _Context(people, known, conditional, result)
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            for _ in pool.map(lambda b: self._send(b, ctx), bundles):
+                pass
+        # Conditional creates that found an existing resource of ours (state lost, or an
+        # earlier run crashed before recording): bring its content up to date now.
+        if ctx.existing:
+            states = self.store.all_records()
+            redo = [
+                Action("update", a.desired, states.get((a.desired.kind, a.desired.key)))
+                for a in ctx.existing
+            ]
+            ctx.existing = []
+            for group in self._chunk([[a] for a in redo]):
+                self._send(group, ctx, existing_pass=True)
+
+    def _chunk(self, groups: list[list[Action]]) -> Iterator[list[list[Action]]]:
+        bundle: list[list[Action]] = []
+        size = 0
+        for group in groups:
+            if bundle and size + len(group) > self.bundle_size:
+                yield bundle
+                bundle, size = [], 0
+            bundle.append(group)
+            size += len(group)
+        if bundle:
+            yield bundle
+
+    def _send(
+        self, groups: list[list[Action]], ctx: _Context, *, existing_pass: bool = False
+    ) -> None:
+        entries: list[_Entry] = []
+        for group in groups:
+            built = self._build_group(group, groups, ctx)
+            if built is not None:
+                entries.extend(built)
+        if not entries:
+            return
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"fullUrl": e.action.desired.uuid, "resource": e.resource, "request": e.request}
+                for e in entries
+            ],
+        }
+        try:
+            with ctx.lock_requests():
+                ctx.result.bundles += 1
+            response = self.client.transaction(bundle)
+        except (ServerRejectedError, ConflictError) as exc:
+            if len(groups) > 1:
+                for group in groups:
+                    self._send([group], ctx, existing_pass=existing_pass)
+                return
+            self._group_failed(entries, exc, ctx)
+            return
+        self._record(entries, entry_results(response), ctx, existing_pass=existing_pass)
+
+    def _build_group(
+        self, group: list[Action], bundle: list[list[Action]], ctx: _Context
+    ) -> list[_Entry] | None:
+        in_bundle = {a.desired.uuid for g in bundle for a in g if a.op == "create"}
+        entries = []
+        try:
+            for action in group:
+                d = action.desired
+                resource = _resolve(
+                    d.resource,
+                    people=ctx.people,
+                    in_bundle=in_bundle,
+                    known=ctx.known,
+                    conditional=ctx.conditional,
+                )
+                state = action.state
+                if action.op == "create" or state is None or not state.server_id:
+                    request = {"method": "POST", "url": d.resource_type, "ifNoneExist": d.search}
+                else:
+                    resource["id"] = state.server_id
+                    version = state.version_id
+                    if d.update_mode == "merge" or (self.overwrite and state.status == "conflict"):
+                        current = self.client.read(d.resource_type, state.server_id)
+                        merger = self.mergers.get(d.kind)
+                        if merger is not None:
+                            resource = merger(current.resource, resource)
+                        version = current.version_id
+                    request = {"method": "PUT", "url": f"{d.resource_type}/{state.server_id}"}
+                    if version:
+                        request["ifMatch"] = etag_for(version)
+                entries.append(_Entry(action, resource, request))
+        except UnresolvedPerson as exc:
+            reason = f"unknown {exc.key.resource_type}: {exc}"
+            with self.store.transaction() as db:
+                for action in group:
+                    self._reject(action, reason, None, None, ctx, db)
+            return None
+        return entries
+
+    def _record(
+        self,
+        entries: list[_Entry],
+        results: list[Any],
+        ctx: _Context,
+        *,
+        existing_pass: bool,
+    ) -> None:
+        run_id = ctx.result.run_id
+        with self.store.transaction() as db:
+            for entry, res in zip(entries, results, strict=False):
+                d = entry.action.desired
+                op = "created" if entry.request["method"] == "POST" else "updated"
+                if op == "created" and res.status == 200:
+                    op = "existing"
+                    ctx.existing.append(entry.action)
+                self.store.record(
+                    kind=d.kind,
+                    key=d.key,
+                    resource_type=d.resource_type,
+                    server_id=res.resource_id,
+                    version_id=res.version_id,
+                    content_hash=None if op == "existing" else d.hash,
+                    status="synced",
+                    run_id=run_id,
+                    db=db,
+                )
+                self.store.resolve_dead_letters(d.kind, d.key, db=db)
+                if op != "existing":
+                    ctx.count("updated" if existing_pass else op)
+                    if d.uuid not in ctx.known and res.resource_id:
+                        ctx.known[d.uuid] = f"{d.resource_type}/{res.resource_id}"
+
+    def _group_failed(self, entries: list[_Entry], exc: FhirError, ctx: _Context) -> None:
+        """One record group was refused: find out which records truly conflict."""
+        with self.store.transaction() as db:
+            for entry in entries:
+                action = entry.action
+                d = action.desired
+                if isinstance(exc, ConflictError) and entry.request["method"] == "PUT":
+                    verdict = self._conflict_verdict(entry)
+                    if verdict == "own-write":
+                        self.store.record(
+                            kind=d.kind,
+                            key=d.key,
+                            resource_type=d.resource_type,
+                            server_id=None,
+                            version_id=self._current_version(entry),
+                            content_hash=d.hash,
+                            status="synced",
+                            run_id=ctx.result.run_id,
+                            db=db,
+                        )
+                        ctx.count("updated")
+                        continue
+                    if verdict == "conflict":
+                        self.store.record(
+                            kind=d.kind,
+                            key=d.key,
+                            resource_type=d.resource_type,
+                            server_id=None,
+                            version_id=None,
+                            content_hash=action.state.content_hash if action.state else None,
+                            status="conflict",
+                            run_id=ctx.result.run_id,
+                            db=db,
+                        )
+                        self.store.dead_letter(
+                            run_id=ctx.result.run_id,
+                            kind=d.kind,
+                            key=d.key,
+                            resource_type=d.resource_type,
+                            reason="changed on the server since our last write; not overwritten",
+                            http_status=exc.status,
+                            outcome=exc.outcome,
+                            db=db,
+                        )
+                        ctx.count("conflict")
+                        ctx.fail(f"{d.kind}/{d.key}: conflict")
+                        continue
+                    # unchanged on the server: it only failed alongside a conflicting record
+                    ctx.count("deferred")
+                    continue
+                self._reject(action, str(exc), exc.status, exc.outcome, ctx, db)
+
+    def _conflict_verdict(self, entry: _Entry) -> tuple[str, str | None]:
+        """Why an If-Match update failed: our own earlier write (``own-write``), someone
+        else's change (``conflict``), or nothing changed and it only failed alongside another
+        record (``innocent``). Returns the verdict and the server's current version."""
+        state = entry.action.state
+        if state is None or not state.server_id:
+            return "conflict", None
+        current = self.client.read(entry.action.desired.resource_type, state.server_id)
+        if content_hash(current.resource) == content_hash(entry.resource):
+            return "own-write", current.version_id
+        if current.version_id == state.version_id:
+            return "innocent", current.version_id
+        return "conflict", current.version_id
+
+    def _reject(
+        self,
+        action: Action,
+        reason: str,
+        status: int | None,
+        outcome: Mapping[str, Any] | None,
+        ctx: _Context,
+        db: Any,
+    ) -> None:
+        d = action.desired
+        state = action.state
+        self.store.record(
+            kind=d.kind,
+            key=d.key,
+            resource_type=d.resource_type,
+            server_id=None,
+            version_id=None,
+            content_hash=state.content_hash if state else None,
+            status="rejected",
+            run_id=ctx.result.run_id,
+            db=db,
+        )
+        self.store.dead_letter(
+            run_id=ctx.result.run_id,
+            kind=d.kind,
+            key=d.key,
+            resource_type=d.resource_type,
+            reason=reason,
+            http_status=status,
+            outcome=outcome,
+            db=db,
+        )
+        ctx.count("rejected")
+        ctx.fail(f"{d.kind}/{d.key}: {reason}")
+
+
+class _Context:
+    """Per-run mutable state shared by the worker threads (guarded by one lock)."""
+
+    def __init__(
+        self,
+        people: PersonResolver,
+        known: dict[str, str],
+        conditional: dict[str, str],
+        result: SyncResult,
+    ) -> None:
+        import threading
+
+        self.people = people
+        self.known = known
+        self.conditional = conditional
+        self.result = result
+        self.existing: list[Action] = []
+        self._lock = threading.Lock()
+
+    def lock_requests(self) -> Any:
+        return self._lock
+
+    def count(self, what: str) -> None:
+        with self._lock:
+            self.result.counts[what] += 1
+
+    def fail(self, message: str) -> None:
+        with self._lock:
+            self.result.failures.append(message)
+
+
+def desired_index(records: Iterable[Desired]) -> dict[str, Desired]:
+    """Records by their urn:uuid, for tools that follow references."""
+    return {r.uuid: r for r in records}

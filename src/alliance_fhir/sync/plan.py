@@ -1,0 +1,62 @@
+"""Plan: compare what we want with what the state store says we last wrote. No I/O."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from alliance_fhir.sync.model import Desired
+from alliance_fhir.sync.state import RecordState
+
+Op = Literal["create", "update", "unchanged", "conflict"]
+
+
+@dataclass(frozen=True)
+class Action:
+    op: Op
+    desired: Desired
+    state: RecordState | None
+
+
+@dataclass
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+
+    @property
+    def writes(self) -> list[Action]:
+        return [a for a in self.actions if a.op in ("create", "update")]
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(a.op for a in self.actions).items()))
+
+
+def make_plan(
+    desired: Iterable[Desired],
+    states: Mapping[tuple[str, str], RecordState],
+    *,
+    overwrite_conflicts: bool = False,
+) -> Plan:
+    """Decide per record: create, update, leave alone, or leave in conflict.
+
+    * never written, or written but the server id is unknown -> ``create`` (conditional, so
+      a record that did reach the server before a crash is found, not duplicated);
+    * same hash as last written and in sync -> ``unchanged``: costs no request;
+    * in conflict (someone else changed it) -> stays ``conflict`` unless the policy is
+      overwrite, even if our input changed: a human decides;
+    * otherwise -> ``update`` with the version we last saw.
+    """
+    plan = Plan()
+    for record in desired:
+        state = states.get((record.kind, record.key))
+        if state is None or state.server_id is None:
+            op: Op = "create"
+        elif state.status == "conflict" and not overwrite_conflicts:
+            op = "conflict"
+        elif state.status == "synced" and state.content_hash == record.hash:
+            op = "unchanged"
+        else:
+            op = "update"
+        plan.actions.append(Action(op, record, state))
+    return plan

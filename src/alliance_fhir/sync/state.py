@@ -1,0 +1,331 @@
+"""The local state store: what we wrote, where it lives on the server, and how each run went.
+
+SQLite in WAL mode so a reader (``status``, the metrics endpoint) never blocks the writer.
+One row per record we own, keyed by (kind, key): the server's id and version, and the hash of
+the content we last wrote. A record whose hash is unchanged costs no request on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alliance_fhir.exceptions import StateError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS resources (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    resource_type TEXT NOT NULL,
+    server_id TEXT,
+    version_id TEXT,
+    content_hash TEXT,
+    status TEXT NOT NULL,
+    last_sync REAL NOT NULL,
+    run_id TEXT,
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    command TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    outcome TEXT,
+    counts TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    resource_type TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    http_status INTEGER,
+    outcome TEXT,
+    at REAL NOT NULL,
+    resolved INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS dead_letters_open ON dead_letters (resolved, kind, key);
+CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+#: Record statuses: ``synced`` (server matches our hash), ``conflict`` (someone else changed
+#: it; we did not overwrite), ``rejected`` (the server refused it; see dead_letters).
+STATUSES = ("synced", "conflict", "rejected")
+
+
+@dataclass(frozen=True)
+class RecordState:
+    kind: str
+    key: str
+    resource_type: str
+    server_id: str | None
+    version_id: str | None
+    content_hash: str | None
+    status: str
+    last_sync: float
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    run_id: str
+    kind: str
+    key: str
+    resource_type: str
+    reason: str
+    http_status: int | None
+    outcome: dict[str, Any] | None
+    at: float
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    command: str
+    started: float
+    finished: float | None
+    outcome: str | None
+    counts: dict[str, int]
+
+
+class StateStore:
+    """Thread-safe access to one SQLite state file (one connection, one lock)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=30
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state store {self.path} is unusable: {exc}") from exc
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: everything inside lands or nothing does."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # Records
+
+    def get(self, kind: str, key: str) -> RecordState | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT kind, key, resource_type, server_id, version_id, content_hash, status,"
+                " last_sync FROM resources WHERE kind=? AND key=?",
+                (kind, key),
+            ).fetchone()
+        return RecordState(*row) if row else None
+
+    def all_records(self, kind: str | None = None) -> dict[tuple[str, str], RecordState]:
+        """Every record (of one kind), keyed by (kind, key): one query for a whole plan."""
+        sql = (
+            "SELECT kind, key, resource_type, server_id, version_id, content_hash, status,"
+            " last_sync FROM resources"
+        )
+        args: tuple[str, ...] = ()
+        if kind is not None:
+            sql += " WHERE kind=?"
+            args = (kind,)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return {(r[0], r[1]): RecordState(*r) for r in rows}
+
+    def record(
+        self,
+        *,
+        kind: str,
+        key: str,
+        resource_type: str,
+        server_id: str | None,
+        version_id: str | None,
+        content_hash: str | None,
+        status: str,
+        run_id: str | None,
+        db: sqlite3.Connection | None = None,
+    ) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown record status {status!r}")
+        sql = (
+            "INSERT INTO resources VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(kind, key) DO UPDATE"
+            " SET resource_type=excluded.resource_type,"
+            " server_id=COALESCE(excluded.server_id, server_id),"
+            " version_id=COALESCE(excluded.version_id, version_id),"
+            " content_hash=excluded.content_hash, status=excluded.status,"
+            " last_sync=excluded.last_sync, run_id=excluded.run_id"
+        )
+        args = (
+            kind,
+            key,
+            resource_type,
+            server_id,
+            version_id,
+            content_hash,
+            status,
+            time.time(),
+            run_id,
+        )
+        if db is not None:
+            db.execute(sql, args)
+        else:
+            with self._lock:
+                self._db.execute(sql, args)
+
+    def counts_by_status(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT status, COUNT(*) FROM resources GROUP BY status"
+            ).fetchall()
+        return {str(s): int(n) for s, n in rows}
+
+    def conflicts(self) -> list[RecordState]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, key, resource_type, server_id, version_id, content_hash, status,"
+                " last_sync FROM resources WHERE status='conflict' ORDER BY kind, key"
+            ).fetchall()
+        return [RecordState(*r) for r in rows]
+
+    # Dead letters
+
+    def dead_letter(
+        self,
+        *,
+        run_id: str,
+        kind: str,
+        key: str,
+        resource_type: str,
+        reason: str,
+        http_status: int | None,
+        outcome: Mapping[str, Any] | None,
+        db: sqlite3.Connection | None = None,
+    ) -> None:
+        """Quarantine a rejected record with the server's OperationOutcome; an older open
+        letter for the same record is superseded."""
+        conn = db if db is not None else self._db
+        with self._lock:
+            conn.execute(
+                "UPDATE dead_letters SET resolved=1 WHERE kind=? AND key=? AND resolved=0",
+                (kind, key),
+            )
+            conn.execute(
+                "INSERT INTO dead_letters (run_id, kind, key, resource_type, reason, http_status,"
+                " outcome, at) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    kind,
+                    key,
+                    resource_type,
+                    reason,
+                    http_status,
+                    json.dumps(outcome, sort_keys=True) if outcome else None,
+                    time.time(),
+                ),
+            )
+
+    def resolve_dead_letters(
+        self, kind: str, key: str, db: sqlite3.Connection | None = None
+    ) -> None:
+        conn = db if db is not None else self._db
+        with self._lock:
+            conn.execute(
+                "UPDATE dead_letters SET resolved=1 WHERE kind=? AND key=? AND resolved=0",
+                (kind, key),
+            )
+
+    def open_dead_letters(self) -> list[DeadLetter]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, run_id, kind, key, resource_type, reason, http_status, outcome, at"
+                " FROM dead_letters WHERE resolved=0 ORDER BY id"
+            ).fetchall()
+        return [
+            DeadLetter(
+                id=r[0],
+                run_id=r[1],
+                kind=r[2],
+                key=r[3],
+                resource_type=r[4],
+                reason=r[5],
+                http_status=r[6],
+                outcome=json.loads(r[7]) if r[7] else None,
+                at=r[8],
+            )
+            for r in rows
+        ]
+
+    # Runs
+
+    def start_run(self, run_id: str, command: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO runs (run_id, command, started) VALUES (?,?,?)",
+                (run_id, command, time.time()),
+            )
+
+    def finish_run(self, run_id: str, outcome: str, counts: Mapping[str, int]) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE runs SET finished=?, outcome=?, counts=? WHERE run_id=?",
+                (time.time(), outcome, json.dumps(dict(counts), sort_keys=True), run_id),
+            )
+
+    def recent_runs(self, limit: int = 10) -> list[RunRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, command, started, finished, outcome, counts FROM runs"
+                " ORDER BY started DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    # Watermarks (incremental pulls)
+
+    def watermark(self, name: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM watermarks WHERE name=?", (name,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_watermark(self, name: str, value: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO watermarks VALUES (?, ?) ON CONFLICT(name) DO UPDATE"
+                " SET value=excluded.value",
+                (name, value),
+            )
