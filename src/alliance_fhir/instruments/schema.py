@@ -118,6 +118,15 @@ class Proration(_Strict):
     min_answered: int | None = Field(default=None, ge=1)
     min_fraction: float | None = Field(default=None, gt=0, le=1)
 
+    @model_validator(mode="after")
+    def _thresholds(self) -> Self:
+        has_threshold = self.min_answered is not None or self.min_fraction is not None
+        if self.method == "mean" and not has_threshold:
+            raise ValueError("mean proration needs min_answered or min_fraction")
+        if self.method == "none" and has_threshold:
+            raise ValueError("min_answered/min_fraction only apply to mean proration")
+        return self
+
 
 class ScoreDef(_Strict):
     """The total or one subscale."""
@@ -225,6 +234,15 @@ class Instrument(_Strict):
         for item in self.items:
             if item.subscale and item.subscale not in sub_ids:
                 raise ValueError(f"item {item.link_id}: unknown subscale {item.subscale!r}")
+        for score in (self.scoring.total, *self.scoring.subscales):
+            count = len(self.score_items(score))
+            if count == 0:
+                raise ValueError(f"score {score.id}: has no scored items")
+            least = score.proration.min_answered
+            if least is not None and least > count:
+                raise ValueError(
+                    f"score {score.id}: proration min_answered {least} exceeds its {count} items"
+                )
         return self
 
     def item(self, link_id: str) -> Item:
