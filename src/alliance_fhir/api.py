@@ -1,0 +1,244 @@
+"""The Python API: what integration jobs import instead of shelling out to the CLI.
+
+>>> from alliance_fhir.api import AllianceFhir
+>>> from alliance_fhir.config import load_settings
+>>> with AllianceFhir(load_settings(server_url="http://127.0.0.1:8080/fhir")) as af:
+...     report = af.push_assessments([Path("export/assessments.csv")])
+...     report.ok
+True
+
+Every method returns a small report object; nothing prints. Errors are the ones of
+``alliance_fhir.exceptions``. One instance holds one client and one state store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from alliance_fhir.adapters.fhirjson import dumps
+from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
+from alliance_fhir.config import Settings
+from alliance_fhir.connect import connect
+from alliance_fhir.exceptions import FhirError, Problem
+from alliance_fhir.fhir import FhirClient, missing_capabilities
+from alliance_fhir.instruments.library import InstrumentLibrary, load_library, validate_paths
+from alliance_fhir.instruments.overlay import load_overlay
+from alliance_fhir.logging import get_logger
+from alliance_fhir.sync.apply import SyncEngine, SyncResult
+from alliance_fhir.sync.export import export_bundles
+from alliance_fhir.sync.model import Desired
+from alliance_fhir.sync.plan import Plan
+from alliance_fhir.sync.records import Records, instrument_records
+from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore
+
+log = get_logger("alliance_fhir.api")
+
+
+@dataclass
+class Report:
+    """The outcome of a push/publish/sync: input problems, skipped items, and the run."""
+
+    problems: list[Problem] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    plan: dict[str, int] = field(default_factory=dict)
+    result: SyncResult | None = None
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and (self.result is None or self.result.ok)
+
+    def merge(self, other: Report) -> None:
+        self.problems.extend(other.problems)
+        self.skipped.extend(other.skipped)
+        for key, value in other.plan.items():
+            self.plan[key] = self.plan.get(key, 0) + value
+        if other.result is not None:
+            if self.result is None:
+                self.result = other.result
+            else:
+                self.result.counts.update(other.result.counts)
+                self.result.failures.extend(other.result.failures)
+                self.result.bundles += other.result.bundles
+                self.result.seconds += other.result.seconds
+        self.written.extend(other.written)
+
+
+@dataclass
+class Status:
+    runs: list[RunRecord]
+    records: dict[str, int]
+    conflicts: list[RecordState]
+    dead_letters: list[DeadLetter]
+
+
+@dataclass
+class Doctor:
+    server_url: str
+    reachable: bool
+    fhir_version: str | None = None
+    software: str | None = None
+    missing: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable and not self.missing and (self.fhir_version or "").startswith("4.0")
+
+
+class AllianceFhir:
+    """One configured connection: instruments, client, state store, sync engine."""
+
+    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
+        self.settings = settings
+        self._transport = transport
+        self._library: InstrumentLibrary | None = None
+        self._client: FhirClient | None = None
+        self._store: StateStore | None = None
+
+    def __enter__(self) -> AllianceFhir:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # Lazily built parts
+
+    @property
+    def library(self) -> InstrumentLibrary:
+        if self._library is None:
+            extra = [self.settings.mappings_dir] if self.settings.mappings_dir else []
+            self._library = load_library(extra)
+        return self._library
+
+    @property
+    def client(self) -> FhirClient:
+        if self._client is None:
+            self._client = connect(self.settings, transport=self._transport)
+        return self._client
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:
+            self._store = StateStore(self.settings.state_path)
+        return self._store
+
+    def engine(self) -> SyncEngine:
+        from alliance_fhir.adapters.goals import merge_onto_server
+
+        return SyncEngine(
+            self.client,
+            self.store,
+            bundle_size=self.settings.bundle_size,
+            concurrency=self.settings.concurrency,
+            conflict_policy=self.settings.conflict_policy,
+            mergers={"goal": merge_onto_server, "careplan": merge_onto_server},
+        )
+
+    # Instruments
+
+    def render_questionnaire(
+        self, instrument_id: str, *, overlay: Path | None = None, labels_only: bool = False
+    ) -> str:
+        """The Questionnaire JSON text of one instrument (byte-stable)."""
+        instrument = self.library.get(instrument_id)
+        loaded = load_overlay(overlay, instrument) if overlay is not None else None
+        resource = questionnaire_from_instrument(
+            instrument,
+            overlay=loaded,
+            labels_only=labels_only,
+            canonical_base=self.settings.canonical_base,
+        )
+        return dumps(resource, indent=2)
+
+    def validate(self, paths: Sequence[Path]) -> list[Problem]:
+        """Problems in instrument, overlay, rule and goal files (empty when all are valid)."""
+        return validate_paths(paths, self.library)
+
+    # Writing
+
+    def run(
+        self,
+        records: Records,
+        *,
+        command: str,
+        dry_run: bool = False,
+        out_dir: Path | None = None,
+    ) -> Report:
+        """Apply prepared records: plan only, export to files, or sync with the server."""
+        report = Report(problems=list(records.problems), skipped=list(records.skipped))
+        if out_dir is not None:
+            report.written = export_bundles(
+                records.desired, out_dir, bundle_size=self.settings.bundle_size
+            )
+            report.plan = {"exported": len(records.desired)}
+            return report
+        engine = self.engine()
+        plan: Plan = engine.plan(records.desired)
+        report.plan = plan.counts()
+        if dry_run:
+            return report
+        report.result = engine.run(records.desired, command=command)
+        return report
+
+    def publish(
+        self,
+        *,
+        labels_only: bool = False,
+        instruments: Sequence[str] | None = None,
+        dry_run: bool = False,
+        out_dir: Path | None = None,
+    ) -> Report:
+        """Publish our CodeSystem and the instruments' Questionnaires."""
+        records = instrument_records(
+            self.library, self.settings, labels_only=labels_only, only=instruments
+        )
+        return self.run(records, command="publish", dry_run=dry_run, out_dir=out_dir)
+
+    def push_records(self, desired: Sequence[Desired], *, command: str) -> Report:
+        return self.run(Records(desired=list(desired)), command=command)
+
+    # Reading
+
+    def status(self, *, runs: int = 10) -> Status:
+        store = self.store
+        return Status(
+            runs=store.recent_runs(runs),
+            records=store.counts_by_status(),
+            conflicts=store.conflicts(),
+            dead_letters=store.open_dead_letters(),
+        )
+
+    def doctor(self) -> Doctor:
+        """Can we reach the server, and does it offer what we need?"""
+        report = Doctor(server_url=self.settings.server_url, reachable=False)
+        try:
+            statement = self.client.capabilities()
+        except FhirError as exc:
+            report.error = str(exc)
+            return report
+        report.reachable = True
+        report.fhir_version = statement.get("fhirVersion")
+        software = statement.get("software") or {}
+        report.software = (
+            " ".join(str(software[k]) for k in ("name", "version") if software.get(k)) or None
+        )
+        report.missing = missing_capabilities(statement)
+        return report
+
+
+def as_json(resource: dict[str, Any]) -> str:
+    return dumps(resource, indent=2)
