@@ -6,6 +6,7 @@
     ├── InvalidInputError        fix the input; names file, line or JSON path, field, reason
     │   └── ScoringError         the answers cannot be scored (too many missing items, ...)
     ├── ConfigError              fix the configuration
+    │   └── LicensedWordingRequired  a licensed instrument needs --overlay or --labels-only
     ├── FhirError                the server said something; carries its OperationOutcome
     │   ├── RetriableError       try again later (429, 502-504, timeouts, resets)
     │   ├── ConflictError        someone else changed it (409, 412): never overwrite blindly
@@ -66,6 +67,11 @@ class ScoringError(InvalidInputError):
 
 class ConfigError(AllianceFhirError):
     """The configuration is missing something or contradicts itself."""
+
+
+class LicensedWordingRequired(ConfigError):
+    """A licensed instrument's wording is not shipped: supply the licensee's overlay, or ask
+    explicitly for a label-only rendering. The message says which and why."""
 
 
 class StateError(AllianceFhirError):

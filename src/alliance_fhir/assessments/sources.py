@@ -1,0 +1,672 @@
+"""Importers: assessment records from YAML/JSON record files, CSV, and FHIR QuestionnaireResponses.
+
+Every importer returns ``(assessments, problems)``. A bad record becomes Problems (file, line or
+JSON path, field, reason) and the others carry on; a key seen twice in one batch is a Problem
+for the second record. A file that cannot be read at all (not UTF-8, not YAML, no header) is a
+single Problem and no records.
+
+Record files (``.yaml``/``.yml``/``.json``)
+    One record (a mapping with ``key``), a list of records, or a mapping with ``assessments:``
+    (a list) and optional ``defaults:`` (fields every record of the file shares, e.g. the
+    patient; a record's own fields win). Fields are those of :class:`Assessment`.
+
+CSV
+    One row per assessment; the header names columns, and a column map
+    (``mappings/sources/assessments-csv.yaml`` by default, see :class:`CsvColumnMap`) says
+    which column is which field. An empty cell is an unanswered item / an absent field.
+
+QuestionnaireResponse JSON
+    One QuestionnaireResponse, or a Bundle of them. ``questionnaire`` (``url|version``) picks
+    the instrument; subject/author give the patient/practitioner by ``identifier`` or, with a
+    ``resolve_reference`` callable, by ``reference``; our assessment identifier (else the
+    identifier, else the id) gives the key; answers are read back from ``valueCoding.code``
+    (our qualified answer code or the bare scale code), ``valueDecimal``/``valueInteger`` and
+    ``valueString``. Calculated score items are ignored: scores are always recomputed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from alliance_fhir.adapters.codesystem import SCORE_LINK_PREFIX, point_for_code, rebase
+from alliance_fhir.adapters.identity import (
+    DEFAULT_CANONICAL_BASE,
+    DEFAULT_NAMESPACE,
+    identifier_system,
+)
+from alliance_fhir.assessments.model import Assessment, Identifier, RawAnswer
+from alliance_fhir.exceptions import ConfigError, InvalidInputError, Problem
+from alliance_fhir.inputs import (
+    Positions,
+    format_path,
+    load_document,
+    problems_from_validation,
+    read_text,
+)
+from alliance_fhir.instruments.schema import Instrument
+from alliance_fhir.logging import register_sensitive
+from alliance_fhir.resources import bundled_mappings
+
+__all__ = [
+    "CsvColumnMap",
+    "ReferenceResolver",
+    "load_csv_map",
+    "read_assessments",
+    "read_csv",
+    "read_questionnaire_responses",
+    "read_records",
+]
+
+Result = tuple[list[Assessment], list[Problem]]
+
+#: Turns a FHIR reference (``Patient/123``) into the business identifier it stands for.
+ReferenceResolver = Callable[[str], Identifier | None]
+
+
+# -- shared ------------------------------------------------------------------------------
+
+
+def _register(assessment: Assessment, free_text: Iterable[str] = ()) -> None:
+    """Patient identifiers and free-text answers must never reach a log line."""
+    register_sensitive(assessment.patient.value, *free_text)
+
+
+def _dedupe(items: list[tuple[Assessment, Problem | None]]) -> Result:
+    """Drop a record whose key an earlier record of the batch already used (a Problem)."""
+    seen: dict[str, str] = {}
+    out: list[Assessment] = []
+    problems: list[Problem] = []
+    for assessment, dup_problem in items:
+        if assessment.key in seen:
+            assert dup_problem is not None
+            problems.append(
+                Problem(
+                    dup_problem.location,
+                    dup_problem.field,
+                    f"duplicate key {assessment.key!r}: already used at {seen[assessment.key]}",
+                    line=dup_problem.line,
+                    path=dup_problem.path,
+                )
+            )
+            continue
+        seen[assessment.key] = assessment.where
+        out.append(assessment)
+    return out, problems
+
+
+# -- record files ------------------------------------------------------------------------
+
+
+def read_records(path: Path) -> Result:
+    """Assessments from a YAML or JSON record file."""
+    source = str(path)
+    try:
+        data, pos = load_document(path)
+    except InvalidInputError as exc:
+        return [], exc.problems
+    defaults: Mapping[str, Any] = {}
+    records: list[tuple[tuple[int | str, ...], Any]]
+    if isinstance(data, list):
+        records = [((i,), r) for i, r in enumerate(data)]
+    elif isinstance(data, dict) and "assessments" in data:
+        extra = sorted(set(data) - {"assessments", "defaults"})
+        if extra:
+            return [], [pos.problem((extra[0],), extra[0], "unknown top-level field")]
+        listed = data["assessments"]
+        if not isinstance(listed, list):
+            return [], [pos.problem(("assessments",), "assessments", "must be a list")]
+        raw_defaults = data.get("defaults") or {}
+        if not isinstance(raw_defaults, dict):
+            return [], [pos.problem(("defaults",), "defaults", "must be a mapping")]
+        defaults = raw_defaults
+        records = [(("assessments", i), r) for i, r in enumerate(listed)]
+    elif isinstance(data, dict):
+        records = [((), data)]
+    else:
+        return [], [Problem(source, "", "expected a record, a list, or `assessments:`", line=1)]
+
+    problems: list[Problem] = []
+    parsed: list[tuple[Assessment, Problem | None]] = []
+    for where, record in records:
+        if not isinstance(record, dict):
+            problems.append(pos.problem(where, "", "a record must be a mapping"))
+            continue
+        merged = {**defaults, **record}
+        line = pos.line(where)
+        answer_lines = {
+            str(k): pos.lines[(*where, "answers", k)]
+            for k in (record.get("answers") or {})
+            if isinstance(record.get("answers"), dict) and (*where, "answers", k) in pos.lines
+        }
+        try:
+            assessment = Assessment.model_validate(
+                {**merged, "source": source, "line": line, "answer_lines": answer_lines}
+            )
+        except ValidationError as exc:
+            problems.extend(_record_problems(exc, record, defaults, pos, where))
+            continue
+        _register(assessment, (v for v in assessment.answers.values() if isinstance(v, str)))
+        parsed.append((assessment, pos.problem((*where, "key"), "key", "")))
+    records_ok, dup = _dedupe(parsed)
+    return records_ok, problems + dup
+
+
+def _record_problems(
+    exc: ValidationError,
+    record: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    pos: Positions,
+    where: tuple[int | str, ...],
+) -> list[Problem]:
+    """Problems of one record; a field inherited from ``defaults:`` is reported there."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not _union_tag(p))
+        top = loc[0] if loc else ""
+        base = ("defaults",) if top not in record and top in defaults else where
+        field = next((str(p) for p in reversed(loc) if isinstance(p, str)), "")
+        reason = str(err["msg"]).removeprefix("Value error, ")
+        if top == "authored" and "timezone" in reason:
+            reason += " (write an offset, e.g. 2024-03-04T17:00:00-05:00)"
+        problems.append(pos.problem((*base, *loc), field, reason))
+    return problems
+
+
+def _union_tag(part: int | str) -> bool:
+    # pydantic puts the member type of a union ("str", "function-after[...]") into loc.
+    return isinstance(part, str) and (
+        "[" in part or part.startswith("function-") or part in ("str", "int", "float")
+    )
+
+
+# -- CSV ---------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CsvIdentifierColumn(_Strict):
+    """An identifier read from a column.
+
+    A cell ``system|value`` carries its own system; a bare value takes ``system`` (a fixed
+    default) or the cell of ``system_column``.
+    """
+
+    column: str
+    system: str | None = None
+    system_column: str | None = None
+
+    @model_validator(mode="after")
+    def _one_system(self) -> CsvIdentifierColumn:
+        if self.system is not None and self.system_column is not None:
+            raise ValueError("give system or system_column, not both")
+        return self
+
+
+class CsvColumns(_Strict):
+    key: str
+    instrument: str
+    instrument_version: str | None = None
+    authored: str
+    status: str | None = None
+    session: str | None = None
+
+
+class CsvAnswers(_Strict):
+    """Answer columns: every column named ``{prefix}{linkId}``, plus explicit ``columns``."""
+
+    prefix: str | None = "item."
+    columns: dict[str, str] = Field(default_factory=dict, description="column -> linkId")
+
+
+class CsvColumnMap(_Strict):
+    """Which CSV column holds which field of an Assessment (see assessments-csv.yaml)."""
+
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    columns: CsvColumns
+    patient: CsvIdentifierColumn
+    practitioner: CsvIdentifierColumn | None = None
+    answers: CsvAnswers = CsvAnswers()
+    ignore: list[str] = Field(default_factory=list, description="columns to skip silently")
+
+
+def load_csv_map(path: Path | None = None) -> CsvColumnMap:
+    """The CSV column map at ``path`` (default: the shipped ``assessments-csv.yaml``)."""
+    path = path or bundled_mappings() / "sources" / "assessments-csv.yaml"
+    data, pos = load_document(path)
+    try:
+        return CsvColumnMap.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(str(p) for p in problems_from_validation(exc, pos))) from exc
+
+
+def read_csv(path: Path, column_map: CsvColumnMap | None = None) -> Result:
+    """Assessments from a CSV file, one per row."""
+    source = str(path)
+    cmap = column_map or load_csv_map()
+    try:
+        text = read_text(path)
+    except InvalidInputError as exc:
+        return [], exc.problems
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=cmap.delimiter, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return [], [Problem(source, "", "the file is empty", line=1)]
+    except csv.Error as exc:
+        return [], [Problem(source, "", f"not valid CSV: {exc}", line=1)]
+    header = [h.strip() for h in header]
+
+    fields: dict[str, str] = {}  # column -> field name in an Assessment dict
+    for name, column in cmap.columns.model_dump().items():
+        if column is not None:
+            fields[column] = name
+    answer_cols: dict[str, str] = dict(cmap.answers.columns)
+    known = set(fields) | set(answer_cols) | set(cmap.ignore)
+    for ident in (cmap.patient, cmap.practitioner):
+        if ident is not None:
+            known |= {ident.column} | ({ident.system_column} if ident.system_column else set())
+    problems: list[Problem] = []
+    for column in header:
+        if column in known:
+            continue
+        prefix = cmap.answers.prefix
+        if prefix and column.startswith(prefix) and len(column) > len(prefix):
+            answer_cols[column] = column[len(prefix) :]
+        else:
+            problems.append(Problem(source, column, "column not in the column map", line=1))
+    required = [cmap.columns.key, cmap.columns.instrument, cmap.columns.authored]
+    required.append(cmap.patient.column)
+    missing = [c for c in required if c not in header]
+    if missing:
+        problems.append(
+            Problem(source, ", ".join(missing), "required column(s) missing from header", line=1)
+        )
+    if len(set(header)) != len(header):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        problems.append(Problem(source, ", ".join(dupes), "duplicate column(s)", line=1))
+    if problems:
+        return [], problems
+
+    parsed: list[tuple[Assessment, Problem | None]] = []
+    line = 2
+    while True:
+        start = line
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.append(Problem(source, "", f"not valid CSV: {exc}", line=start))
+            break
+        line = reader.line_num + 1
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            problems.append(
+                Problem(source, "", f"{len(row)} cells but {len(header)} columns", line=start)
+            )
+            continue
+        cells = dict(zip(header, (c.strip() for c in row), strict=True))
+        result = _csv_record(cells, cmap, fields, answer_cols, source, start)
+        if isinstance(result, list):
+            problems.extend(result)
+            continue
+        parsed.append((result, Problem(source, cmap.columns.key, "", line=start)))
+    records, dup = _dedupe(parsed)
+    return records, problems + dup
+
+
+def _csv_identifier(
+    cells: Mapping[str, str], spec: CsvIdentifierColumn | None
+) -> dict[str, str] | None:
+    if spec is None or not cells.get(spec.column):
+        return None
+    cell = cells[spec.column]
+    if "|" in cell:
+        system, _, value = cell.partition("|")
+        return {"system": system, "value": value}
+    if spec.system_column is not None:
+        return {"system": cells.get(spec.system_column, ""), "value": cell}
+    return {"system": spec.system or "", "value": cell}
+
+
+def _csv_record(
+    cells: Mapping[str, str],
+    cmap: CsvColumnMap,
+    fields: Mapping[str, str],
+    answer_cols: Mapping[str, str],
+    source: str,
+    line: int,
+) -> Assessment | list[Problem]:
+    record: dict[str, Any] = {
+        name: cells[col] for col, name in fields.items() if cells.get(col, "") != ""
+    }
+    record["patient"] = _csv_identifier(cells, cmap.patient)
+    practitioner = _csv_identifier(cells, cmap.practitioner)
+    if practitioner is not None:
+        record["practitioner"] = practitioner
+    record["answers"] = {
+        link_id: cells[col] for col, link_id in answer_cols.items() if cells.get(col, "") != ""
+    }
+    record["source"] = source
+    record["line"] = line
+    try:
+        assessment = Assessment.model_validate(record)
+    except ValidationError as exc:
+        by_field = {v: k for k, v in fields.items()}
+        by_link = {v: k for k, v in answer_cols.items()}
+        problems = []
+        for err in exc.errors(include_url=False):
+            loc = err["loc"]
+            top = str(loc[0]) if loc else ""
+            if top in ("patient", "practitioner"):
+                spec = cmap.patient if top == "patient" else cmap.practitioner
+                column = spec.column if spec is not None else top
+                if len(loc) > 1 and loc[1] == "system" and spec and spec.system_column:
+                    column = spec.system_column
+            elif top == "answers" and len(loc) > 1:
+                column = by_link.get(str(loc[1]), f"answers.{loc[1]}")
+            elif top == "answers":
+                column = "answers"
+            else:
+                column = by_field.get(top, top)
+            reason = str(err["msg"]).removeprefix("Value error, ")
+            if top == "authored" and "timezone" in reason:
+                reason += " (write an offset, e.g. 2024-03-04T17:00:00-05:00)"
+            problems.append(Problem(source, column, reason, line=line))
+        return problems
+    _register(assessment, (v for v in assessment.answers.values() if isinstance(v, str)))
+    return assessment
+
+
+# -- QuestionnaireResponse -----------------------------------------------------------------
+
+
+def read_questionnaire_responses(
+    path: Path,
+    instruments: Iterable[Instrument],
+    *,
+    canonical_base: str = DEFAULT_CANONICAL_BASE,
+    namespace: str = DEFAULT_NAMESPACE,
+    resolve_reference: ReferenceResolver | None = None,
+) -> Result:
+    """Assessments from a QuestionnaireResponse JSON file (one resource or a Bundle)."""
+    try:
+        data, pos = load_document(path)
+    except InvalidInputError as exc:
+        return [], exc.problems
+    reader = _QrReader(
+        str(path), pos, list(instruments), canonical_base, namespace, resolve_reference
+    )
+    resources: list[tuple[tuple[int | str, ...], Any]] = []
+    if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+        for i, entry in enumerate(data.get("entry") or []):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            resources.append((("entry", i, "resource"), resource))
+    else:
+        resources.append(((), data))
+    problems: list[Problem] = []
+    parsed: list[tuple[Assessment, Problem | None]] = []
+    for where, resource in resources:
+        try:
+            assessment, free_text = reader.read(where, resource)
+        except InvalidInputError as exc:
+            problems.extend(exc.problems)
+            continue
+        _register(assessment, free_text)
+        parsed.append((assessment, reader.problem(where, "identifier", "")))
+    records, dup = _dedupe(parsed)
+    return records, problems + dup
+
+
+class _QrReader:
+    def __init__(
+        self,
+        source: str,
+        pos: Positions,
+        instruments: Sequence[Instrument],
+        canonical_base: str,
+        namespace: str,
+        resolve: ReferenceResolver | None,
+    ) -> None:
+        self.source = source
+        self.pos = pos
+        self.canonical_base = canonical_base
+        self.key_system = identifier_system("assessment", namespace)
+        self.resolve = resolve
+        self.by_url: dict[str, Instrument] = {}
+        for inst in instruments:
+            self.by_url[inst.url] = inst
+            self.by_url[rebase(inst.url, canonical_base)] = inst
+
+    def problem(self, where: Sequence[int | str], field: str, reason: str) -> Problem:
+        return Problem(
+            self.source,
+            field,
+            reason,
+            line=self.pos.line(where),
+            path=format_path(("QuestionnaireResponse", *where)),
+        )
+
+    def fail(self, where: Sequence[int | str], field: str, reason: str) -> InvalidInputError:
+        return InvalidInputError(self.problem((*where, field), field, reason))
+
+    def read(self, where: tuple[int | str, ...], qr: Any) -> tuple[Assessment, list[str]]:
+        if not isinstance(qr, dict) or qr.get("resourceType") != "QuestionnaireResponse":
+            raise self.fail(where, "resourceType", "expected a QuestionnaireResponse")
+        canonical = qr.get("questionnaire")
+        if not isinstance(canonical, str) or not canonical:
+            raise self.fail(where, "questionnaire", "missing the Questionnaire canonical")
+        url, _, version = canonical.partition("|")
+        instrument = self.by_url.get(url)
+        if instrument is None:
+            raise self.fail(where, "questionnaire", f"no loaded instrument has url {url}")
+        key = self._key(where, qr)
+        subject = self._identifier(where, "subject", qr.get("subject"))
+        if subject is None:
+            raise self.fail(where, "subject", "missing the patient")
+        practitioner = self._practitioner(where, qr, subject)
+        answers, lines, free_text = self._answers(where, instrument, qr.get("item") or [])
+        authored = self._authored(where, qr.get("authored"))
+        record = {
+            "key": key,
+            "instrument": instrument.id,
+            "instrument_version": version or None,
+            "patient": subject.model_dump(),
+            "practitioner": practitioner.model_dump() if practitioner else None,
+            "authored": authored,
+            "status": qr.get("status"),
+            "answers": answers,
+            "source": self.source,
+            "line": self.pos.line(where),
+            "answer_lines": lines,
+        }
+        try:
+            return Assessment.model_validate(record), free_text
+        except ValidationError as exc:
+            raise InvalidInputError(
+                [
+                    self.problem(
+                        (*where, str(err["loc"][0]) if err["loc"] else ""),
+                        ".".join(str(p) for p in err["loc"]),
+                        str(err["msg"]).removeprefix("Value error, "),
+                    )
+                    for err in exc.errors(include_url=False)
+                ]
+            ) from exc
+
+    def _key(self, where: tuple[int | str, ...], qr: Mapping[str, Any]) -> str:
+        ident = qr.get("identifier")
+        idents = ident if isinstance(ident, list) else [ident] if ident else []
+        for i in idents:
+            if isinstance(i, dict) and i.get("system") == self.key_system and i.get("value"):
+                return str(i["value"])
+        for i in idents:
+            if isinstance(i, dict) and i.get("value"):
+                return str(i["value"])
+        if qr.get("id"):
+            return str(qr["id"])
+        raise self.fail(where, "identifier", "no identifier or id to key the assessment by")
+
+    def _identifier(self, where: tuple[int | str, ...], field: str, ref: Any) -> Identifier | None:
+        if not isinstance(ref, dict):
+            return None
+        ident = ref.get("identifier")
+        if isinstance(ident, dict) and ident.get("system") and ident.get("value"):
+            try:
+                return Identifier(system=ident["system"], value=ident["value"])
+            except ValidationError as exc:
+                raise self.fail(where, field, "identifier needs a URI system and a value") from exc
+        reference = ref.get("reference")
+        if isinstance(reference, str) and reference:
+            if self.resolve is None:
+                raise self.fail(
+                    where,
+                    field,
+                    f"{field} is only a reference; include {field}.identifier "
+                    "or import with a reference resolver",
+                )
+            resolved = self.resolve(reference)
+            if resolved is None:
+                raise self.fail(where, field, f"cannot resolve the {field} reference")
+            return resolved
+        return None
+
+    def _practitioner(
+        self, where: tuple[int | str, ...], qr: Mapping[str, Any], subject: Identifier
+    ) -> Identifier | None:
+        author = qr.get("author")
+        if not isinstance(author, dict):
+            return None
+        kind = author.get("type") or str(author.get("reference") or "").split("/", 1)[0]
+        if kind in ("Patient", "RelatedPerson"):
+            return None
+        ident = self._identifier(where, "author", author)
+        return None if ident == subject else ident
+
+    def _authored(self, where: tuple[int | str, ...], value: Any) -> datetime:
+        if not isinstance(value, str) or "T" not in value:
+            raise self.fail(where, "authored", "needs a date and time with a timezone offset")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise self.fail(where, "authored", f"not a FHIR dateTime: {value}") from exc
+        if parsed.tzinfo is None:
+            raise self.fail(where, "authored", "needs a timezone offset")
+        return parsed
+
+    def _answers(
+        self, where: tuple[int | str, ...], instrument: Instrument, items: Any
+    ) -> tuple[dict[str, RawAnswer], dict[str, int], list[str]]:
+        answers: dict[str, RawAnswer] = {}
+        lines: dict[str, int] = {}
+        free_text: list[str] = []
+        problems: list[Problem] = []
+        known = {i.link_id: i for i in instrument.items}
+
+        def walk(nodes: Any, at: tuple[int | str, ...]) -> None:
+            if not isinstance(nodes, list):
+                return
+            for n, node in enumerate(nodes):
+                here = (*at, n)
+                if not isinstance(node, dict):
+                    continue
+                link_id = node.get("linkId")
+                walk(node.get("item"), (*here, "item"))
+                given = node.get("answer") or []
+                if not isinstance(link_id, str) or not given:
+                    continue
+                if link_id.startswith(SCORE_LINK_PREFIX):
+                    continue
+                if len(given) > 1:
+                    field = f"answers.{link_id}"
+                    problems.append(self.problem((*here, "answer"), field, "more than one answer"))
+                    continue
+                answer = given[0] if isinstance(given[0], dict) else {}
+                line = self.pos.line((*here, "answer", 0))
+                if line is not None:
+                    lines[link_id] = line
+                value = self._value(instrument, known.get(link_id), answer)
+                if value is None:
+                    problems.append(
+                        self.problem(
+                            (*here, "answer", 0),
+                            f"answers.{link_id}",
+                            "expected valueCoding, valueDecimal, valueInteger or valueString",
+                        )
+                    )
+                    continue
+                if "valueString" in answer and isinstance(value, str):
+                    free_text.append(value)
+                answers[link_id] = value
+
+        walk(items, (*where, "item"))
+        if problems:
+            raise InvalidInputError(problems)
+        return answers, lines, free_text
+
+    def _value(
+        self, instrument: Instrument, item: Any, answer: Mapping[str, Any]
+    ) -> RawAnswer | None:
+        if isinstance(answer.get("valueCoding"), dict):
+            code = answer["valueCoding"].get("code")
+            if not isinstance(code, str):
+                return None
+            if item is not None and item.scale:
+                point = point_for_code(instrument, instrument.scale(item.scale), code)
+                if point is not None:
+                    return point.code
+            return code
+        for key in ("valueDecimal", "valueInteger"):
+            value = answer.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return value
+        value = answer.get("valueString")
+        return value if isinstance(value, str) else None
+
+
+# -- dispatch ------------------------------------------------------------------------------
+
+
+def read_assessments(
+    path: Path,
+    *,
+    instruments: Iterable[Instrument] = (),
+    csv_map: CsvColumnMap | None = None,
+    canonical_base: str = DEFAULT_CANONICAL_BASE,
+    namespace: str = DEFAULT_NAMESPACE,
+    resolve_reference: ReferenceResolver | None = None,
+) -> Result:
+    """Assessments from any supported file, chosen by its suffix (and, for JSON, content)."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return read_csv(path, csv_map)
+    if suffix == ".json":
+        try:
+            data, _ = load_document(path)
+        except InvalidInputError as exc:
+            return [], exc.problems
+        if isinstance(data, dict) and data.get("resourceType") in (
+            "QuestionnaireResponse",
+            "Bundle",
+        ):
+            return read_questionnaire_responses(
+                path,
+                instruments,
+                canonical_base=canonical_base,
+                namespace=namespace,
+                resolve_reference=resolve_reference,
+            )
+        return read_records(path)
+    if suffix in (".yaml", ".yml"):
+        return read_records(path)
+    return [], [Problem(str(path), "", "unsupported file type (expected .yaml, .json or .csv)")]

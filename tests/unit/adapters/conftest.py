@@ -1,0 +1,21 @@
+"""Fixtures of the adapter tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+from adapterkit import server_refs
+
+from alliance_fhir.instruments.library import InstrumentLibrary, load_library
+
+
+@pytest.fixture(scope="session")
+def library() -> InstrumentLibrary:
+    return load_library()
+
+
+@pytest.fixture
+def refs() -> Callable[[str, str], Mapping[str, Any]]:
+    return server_refs
