@@ -13,6 +13,7 @@ Every method returns a small report object; nothing prints. Errors are the ones 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,18 +23,31 @@ import httpx
 
 from alliance_fhir.adapters.fhirjson import dumps
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
+from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
 from alliance_fhir.connect import connect
-from alliance_fhir.exceptions import FhirError, Problem
+from alliance_fhir.exceptions import FhirError, InvalidInputError, Problem
 from alliance_fhir.fhir import FhirClient, missing_capabilities
-from alliance_fhir.instruments.library import InstrumentLibrary, load_library, validate_paths
+from alliance_fhir.instruments.library import (
+    InstrumentLibrary,
+    UnknownInstrumentError,
+    load_library,
+    validate_paths,
+)
 from alliance_fhir.instruments.overlay import load_overlay
+from alliance_fhir.instruments.schema import Instrument
+from alliance_fhir.instruments.scoring import Scores, score
 from alliance_fhir.logging import get_logger
 from alliance_fhir.sync.apply import SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.model import Desired
 from alliance_fhir.sync.plan import Plan
-from alliance_fhir.sync.records import Records, instrument_records
+from alliance_fhir.sync.records import (
+    Records,
+    assessment_records,
+    instrument_records,
+    read_assessment_files,
+)
 from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore
 
 log = get_logger("alliance_fhir.api")
@@ -67,6 +81,13 @@ class Report:
                 self.result.bundles += other.result.bundles
                 self.result.seconds += other.result.seconds
         self.written.extend(other.written)
+
+
+@dataclass(frozen=True)
+class ScoredAssessment:
+    assessment: Assessment
+    instrument: Instrument
+    scores: Scores
 
 
 @dataclass
@@ -210,6 +231,44 @@ class AllianceFhir:
 
     def push_records(self, desired: Sequence[Desired], *, command: str) -> Report:
         return self.run(Records(desired=list(desired)), command=command)
+
+    def assessment_records(self, paths: Sequence[Path]) -> Records:
+        """Read, check and score assessment files into records (problems kept aside)."""
+        assessments, problems = read_assessment_files(paths, self.library, self.settings)
+        records = assessment_records(assessments, self.library, self.settings)
+        records.problems[:0] = problems
+        return records
+
+    def push_assessments(
+        self, paths: Sequence[Path], *, dry_run: bool = False, out_dir: Path | None = None
+    ) -> Report:
+        """Send assessments as QuestionnaireResponse + score Observation."""
+        records = self.assessment_records(paths)
+        return self.run(records, command="push assessments", dry_run=dry_run, out_dir=out_dir)
+
+    def score_files(self, paths: Sequence[Path]) -> tuple[list[ScoredAssessment], list[Problem]]:
+        """Score assessment files without any server: for ``alliance-fhir score``."""
+        assessments, problems = read_assessment_files(paths, self.library, self.settings)
+        scored: list[ScoredAssessment] = []
+        for assessment in assessments:
+            try:
+                instrument = self.library.get(assessment.instrument)
+                prepared = prepare(instrument, assessment)
+                scored.append(
+                    ScoredAssessment(prepared, instrument, score(instrument, prepared.answers))
+                )
+            except InvalidInputError as exc:
+                problems.extend(exc.problems)
+            except UnknownInstrumentError as exc:
+                problems.append(assessment.problem("instrument", str(exc)))
+        return scored, problems
+
+    def seed(self, bundle_path: Path) -> int:
+        """Load example Patients/Practitioners (a conditional transaction) into a test or
+        demo server. Never used against an EHR: there the EHR owns its people."""
+        bundle = json.loads(bundle_path.read_text(encoding="utf-8"))
+        response = self.client.transaction(bundle)
+        return len(response.get("entry") or [])
 
     # Reading
 

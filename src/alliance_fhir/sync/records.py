@@ -9,15 +9,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from alliance_fhir.adapters.assessment import questionnaire_response, score_observation
 from alliance_fhir.adapters.codesystem import codesystem_for_instruments
+from alliance_fhir.adapters.identity import search_token
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
+from alliance_fhir.assessments import Assessment, prepare, read_assessments
 from alliance_fhir.config import Settings
-from alliance_fhir.exceptions import InvalidInputError, LicensedWordingRequired, Problem
-from alliance_fhir.instruments.library import InstrumentLibrary
+from alliance_fhir.exceptions import (
+    InvalidInputError,
+    LicensedWordingRequired,
+    Problem,
+    ScoringError,
+)
+from alliance_fhir.instruments.library import InstrumentLibrary, UnknownInstrumentError
 from alliance_fhir.instruments.overlay import load_overlay
 from alliance_fhir.instruments.schema import Instrument, Overlay
-from alliance_fhir.sync.model import Desired
+from alliance_fhir.instruments.scoring import score
+from alliance_fhir.sync.model import Desired, record_uuid
 
 
 @dataclass
@@ -97,4 +107,119 @@ def instrument_records(
                 group=f"questionnaire:{instrument.id}",
             )
         )
+    return out
+
+
+def _person_refs(assessment: Assessment) -> dict[tuple[str, str], dict[str, Any]]:
+    refs: dict[tuple[str, str], dict[str, Any]] = {}
+    for rtype, who in (("Patient", assessment.patient), ("Practitioner", assessment.practitioner)):
+        if who is not None:
+            ident = {"system": who.system, "value": who.value}
+            refs[(who.system, who.value)] = {"type": rtype, "identifier": ident}
+    return refs
+
+
+def assessment_records(
+    assessments: Iterable[Assessment], library: InstrumentLibrary, settings: Settings
+) -> Records:
+    """QuestionnaireResponse + score Observation per assessment, in one bundle group.
+
+    A record that fails its instrument's checks becomes a problem (file, line, field,
+    reason). One whose answers are valid but cannot be scored still sends its answers, and
+    the reason it has no score is reported as skipped.
+    """
+    out = Records()
+    ns, base = settings.identifier_namespace, settings.canonical_base
+    for assessment in assessments:
+        try:
+            instrument = library.get(assessment.instrument)
+        except UnknownInstrumentError as exc:
+            out.problems.append(assessment.problem("instrument", str(exc)))
+            continue
+        try:
+            prepared = prepare(instrument, assessment)
+            scores = score(instrument, prepared.answers)
+            refs = _person_refs(prepared)
+            qr = questionnaire_response(
+                prepared, instrument, refs=refs, canonical_base=base, namespace=ns
+            )
+        except InvalidInputError as exc:
+            out.problems.extend(exc.problems)
+            continue
+        group = f"assessment:{assessment.key}"
+        out.desired.append(
+            Desired(
+                kind="assessment",
+                key=assessment.key,
+                resource=qr,
+                search=f"identifier={search_token('assessment', assessment.key, ns)}",
+                group=group,
+            )
+        )
+        try:
+            obs = score_observation(
+                prepared,
+                instrument,
+                scores,
+                refs=refs,
+                qr_ref=record_uuid("assessment", assessment.key),
+                canonical_base=base,
+                namespace=ns,
+            )
+        except ScoringError as exc:
+            out.skipped.extend(f"not scored: {p}" for p in exc.problems)
+            continue
+        out.desired.append(
+            Desired(
+                kind="score",
+                key=assessment.key,
+                resource=obs,
+                search=f"identifier={search_token('score', assessment.key, ns)}",
+                group=group,
+            )
+        )
+    return out
+
+
+def read_assessment_files(
+    paths: Iterable[Path], library: InstrumentLibrary, settings: Settings
+) -> tuple[list[Assessment], list[Problem]]:
+    """Every assessment in the files (directories walked for .yaml/.yml/.json/.csv).
+
+    Bad records become problems; a key seen twice across files is a problem for the second.
+    """
+    assessments: list[Assessment] = []
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for path in _expand(paths):
+        found, bad = read_assessments(
+            path,
+            instruments=library.all(),
+            canonical_base=settings.canonical_base,
+            namespace=settings.identifier_namespace,
+        )
+        problems.extend(bad)
+        for assessment in found:
+            if assessment.key in seen:
+                problems.append(
+                    assessment.problem("key", f"duplicate of the record in {seen[assessment.key]}")
+                )
+                continue
+            seen[assessment.key] = assessment.where
+            assessments.append(assessment)
+    return assessments, problems
+
+
+INPUT_SUFFIXES = (".yaml", ".yml", ".json", ".csv")
+
+
+def _expand(paths: Iterable[Path]) -> list[Path]:
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in INPUT_SUFFIXES)
+            )
+        else:
+            out.append(path)
     return out

@@ -1,0 +1,1 @@
+"""Tests of the collaborative-goal domain, its files and its FHIR mapping."""
