@@ -22,12 +22,20 @@ from typing import Any
 import httpx
 
 from alliance_fhir.adapters.fhirjson import dumps
+from alliance_fhir.adapters.goals import (
+    KIND_GOAL,
+    KIND_PLAN,
+    merge_onto_server,
+    plan_from_fhir,
+)
+from alliance_fhir.adapters.goals import Options as GoalOptions
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
 from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
 from alliance_fhir.connect import connect
 from alliance_fhir.exceptions import FhirError, InvalidInputError, Problem
 from alliance_fhir.fhir import FhirClient, missing_capabilities
+from alliance_fhir.goals import Plan
 from alliance_fhir.instruments.library import (
     InstrumentLibrary,
     UnknownInstrumentError,
@@ -37,16 +45,19 @@ from alliance_fhir.instruments.library import (
 from alliance_fhir.instruments.overlay import load_overlay
 from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.instruments.scoring import Scores, score
-from alliance_fhir.logging import get_logger
+from alliance_fhir.logging import get_logger, register_sensitive
 from alliance_fhir.sync.apply import SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.model import Desired
-from alliance_fhir.sync.plan import Plan
+from alliance_fhir.sync.plan import Plan as SyncPlan
 from alliance_fhir.sync.records import (
     Records,
     assessment_records,
+    goal_options,
+    goal_records,
     instrument_records,
     read_assessment_files,
+    read_goal_files,
 )
 from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore
 
@@ -158,7 +169,10 @@ class AllianceFhir:
         return self._store
 
     def engine(self) -> SyncEngine:
-        from alliance_fhir.adapters.goals import merge_onto_server
+        options = goal_options(self.settings)
+
+        def merge(server: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+            return merge_onto_server(server, ours, options)
 
         return SyncEngine(
             self.client,
@@ -166,7 +180,7 @@ class AllianceFhir:
             bundle_size=self.settings.bundle_size,
             concurrency=self.settings.concurrency,
             conflict_policy=self.settings.conflict_policy,
-            mergers={"goal": merge_onto_server, "careplan": merge_onto_server},
+            mergers={KIND_GOAL: merge, KIND_PLAN: merge},
         )
 
     # Instruments
@@ -208,7 +222,7 @@ class AllianceFhir:
             report.plan = {"exported": len(records.desired)}
             return report
         engine = self.engine()
-        plan: Plan = engine.plan(records.desired)
+        plan: SyncPlan = engine.plan(records.desired)
         report.plan = plan.counts()
         if dry_run:
             return report
@@ -245,6 +259,72 @@ class AllianceFhir:
         """Send assessments as QuestionnaireResponse + score Observation."""
         records = self.assessment_records(paths)
         return self.run(records, command="push assessments", dry_run=dry_run, out_dir=out_dir)
+
+    def goal_records(self, paths: Sequence[Path]) -> Records:
+        plans, problems = read_goal_files(paths)
+        records = goal_records(plans, self.settings)
+        records.problems[:0] = problems
+        return records
+
+    def push_goals(
+        self, paths: Sequence[Path], *, dry_run: bool = False, out_dir: Path | None = None
+    ) -> Report:
+        """Send goal plans as Goals (milestones linked), GAS Observations and a CarePlan."""
+        records = self.goal_records(paths)
+        return self.run(records, command="push goals", dry_run=dry_run, out_dir=out_dir)
+
+    def sync(
+        self,
+        *,
+        labels_only: bool = False,
+        dry_run: bool = False,
+        out_dir: Path | None = None,
+    ) -> Report:
+        """Everything configured, in dependency order: instruments, assessments, goals."""
+        records = instrument_records(self.library, self.settings, labels_only=labels_only)
+        records.extend(self.assessment_records(self.settings.assessments))
+        records.extend(self.goal_records(self.settings.goals))
+        return self.run(records, command="sync", dry_run=dry_run, out_dir=out_dir)
+
+    def pull_plans(self, patient: str) -> list[Plan]:
+        """The goal plans of one patient as on the server, including goals the EHR created.
+
+        ``patient`` is ``system|value`` (an identifier) or a server id (``Patient/123`` or
+        ``123``).
+        """
+        register_sensitive(patient)
+        if "|" in patient:
+            hits = list(self.client.search("Patient", {"identifier": patient}))
+            if not hits:
+                raise InvalidInputError(Problem("--patient", "patient", "no such patient"))
+            patient_id = str(hits[0]["id"])
+        else:
+            patient_id = patient.removeprefix("Patient/")
+        subject = f"Patient/{patient_id}"
+        options = goal_options(self.settings)
+        headers = {"Cache-Control": "no-cache"}
+        goals = list(self.client.search("Goal", {"subject": subject}, headers=headers))
+        observations = [
+            o
+            for o in self.client.search("Observation", {"subject": subject}, headers=headers)
+            if any(
+                c.get("code") in ("gas-rating", "gas-t-score")
+                for c in (o.get("code") or {}).get("coding") or []
+            )
+        ]
+        plans = [
+            plan_from_fhir(cp, goals, observations, None, options)
+            for cp in self.client.search("CarePlan", {"subject": subject}, headers=headers)
+        ]
+        linked = {
+            str(ref.get("reference", "")).rsplit("/", 1)[-1]
+            for plan_cp in self.client.search("CarePlan", {"subject": subject})
+            for ref in plan_cp.get("goal") or []
+        }
+        loose = [g for g in goals if str(g.get("id")) not in linked]
+        if loose:
+            plans.append(_plan_for_loose_goals(subject, loose, observations, options))
+        return plans
 
     def score_files(self, paths: Sequence[Path]) -> tuple[list[ScoredAssessment], list[Problem]]:
         """Score assessment files without any server: for ``alliance-fhir score``."""
@@ -297,6 +377,24 @@ class AllianceFhir:
         )
         report.missing = missing_capabilities(statement)
         return report
+
+
+def _plan_for_loose_goals(
+    subject: str,
+    goals: list[dict[str, Any]],
+    observations: list[dict[str, Any]],
+    options: GoalOptions,
+) -> Plan:
+    """Goals the EHR recorded without a CarePlan, shown as one unnamed plan."""
+    careplan = {
+        "resourceType": "CarePlan",
+        "id": "ehr-goals",
+        "status": "active",
+        "intent": "plan",
+        "subject": {"reference": subject},
+        "goal": [{"reference": f"Goal/{g['id']}"} for g in goals],
+    }
+    return plan_from_fhir(careplan, goals, observations, None, options)
 
 
 def as_json(resource: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -20,12 +21,14 @@ from rich.table import Table
 
 from alliance_fhir import __version__
 from alliance_fhir import logging as alog
+from alliance_fhir.api import as_json
 from alliance_fhir.config import Settings, load_settings
 from alliance_fhir.exceptions import AllianceFhirError, InvalidInputError, Problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-out = Console(highlight=False, soft_wrap=True)
+# Wide enough for tables when piped or captured (no terminal to measure).
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -236,6 +239,286 @@ def config() -> None:
 def config_show(ctx: Ctx) -> None:
     """Print the effective configuration as JSON, secrets masked."""
     click.echo(json.dumps(ctx.settings.masked(), indent=2, sort_keys=True))
+
+
+# -- scoring -----------------------------------------------------------------------------
+
+
+@main.command("score")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--fhir",
+    "as_fhir",
+    is_flag=True,
+    help="Print the QuestionnaireResponse and Observation JSON instead of a table.",
+)
+@pass_ctx
+@handles_errors
+def score_cmd(ctx: Ctx, paths: tuple[Path, ...], as_fhir: bool) -> None:
+    """Score assessment files (YAML/JSON records, CSV, FHIR QuestionnaireResponses)."""
+    api = _api(ctx)
+    if as_fhir:
+        records = api.assessment_records(list(paths))
+        for record in records.desired:
+            click.echo(as_json(record.resource))
+        _problems(records.problems)
+        for note in records.skipped:
+            err.print(f"note: {note}", markup=False)
+        sys.exit(1 if records.problems else 0)
+    scored, problems = api.score_files(list(paths))
+    table = Table("assessment", "instrument", "authored", "total", "subscales", "band", "note")
+    for item in scored:
+        sc = item.scores
+        total = "-" if sc.total.value is None else f"{sc.total.value:g}"
+        subs = ", ".join(
+            f"{s.id} {'-' if s.value is None else f'{s.value:g}'}" for s in sc.subscales
+        )
+        note = sc.total.reason or ("below cutoff" if sc.below_cutoff else "")
+        table.add_row(
+            item.assessment.key,
+            item.instrument.id,
+            item.assessment.authored.isoformat(),
+            total,
+            subs,
+            sc.band.label if sc.band else "",
+            note,
+        )
+    out.print(table)
+    _problems(problems)
+    sys.exit(1 if problems else 0)
+
+
+# -- server ------------------------------------------------------------------------------
+
+
+def _print_report(report: Any, *, dry_run: bool = False) -> None:
+    for note in report.skipped:
+        err.print(f"note: {note}", markup=False)
+    _problems(report.problems)
+    if report.written:
+        out.print(
+            f"wrote {len(report.written)} bundle file(s) to {report.written[0].parent}",
+            markup=False,
+        )
+        return
+    plan = ", ".join(f"{k} {v}" for k, v in sorted(report.plan.items())) or "nothing to do"
+    if dry_run or report.result is None:
+        out.print(f"plan: {plan}", markup=False)
+        return
+    res = report.result
+    summary = ", ".join(f"{k} {v}" for k, v in res.summary().items())
+    out.print(
+        f"run {res.run_id}: {summary} ({res.bundles} bundles, {res.seconds:.1f}s)", markup=False
+    )
+    for failure in res.failures:
+        err.print(f"failed: {failure}", markup=False)
+
+
+def _exit_for(report: Any) -> None:
+    sys.exit(0 if report.ok else 1)
+
+
+dry_run_option = click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
+out_option = click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write transaction bundles to this directory instead of a server.",
+)
+
+
+@main.command()
+@pass_ctx
+@handles_errors
+def doctor(ctx: Ctx) -> None:
+    """Check that the server is reachable, authorised and offers what we need."""
+    report = _api(ctx).doctor()
+    out.print(f"server: {report.server_url}", markup=False)
+    if not report.reachable:
+        _fail([f"error: cannot use the server: {report.error}"])
+    out.print(
+        f"FHIR version: {report.fhir_version} ({report.software or 'unknown software'})",
+        markup=False,
+    )
+    for missing in report.missing:
+        err.print(f"missing: {missing}", markup=False)
+    if not (report.fhir_version or "").startswith("4.0"):
+        err.print("error: alliance-fhir needs a FHIR R4 (4.0.x) server", markup=False)
+    out.print("ok" if report.ok else "not ready", markup=False)
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.option(
+    "--labels-only",
+    is_flag=True,
+    help="Publish licensed instruments with our neutral labels when no overlay exists.",
+)
+@click.option("--instrument", "instrument_ids", multiple=True, help="Only these instruments.")
+@dry_run_option
+@out_option
+@pass_ctx
+@handles_errors
+def publish(
+    ctx: Ctx,
+    labels_only: bool,
+    instrument_ids: tuple[str, ...],
+    dry_run: bool,
+    out_dir: Path | None,
+) -> None:
+    """Publish our CodeSystem and the instruments' Questionnaires."""
+    report = _api(ctx).publish(
+        labels_only=labels_only,
+        instruments=instrument_ids or None,
+        dry_run=dry_run,
+        out_dir=out_dir,
+    )
+    _print_report(report, dry_run=dry_run)
+    _exit_for(report)
+
+
+@main.group()
+def push() -> None:
+    """Send assessments or goal plans to the server."""
+
+
+@push.command("assessments")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@dry_run_option
+@out_option
+@pass_ctx
+@handles_errors
+def push_assessments(
+    ctx: Ctx, paths: tuple[Path, ...], dry_run: bool, out_dir: Path | None
+) -> None:
+    """Send assessments as QuestionnaireResponse + score Observation (idempotent)."""
+    report = _api(ctx).push_assessments(list(paths), dry_run=dry_run, out_dir=out_dir)
+    _print_report(report, dry_run=dry_run)
+    _exit_for(report)
+
+
+@push.command("goals")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@dry_run_option
+@out_option
+@pass_ctx
+@handles_errors
+def push_goals(ctx: Ctx, paths: tuple[Path, ...], dry_run: bool, out_dir: Path | None) -> None:
+    """Send goal plans as Goals with milestones, GAS Observations and a CarePlan."""
+    report = _api(ctx).push_goals(list(paths), dry_run=dry_run, out_dir=out_dir)
+    _print_report(report, dry_run=dry_run)
+    _exit_for(report)
+
+
+@main.group()
+def pull() -> None:
+    """Read from the server."""
+
+
+@pull.command("goals")
+@click.option(
+    "--patient",
+    required=True,
+    help="Patient identifier as system|value, or the server's Patient id.",
+)
+@pass_ctx
+@handles_errors
+def pull_goals(ctx: Ctx, patient: str) -> None:
+    """Print a patient's goal plans as a clinician would read them."""
+    from alliance_fhir.goals import render_plan_text
+
+    plans = _api(ctx).pull_plans(patient)
+    if not plans:
+        out.print("no goal plans on the server for this patient", markup=False)
+    for plan in plans:
+        click.echo(render_plan_text(plan))
+
+
+@main.command()
+@click.option(
+    "--labels-only",
+    is_flag=True,
+    help="Publish licensed instruments with our neutral labels when no overlay exists.",
+)
+@dry_run_option
+@out_option
+@pass_ctx
+@handles_errors
+def sync(ctx: Ctx, labels_only: bool, dry_run: bool, out_dir: Path | None) -> None:
+    """Publish instruments, push the configured assessments and goal plans."""
+    report = _api(ctx).sync(labels_only=labels_only, dry_run=dry_run, out_dir=out_dir)
+    _print_report(report, dry_run=dry_run)
+    _exit_for(report)
+
+
+@main.command()
+@click.option("--runs", default=10, show_default=True, help="How many recent runs to list.")
+@pass_ctx
+@handles_errors
+def status(ctx: Ctx, runs: int) -> None:
+    """Recent runs, record counts, conflicts and dead letters from the state store."""
+    st = _api(ctx).status(runs=runs)
+    table = Table("run", "command", "started (UTC)", "outcome", "counts")
+    for run in st.runs:
+        started = datetime.fromtimestamp(run.started, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(run.counts.items()) if v)
+        table.add_row(run.run_id, run.command, started, run.outcome or "running", counts)
+    out.print(table)
+    records = ", ".join(f"{k} {v}" for k, v in sorted(st.records.items())) or "none"
+    out.print(f"records: {records}", markup=False)
+    out.print(f"conflicts: {len(st.conflicts)}", markup=False)
+    for c in st.conflicts:
+        out.print(
+            f"  conflict: {c.kind}/{c.key} ({c.resource_type}/{c.server_id}) changed on "
+            "the server since our last write; not overwritten",
+            markup=False,
+        )
+    out.print(f"dead letters: {len(st.dead_letters)}", markup=False)
+    for d in st.dead_letters:
+        status_text = f" HTTP {d.http_status}" if d.http_status else ""
+        out.print(
+            f"  rejected: {d.kind}/{d.key}{status_text}: {alog.scrub(d.reason)}", markup=False
+        )
+
+
+@main.command()
+@click.option(
+    "--examples",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=Path("examples"),
+    show_default=True,
+    help="The example clinic directory.",
+)
+@pass_ctx
+@handles_errors
+def demo(ctx: Ctx, examples: Path) -> None:
+    """Run the main job on the example clinic against a local test server.
+
+    Seeds the example Patients and Practitioners (a demo server only: in an EHR they exist
+    already), publishes the instruments with our labels, pushes the check-ins and the goal
+    plans, and prints a summary. Safe to run again: the second run writes nothing.
+    """
+    api = _api(ctx)
+    seeded = api.seed(examples / "clinic" / "people.json")
+    out.print(f"server: {ctx.settings.server_url} ({seeded} example people present)", markup=False)
+    total = api.publish(labels_only=True)
+    _print_report(total)
+    for label, report in (
+        ("assessments", api.push_assessments([examples / "clinic" / "assessments"])),
+        ("goals", api.push_goals([examples / "goals"])),
+    ):
+        out.print(f"{label}:", markup=False, end=" ")
+        _print_report(report)
+        total.merge(report)
+    if total.result is not None:
+        res = total.result
+        out.print(
+            f"demo done: {res.counts['created']} created, {res.counts['updated']} updated, "
+            f"{res.counts['unchanged']} unchanged, {res.counts['conflict']} conflicts, "
+            f"{res.counts['rejected']} rejected; {len(total.problems)} input problems",
+            markup=False,
+        )
+    sys.exit(0 if total.result is not None and total.result.ok else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

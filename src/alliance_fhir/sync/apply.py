@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from alliance_fhir.adapters.fhirjson import content_hash
-from alliance_fhir.exceptions import ConflictError, FhirError, ServerRejectedError
+from alliance_fhir.exceptions import ConflictError, FatalError, FhirError, ServerRejectedError
 from alliance_fhir.fhir import ReadResult, entry_results, etag_for
 from alliance_fhir.logging import get_logger, new_id
 from alliance_fhir.sync.model import Desired
 from alliance_fhir.sync.plan import Action, Plan, make_plan
 from alliance_fhir.sync.references import PersonResolver, UnresolvedPerson, person_keys
 from alliance_fhir.sync.references import resolve_references as _resolve
-from alliance_fhir.sync.state import StateStore
+from alliance_fhir.sync.state import RecordState, StateStore
 
 log = get_logger("alliance_fhir.sync")
 
@@ -103,6 +103,7 @@ class SyncEngine:
         outcome = "failed"
         try:
             self._check_unique(desired)
+            self._check_state_matches_server()
             plan = self.plan(desired)
             for action in plan.actions:
                 if action.op in ("unchanged", "conflict"):
@@ -122,6 +123,21 @@ class SyncEngine:
                 **result.summary(),
             )
         return result
+
+    def _check_state_matches_server(self) -> None:
+        """One read of our latest record: if the server no longer has it (a reset test
+        server, a restored backup), the state describes another server's content. Forget it;
+        conditional creates then find or recreate each record without duplicates."""
+        sample = self.store.latest_synced()
+        if sample is None or sample.server_id is None:
+            return
+        try:
+            self.client.read(sample.resource_type, sample.server_id)
+        except FatalError as exc:
+            if exc.status not in (404, 410):
+                raise
+            dropped = self.store.forget_all()
+            log.warning("sync.state_stale", records_forgotten=dropped)
 
     @staticmethod
     def _check_unique(desired: Sequence[Desired]) -> None:
@@ -161,13 +177,42 @@ class SyncEngine:
         # earlier run crashed before recording): bring its content up to date now.
         if ctx.existing:
             states = self.store.all_records()
-            redo = [
-                Action("update", a.desired, states.get((a.desired.kind, a.desired.key)))
-                for a in ctx.existing
-            ]
+            redo = []
+            for found in ctx.existing:
+                state = states.get((found.desired.kind, found.desired.key))
+                if state is None or not self._differs_on_server(found.desired, state, ctx):
+                    continue
+                redo.append(Action("update", found.desired, state))
             ctx.existing = []
             for group in self._chunk([[a] for a in redo]):
                 self._send(group, ctx, existing_pass=True)
+
+    def _differs_on_server(self, desired: Desired, state: RecordState, ctx: _Context) -> bool:
+        """Whether a record found by its identifier holds other content than ours; if not,
+        it is recorded as in sync without a write."""
+        assert state.server_id is not None  # set from the conditional create's answer
+        current = self.client.read(desired.resource_type, state.server_id)
+        ours = _resolve(
+            desired.resource,
+            people=ctx.people,
+            in_bundle=set(),
+            known=ctx.known,
+            conditional=ctx.conditional,
+        )
+        if content_hash(current.resource) != content_hash(ours):
+            return True
+        self.store.record(
+            kind=desired.kind,
+            key=desired.key,
+            resource_type=desired.resource_type,
+            server_id=state.server_id,
+            version_id=current.version_id,
+            content_hash=desired.hash,
+            status="synced",
+            run_id=ctx.result.run_id,
+        )
+        ctx.count("unchanged")
+        return False
 
     def _chunk(self, groups: list[list[Action]]) -> Iterator[list[list[Action]]]:
         bundle: list[list[Action]] = []
@@ -291,14 +336,14 @@ class SyncEngine:
                 action = entry.action
                 d = action.desired
                 if isinstance(exc, ConflictError) and entry.request["method"] == "PUT":
-                    verdict = self._conflict_verdict(entry)
+                    verdict, version = self._conflict_verdict(entry)
                     if verdict == "own-write":
                         self.store.record(
                             kind=d.kind,
                             key=d.key,
                             resource_type=d.resource_type,
                             server_id=None,
-                            version_id=self._current_version(entry),
+                            version_id=version,
                             content_hash=d.hash,
                             status="synced",
                             run_id=ctx.result.run_id,

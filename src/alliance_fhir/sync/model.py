@@ -34,7 +34,8 @@ class Desired:
     records that reference each other in one bundle (a response and its score; a goal plan).
     ``update_mode`` ``merge`` means an update is laid over the server's current version so
     fields and extensions the EHR added survive (goals); ``if-match`` replaces the resource
-    only if nobody changed it since we last wrote it (assessments).
+    only if nobody changed it since we last wrote it (assessments). ``uuid`` is the
+    ``urn:uuid:`` other records use to point at this one (default: from kind and key).
     """
 
     kind: str
@@ -44,15 +45,14 @@ class Desired:
     group: str
     update_mode: UpdateMode = "if-match"
     hash: str = field(default="", compare=False)
+    uuid: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not self.hash:
             object.__setattr__(self, "hash", content_hash(self.resource))
+        if not self.uuid:
+            object.__setattr__(self, "uuid", record_uuid(self.kind, self.key))
 
     @property
     def resource_type(self) -> str:
         return str(self.resource["resourceType"])
-
-    @property
-    def uuid(self) -> str:
-        return record_uuid(self.kind, self.key)

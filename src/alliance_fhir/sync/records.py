@@ -13,6 +13,8 @@ from typing import Any
 
 from alliance_fhir.adapters.assessment import questionnaire_response, score_observation
 from alliance_fhir.adapters.codesystem import codesystem_for_instruments
+from alliance_fhir.adapters.goals import KIND_GOAL, KIND_PLAN, plan_to_fhir
+from alliance_fhir.adapters.goals import Options as GoalOptions
 from alliance_fhir.adapters.identity import search_token
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
 from alliance_fhir.assessments import Assessment, prepare, read_assessments
@@ -23,11 +25,12 @@ from alliance_fhir.exceptions import (
     Problem,
     ScoringError,
 )
+from alliance_fhir.goals import Plan, load_plans
 from alliance_fhir.instruments.library import InstrumentLibrary, UnknownInstrumentError
 from alliance_fhir.instruments.overlay import load_overlay
 from alliance_fhir.instruments.schema import Instrument, Overlay
 from alliance_fhir.instruments.scoring import score
-from alliance_fhir.sync.model import Desired, record_uuid
+from alliance_fhir.sync.model import Desired, UpdateMode, record_uuid
 
 
 @dataclass
@@ -223,3 +226,55 @@ def _expand(paths: Iterable[Path]) -> list[Path]:
         else:
             out.append(path)
     return out
+
+
+def goal_options(settings: Settings) -> GoalOptions:
+    return GoalOptions(
+        namespace=settings.identifier_namespace, canonical_base=settings.canonical_base
+    )
+
+
+def goal_records(plans: Iterable[Plan], settings: Settings) -> Records:
+    """Goals (milestones included), GAS Observations and the CarePlan of each plan, one
+    bundle group per plan so their ``urn:uuid`` links resolve in one transaction. Goals and
+    CarePlans are updated by merging onto the server's version (``merge``), so what the EHR
+    added to them survives."""
+    out = Records()
+    options = goal_options(settings)
+    for plan in plans:
+        try:
+            entries = plan_to_fhir(plan, None, options)
+        except InvalidInputError as exc:
+            out.problems.extend(exc.problems)
+            continue
+        for entry in entries:
+            mode: UpdateMode = "merge" if entry.kind in (KIND_GOAL, KIND_PLAN) else "if-match"
+            out.desired.append(
+                Desired(
+                    kind=entry.kind,
+                    key=entry.key,
+                    resource=entry.resource,
+                    search=f"identifier={entry.token}",
+                    group=f"plan:{plan.key}",
+                    update_mode=mode,
+                    uuid=entry.full_url,
+                )
+            )
+    return out
+
+
+def read_goal_files(paths: Iterable[Path]) -> tuple[list[Plan], list[Problem]]:
+    """Every plan in the files (directories walked); a plan key seen twice is a problem."""
+    plans: list[Plan] = []
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for path in _expand(paths):
+        found, bad = load_plans(path)
+        problems.extend(bad)
+        for plan in found:
+            if plan.key in seen:
+                problems.append(Problem(str(path), "key", f"plan {plan.key} is defined twice"))
+                continue
+            seen.add(plan.key)
+            plans.append(plan)
+    return plans, problems

@@ -207,6 +207,21 @@ class StateStore:
             with self._lock:
                 self._db.execute(sql, args)
 
+    def latest_synced(self) -> RecordState | None:
+        """The record most recently confirmed on the server (a cheap liveness sample)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT kind, key, resource_type, server_id, version_id, content_hash, status,"
+                " last_sync FROM resources WHERE status='synced' AND server_id IS NOT NULL"
+                " ORDER BY last_sync DESC LIMIT 1"
+            ).fetchone()
+        return RecordState(*row) if row else None
+
+    def forget_all(self) -> int:
+        """Drop every record (the server lost our data); runs and dead letters stay."""
+        with self._lock:
+            return self._db.execute("DELETE FROM resources").rowcount
+
     def counts_by_status(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute(
