@@ -35,11 +35,12 @@ from alliance_fhir.config import Settings
 from alliance_fhir.connect import connect
 from alliance_fhir.exceptions import FhirError, InvalidInputError, Problem
 from alliance_fhir.fhir import FhirClient, missing_capabilities
-from alliance_fhir.goals import Plan
+from alliance_fhir.goals import Plan, plans_from_data
 from alliance_fhir.instruments.library import (
     InstrumentLibrary,
     UnknownInstrumentError,
     load_library,
+    register_kind,
     validate_paths,
 )
 from alliance_fhir.instruments.overlay import load_overlay
@@ -62,6 +63,19 @@ from alliance_fhir.sync.records import (
 from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore
 
 log = get_logger("alliance_fhir.api")
+
+
+def _is_goal_plan(data: Any) -> bool:
+    return isinstance(data, dict) and ("plans" in data or ("goals" in data and "key" in data))
+
+
+def _validate_goal_plan(path: Path, data: Any, pos: Any, context: Any) -> list[Problem]:
+    return plans_from_data(data, pos)[1]
+
+
+# Goal plan files are validated by `alliance-fhir validate` too (registered here, at the
+# composition root, so the instruments package never imports the goals package).
+register_kind(_is_goal_plan, _validate_goal_plan, name="goal plan")
 
 
 @dataclass

@@ -127,7 +127,9 @@ def outcome_summary(outcome: Mapping[str, Any] | None, limit: int = 3) -> str:
     if not outcome or outcome.get("resourceType") != "OperationOutcome":
         return ""
     parts: list[str] = []
-    for issue in list(outcome.get("issue") or [])[:limit]:
+    rank = {"fatal": 0, "error": 1, "warning": 2, "information": 3}
+    issues = sorted(outcome.get("issue") or [], key=lambda i: rank.get(i.get("severity"), 4))
+    for issue in issues[:limit]:
         text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or ""
         where = ", ".join(issue.get("expression") or issue.get("location") or [])
         part = f"{issue.get('severity', '?')}: {text}".strip()

@@ -176,6 +176,9 @@ class Target(_Model):
         ]
         if len(kinds) > 1:
             raise ValueError(f"give only one of value, low/high or detail (got {kinds})")
+        if kinds and self.measure is None:
+            # FHIR R4 invariant gol-1: a target with a detail must say what it measures.
+            raise ValueError("a target with a value, range or detail needs a measure")
         if self.low is not None and self.high is not None and self.low > self.high:
             raise ValueError("low is above high")
         if self.unit_code is not None and self.unit is None:

@@ -87,9 +87,7 @@ class CheckIn:
 
     def __post_init__(self) -> None:
         if self.authored.tzinfo is None or self.authored.utcoffset() is None:
-            raise InvalidInputError(
-                Problem(f"check-in {self.key}", "authored", "needs a timezone")
-            )
+            raise InvalidInputError(Problem(f"check-in {self.key}", "authored", "needs a timezone"))
         if self.scorable and self.total is None:
             raise InvalidInputError(
                 Problem(f"check-in {self.key}", "total", "a scorable check-in needs a total")

@@ -274,9 +274,7 @@ def _chart(series: ReportSeries) -> str:
         ]
         polyline(sub_values, colour, 1.75, ' stroke-opacity="0.8"')
         for i, v in sub_values:
-            out.append(
-                f'<circle cx="{_c(x_at(i))}" cy="{_c(y_at(v))}" r="2.5" fill="{colour}"/>'
-            )
+            out.append(f'<circle cx="{_c(x_at(i))}" cy="{_c(y_at(v))}" r="2.5" fill="{colour}"/>')
     # the total
     total_values = [
         (i, v) for i, c in enumerate(points) if c.scorable and (v := c.total) is not None
@@ -388,13 +386,8 @@ _SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 
 def _alerts(open_alerts: Sequence[tuple[str, str, date | datetime | None]]) -> str:
     if not open_alerts:
-        return (
-            '<section class="alerts none"><h2>Open alerts</h2>'
-            "<p>No open alerts.</p></section>"
-        )
-    ordered = sorted(
-        open_alerts, key=lambda a: (_SEVERITY_ORDER.get(a[0], 3), _day(a[2]), a[1])
-    )
+        return '<section class="alerts none"><h2>Open alerts</h2><p>No open alerts.</p></section>'
+    ordered = sorted(open_alerts, key=lambda a: (_SEVERITY_ORDER.get(a[0], 3), _day(a[2]), a[1]))
     rows = []
     for severity, message, since in ordered:
         sev = severity if severity in _SEVERITY_ORDER else "other"
@@ -405,7 +398,7 @@ def _alerts(open_alerts: Sequence[tuple[str, str, date | datetime | None]]) -> s
         )
     return (
         f'<section class="alerts"><h2>Open alerts ({len(ordered)})</h2>'
-        f'<ul>{"".join(rows)}</ul></section>'
+        f"<ul>{''.join(rows)}</ul></section>"
     )
 
 
@@ -544,7 +537,7 @@ def render_report_html(
         '<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(title)}: {_e(patient_label)}</title>"
         f"<style>{_CSS}</style></head>\n<body>\n"
-        f'<header><h1>{_e(title)}: {_e(patient_label)}</h1>{when}</header>\n'
+        f"<header><h1>{_e(title)}: {_e(patient_label)}</h1>{when}</header>\n"
         f"{_alerts(open_alerts)}\n{sections}\n{_goals(goals)}\n"
         "</body></html>\n"
     )

@@ -319,9 +319,7 @@ def load_rules_file(path: Path, instruments: Iterable[Instrument] | None = None)
     return rules_from_data(data, pos, instruments)
 
 
-def load_rules(
-    instruments: Iterable[Instrument], extra_dirs: Sequence[Path] = ()
-) -> list[Rule]:
+def load_rules(instruments: Iterable[Instrument], extra_dirs: Sequence[Path] = ()) -> list[Rule]:
     """The bundled rules, then each extra directory's, a later rule id replacing an earlier.
 
     An extra directory contributes its ``rules/`` folder when it has one, otherwise the rule
@@ -360,9 +358,7 @@ def load_rules(
     return [out[k] for k in sorted(out)]
 
 
-def validate_rules_document(
-    path: Path, data: Any, pos: Positions, context: Any
-) -> list[Problem]:
+def validate_rules_document(path: Path, data: Any, pos: Positions, context: Any) -> list[Problem]:
     """Problems of one rule file, for ``instruments.library.register_kind``.
 
     ``context.library`` (the run's instruments) is used to check each rule's instrument.
@@ -413,17 +409,14 @@ def check_rule(rule: Rule, instrument: Instrument) -> list[tuple[FieldPath, str]
         is_total = score.id == instrument.scoring.total.id
         if isinstance(p, BelowCutoffParams):
             if p.cutoff is None and (not is_total or instrument.scoring.cutoff is None):
-                reason = (
-                    f"{instrument.id} defines no cutoff for {score.id}; give params.cutoff"
-                )
+                reason = f"{instrument.id} defines no cutoff for {score.id}; give params.cutoff"
                 out.append((("params",), reason))
         else:
             amount = p.amount if isinstance(p, DropParams) else p.min_decline
             name = "amount" if isinstance(p, DropParams) else "min_decline"
             if amount is None and (not is_total or instrument.scoring.reliable_change is None):
                 reason = (
-                    f"{instrument.id} defines no reliable change for {score.id}; "
-                    f"give params.{name}"
+                    f"{instrument.id} defines no reliable change for {score.id}; give params.{name}"
                 )
                 out.append((("params",), reason))
     elif isinstance(p, ItemFloorParams):
