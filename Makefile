@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help venv node lint test unit integration demo server-start server-stop clean
+.PHONY: help venv node sysdeps lint test unit integration demo server-start server-stop clean
 
 help:
 	@echo "make demo   - start the local HAPI FHIR server (port $(PORT)) and sync the example clinic"
@@ -27,16 +27,22 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 
 node: tests/js/node_modules/.installed
 
+# Headless Chromium renders the clinician report to PNG (Debian's package; CI runs as root).
+sysdeps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium (report PNG rendering)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 lint: venv
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
-unit: venv node
+unit: venv node sysdeps
 	$(BIN)/python -m pytest tests/unit -q
 
 # pytest's exit code 5 (nothing collected) is a failure here like any other non-zero code.
-test: venv node lint
+test: venv node sysdeps lint
 	$(BIN)/python -m pytest -q
 
 integration: venv

@@ -160,6 +160,19 @@ def configure(
     )
 
 
+class _LazyLogger:
+    """Resolves the structlog configuration at each call, so a module-level logger follows
+    any later ``configure`` (CLI start-up, tests capturing output)."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, method: str) -> Any:
+        return getattr(structlog.get_logger().bind(logger=self._name), method)
+
+
 def get_logger(name: str) -> Any:
-    """A bound structlog logger carrying ``logger=name``."""
-    return structlog.get_logger(name).bind(logger=name)
+    """A structlog logger carrying ``logger=name``, safe to create at import time."""
+    return _LazyLogger(name)

@@ -74,8 +74,20 @@ ReferenceResolver = Callable[[str], Identifier | None]
 
 
 def _register(assessment: Assessment, free_text: Iterable[str] = ()) -> None:
-    """Patient identifiers and free-text answers must never reach a log line."""
-    register_sensitive(assessment.patient.value, *free_text)
+    """Mask the patient identifier and free-text answers in every later log line.
+
+    Numbers (choice codes, visual-analogue marks read from CSV as text) are not free text:
+    masking them would garble unrelated numbers in logs.
+    """
+    register_sensitive(assessment.patient.value, *(t for t in free_text if not _numeric(t)))
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _dedupe(items: list[tuple[Assessment, Problem | None]]) -> Result:
