@@ -47,7 +47,7 @@ from alliance_fhir.instruments.overlay import load_overlay
 from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.instruments.scoring import Scores, score
 from alliance_fhir.logging import get_logger, register_sensitive
-from alliance_fhir.sync.apply import SyncEngine, SyncResult
+from alliance_fhir.sync.apply import Progress, SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.model import Desired
 from alliance_fhir.sync.plan import Plan as SyncPlan
@@ -146,6 +146,7 @@ class AllianceFhir:
         self._library: InstrumentLibrary | None = None
         self._client: FhirClient | None = None
         self._store: StateStore | None = None
+        self.progress: Progress | None = None
 
     def __enter__(self) -> AllianceFhir:
         return self
@@ -195,6 +196,7 @@ class AllianceFhir:
             concurrency=self.settings.concurrency,
             conflict_policy=self.settings.conflict_policy,
             mergers={KIND_GOAL: merge, KIND_PLAN: merge},
+            progress=self.progress,
         )
 
     # Instruments

@@ -112,10 +112,44 @@ def main(
     alog.configure(level="WARNING")
 
 
+class _Bar:
+    """A rich progress bar for long runs, drawn only on a terminal."""
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+        self._left = 0
+
+    def start(self, total: int) -> None:
+        from rich.progress import Progress
+
+        self.stop()
+        if total < 200 or not err.is_terminal:
+            return
+        self._progress = Progress(console=err, transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task("writing", total=total)
+        self._left = total
+
+    def advance(self, done: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, done)
+            self._left -= done
+            if self._left <= 0:
+                self.stop()
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
 def _api(ctx: Ctx) -> Any:
     from alliance_fhir.api import AllianceFhir
 
-    return AllianceFhir(ctx.settings)
+    api = AllianceFhir(ctx.settings)
+    api.progress = _Bar()
+    return api
 
 
 # -- instruments -------------------------------------------------------------------------

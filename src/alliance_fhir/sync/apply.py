@@ -37,6 +37,14 @@ log = get_logger("alliance_fhir.sync")
 Merger = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 
 
+class Progress(Protocol):
+    """Where a long run reports how far it got (the CLI draws a bar; nothing else needs it)."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, done: int) -> None: ...
+
+
 class SyncClient(Protocol):
     """The part of FhirClient the sync engine uses (a seam for tests and dry runs)."""
 
@@ -85,6 +93,7 @@ class SyncEngine:
         concurrency: int = 2,
         conflict_policy: str = "skip",
         mergers: Mapping[str, Merger] | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -92,6 +101,7 @@ class SyncEngine:
         self.concurrency = concurrency
         self.overwrite = conflict_policy == "overwrite"
         self.mergers = dict(mergers or {})
+        self.progress = progress
 
     def plan(self, desired: Sequence[Desired]) -> Plan:
         return make_plan(desired, self.store.all_records(), overwrite_conflicts=self.overwrite)
@@ -109,6 +119,8 @@ class SyncEngine:
                 if action.op in ("unchanged", "conflict"):
                     result.counts[action.op] += 1
             log.info("sync.plan", run_id=result.run_id, **plan.counts())
+            if self.progress is not None:
+                self.progress.start(len(plan.writes))
             self._apply(plan, result)
             outcome = "ok" if result.ok else "partial"
         finally:
@@ -256,6 +268,8 @@ class SyncEngine:
             self._group_failed(entries, exc, ctx)
             return
         self._record(entries, entry_results(response), ctx, existing_pass=existing_pass)
+        if self.progress is not None and not existing_pass:
+            self.progress.advance(len(entries))
 
     def _build_group(
         self, group: list[Action], bundle: list[list[Action]], ctx: _Context
