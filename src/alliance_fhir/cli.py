@@ -486,6 +486,52 @@ def sync(ctx: Ctx, labels_only: bool, dry_run: bool, out_dir: Path | None) -> No
 
 
 @main.command()
+@click.option("--once", is_flag=True, help="Run one cycle and exit (0 if it succeeded).")
+@click.option(
+    "--labels-only",
+    is_flag=True,
+    help="Publish licensed instruments with neutral labels when no overlay exists.",
+)
+@click.option(
+    "--settle-seconds",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="An inbox file must be unchanged this long before it is taken.",
+)
+@click.option("--backoff-max", type=float, default=None, help="Cap of the outage back-off (s).")
+@click.option("--no-metrics", is_flag=True, help="No /healthz, /readyz, /metrics listener.")
+@click.option("--no-monitoring", is_flag=True, help="Skip the monitoring step.")
+@pass_ctx
+@handles_errors
+def daemon(
+    ctx: Ctx,
+    once: bool,
+    labels_only: bool,
+    settle_seconds: float,
+    backoff_max: float | None,
+    no_metrics: bool,
+    no_monitoring: bool,
+) -> None:
+    """Run unattended: publish, ingest the inbox, push, monitor; every interval."""
+    from alliance_fhir.daemon import DaemonOptions, run
+
+    sys.exit(
+        run(
+            ctx.settings,
+            DaemonOptions(
+                once=once,
+                labels_only=labels_only,
+                settle_seconds=settle_seconds,
+                backoff_max=backoff_max,
+                metrics=not no_metrics,
+                monitoring=not no_monitoring,
+            ),
+        )
+    )
+
+
+@main.command()
 @click.option("--runs", default=10, show_default=True, help="How many recent runs to list.")
 @pass_ctx
 @handles_errors

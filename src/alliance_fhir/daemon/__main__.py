@@ -1,0 +1,61 @@
+"""``python -m alliance_fhir.daemon [--config FILE] [--once]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from alliance_fhir import logging as alog
+from alliance_fhir.config import load_settings
+from alliance_fhir.daemon.loop import DaemonOptions
+from alliance_fhir.daemon.runner import EXIT_CONFIG, run
+from alliance_fhir.exceptions import ConfigError
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m alliance_fhir.daemon",
+        description="alliance-fhir background sync daemon (settings: TOML + ALLIANCE_FHIR_*).",
+    )
+    parser.add_argument("--config", type=Path, help="TOML config file")
+    parser.add_argument("--once", action="store_true", help="run one cycle and exit")
+    parser.add_argument(
+        "--labels-only",
+        action="store_true",
+        help="publish licensed instruments with neutral labels when no overlay exists",
+    )
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=2.0,
+        help="an inbox file must be unchanged this long before it is taken (default 2)",
+    )
+    parser.add_argument("--backoff-max", type=float, help="cap of the outage back-off (seconds)")
+    parser.add_argument("--no-metrics", action="store_true", help="no /metrics HTTP listener")
+    parser.add_argument("--no-monitoring", action="store_true", help="skip the monitoring step")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"alliance-fhir daemon: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    alog.configure(level=settings.log_level, json=settings.log_json)
+    options = DaemonOptions(
+        once=args.once,
+        labels_only=args.labels_only,
+        settle_seconds=args.settle_seconds,
+        backoff_max=args.backoff_max,
+        metrics=not args.no_metrics,
+        monitoring=not args.no_monitoring,
+    )
+    return run(settings, options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
