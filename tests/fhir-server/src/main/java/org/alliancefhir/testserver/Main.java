@@ -1,0 +1,113 @@
+package org.alliancefhir.testserver;
+
+import ca.uhn.fhir.context.FhirContext;
+import ca.uhn.fhir.validation.FhirValidator;
+import jakarta.servlet.http.HttpServlet;
+import ca.uhn.fhir.rest.server.interceptor.RequestValidatingInterceptor;
+import org.eclipse.jetty.ee10.servlet.ServletContextHandler;
+import org.eclipse.jetty.ee10.servlet.ServletHolder;
+import org.eclipse.jetty.server.HttpConfiguration;
+import org.eclipse.jetty.server.HttpConnectionFactory;
+import org.eclipse.jetty.server.Server;
+import org.eclipse.jetty.server.ServerConnector;
+import org.eclipse.jetty.util.thread.QueuedThreadPool;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import org.springframework.context.annotation.AnnotationConfigApplicationContext;
+
+/**
+ * Entry point of the alliance-fhir HAPI FHIR R4 JPA test server.
+ *
+ * <pre>
+ *   java -cp ... org.alliancefhir.testserver.Main [--port N] [--host H] [--db-dir DIR]
+ * </pre>
+ *
+ * Without {@code --db-dir} the data lives in an in-memory H2 database (lost on exit);
+ * with it, an H2 file database under DIR is used, so data survives a restart.
+ * The FHIR base is always {@code http://HOST:PORT/fhir}.
+ */
+public final class Main {
+
+	private static final Logger ourLog = LoggerFactory.getLogger(Main.class);
+
+	private Main() {}
+
+	public static void main(String[] theArgs) throws Exception {
+		long start = System.currentTimeMillis();
+		ServerOptions options = ServerOptions.parse(theArgs);
+		ServerOptions.setCurrent(options);
+		ourLog.info(
+				"Starting alliance-fhir test server: port={} host={} database={}",
+				options.getPort(),
+				options.getHost(),
+				options.getJdbcUrl());
+
+		AnnotationConfigApplicationContext springContext = new AnnotationConfigApplicationContext();
+		springContext.register(FhirServerConfig.class);
+		springContext.refresh();
+		springContext.registerShutdownHook();
+
+		warmUpValidator(springContext);
+
+		HttpServlet fhirServlet = springContext.getBean("restfulServer", HttpServlet.class);
+
+		QueuedThreadPool threadPool = new QueuedThreadPool(64, 4);
+		threadPool.setName("fhir-http");
+		Server jetty = new Server(threadPool);
+		HttpConfiguration httpConfig = new HttpConfiguration();
+		httpConfig.setSendServerVersion(false);
+		httpConfig.setRequestHeaderSize(64 * 1024);
+		ServerConnector connector = new ServerConnector(jetty, new HttpConnectionFactory(httpConfig));
+		connector.setHost(options.getHost());
+		connector.setPort(options.getPort());
+		jetty.addConnector(connector);
+
+		ServletContextHandler contextHandler = new ServletContextHandler();
+		contextHandler.setContextPath("/");
+		ServletHolder holder = new ServletHolder("fhir", fhirServlet);
+		holder.setInitOrder(1);
+		contextHandler.addServlet(holder, "/fhir/*");
+		jetty.setHandler(contextHandler);
+		jetty.setStopAtShutdown(true);
+		jetty.setStopTimeout(5000);
+
+		Runtime.getRuntime().addShutdownHook(new Thread(() -> ourLog.info("Shutting down alliance-fhir test server")));
+
+		jetty.start();
+		ourLog.info(
+				"alliance-fhir test server READY at http://{}:{}/fhir (startup {} ms)",
+				"0.0.0.0".equals(options.getHost()) ? "127.0.0.1" : options.getHost(),
+				options.getPort(),
+				System.currentTimeMillis() - start);
+		jetty.join();
+	}
+
+	/**
+	 * The first validation loads and snapshots the core R4 definitions (several seconds);
+	 * do it before accepting requests so the first client request is not slow.
+	 */
+	private static void warmUpValidator(AnnotationConfigApplicationContext theContext) {
+		long start = System.currentTimeMillis();
+		try {
+			FhirContext ctx = theContext.getBean(FhirContext.class);
+			RequestValidatingInterceptor interceptor =
+					theContext.getBean("allianceRequestValidatingInterceptor", RequestValidatingInterceptor.class);
+			FhirValidator validator = ctx.newValidator();
+			interceptor.getValidatorModules().forEach(validator::registerValidatorModule);
+			String sample = "{\"resourceType\":\"Questionnaire\",\"status\":\"active\",\"item\":[{\"linkId\":\"a\","
+					+ "\"type\":\"choice\",\"code\":[{\"system\":\"http://example.org/warmup\",\"code\":\"x\"}],"
+					+ "\"answerOption\":[{\"valueCoding\":{\"system\":\"http://loinc.org\",\"code\":\"LA6568-5\"}}]}]}";
+			validator.validateWithResult(sample);
+			for (String other : new String[] {
+				"{\"resourceType\":\"Patient\",\"gender\":\"female\"}",
+				"{\"resourceType\":\"Observation\",\"status\":\"final\",\"code\":{\"text\":\"x\"}}",
+				"{\"resourceType\":\"Bundle\",\"type\":\"transaction\"}"
+			}) {
+				validator.validateWithResult(other);
+			}
+			ourLog.info("Validator warm-up done in {} ms", System.currentTimeMillis() - start);
+		} catch (RuntimeException e) {
+			ourLog.warn("Validator warm-up failed (continuing): {}", e.toString());
+		}
+	}
+}

@@ -1,0 +1,88 @@
+package org.alliancefhir.testserver;
+
+import java.io.File;
+
+/**
+ * Command line / system property options of the test server.
+ *
+ * <ul>
+ *   <li>{@code --port N} (or system property {@code alliance.fhir.port}), default 8080</li>
+ *   <li>{@code --host H} (or {@code alliance.fhir.host}), default 127.0.0.1</li>
+ *   <li>{@code --db-dir DIR} (or {@code alliance.fhir.db-dir}); absent = in-memory H2</li>
+ * </ul>
+ */
+public final class ServerOptions {
+
+	private static volatile ServerOptions ourCurrent = new ServerOptions(8080, "127.0.0.1", null);
+
+	private final int myPort;
+	private final String myHost;
+	private final String myDbDir;
+
+	private ServerOptions(int thePort, String theHost, String theDbDir) {
+		myPort = thePort;
+		myHost = theHost;
+		myDbDir = theDbDir;
+	}
+
+	public static ServerOptions parse(String[] theArgs) {
+		int port = Integer.parseInt(System.getProperty("alliance.fhir.port", "8080"));
+		String host = System.getProperty("alliance.fhir.host", "127.0.0.1");
+		String dbDir = System.getProperty("alliance.fhir.db-dir");
+		for (int i = 0; i < theArgs.length; i++) {
+			String arg = theArgs[i];
+			switch (arg) {
+				case "--port" -> port = Integer.parseInt(requireValue(theArgs, ++i, arg));
+				case "--host" -> host = requireValue(theArgs, ++i, arg);
+				case "--db-dir" -> dbDir = requireValue(theArgs, ++i, arg);
+				default -> throw new IllegalArgumentException("Unknown argument: " + arg
+						+ " (usage: [--port N] [--host H] [--db-dir DIR])");
+			}
+		}
+		if (dbDir != null && dbDir.isBlank()) {
+			dbDir = null;
+		}
+		return new ServerOptions(port, host, dbDir);
+	}
+
+	private static String requireValue(String[] theArgs, int theIndex, String theArg) {
+		if (theIndex >= theArgs.length) {
+			throw new IllegalArgumentException("Missing value for " + theArg);
+		}
+		return theArgs[theIndex];
+	}
+
+	public static ServerOptions current() {
+		return ourCurrent;
+	}
+
+	static void setCurrent(ServerOptions theOptions) {
+		ourCurrent = theOptions;
+	}
+
+	public int getPort() {
+		return myPort;
+	}
+
+	public String getHost() {
+		return myHost;
+	}
+
+	public String getDbDir() {
+		return myDbDir;
+	}
+
+	/** JDBC URL of the H2 database: in-memory unless a db directory was given. */
+	public String getJdbcUrl() {
+		if (myDbDir == null) {
+			// DB_CLOSE_DELAY=-1 keeps the in-memory database alive while the JVM runs
+			return "jdbc:h2:mem:alliancefhir;DB_CLOSE_DELAY=-1";
+		}
+		File dir = new File(myDbDir).getAbsoluteFile();
+		if (!dir.isDirectory() && !dir.mkdirs()) {
+			throw new IllegalStateException("Cannot create database directory " + dir);
+		}
+		// DB_CLOSE_ON_EXIT=FALSE: Spring closes the pool itself on shutdown.
+		return "jdbc:h2:file:" + new File(dir, "alliancefhir").getPath() + ";DB_CLOSE_ON_EXIT=FALSE";
+	}
+}
