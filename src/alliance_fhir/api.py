@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -47,6 +47,7 @@ from alliance_fhir.instruments.overlay import load_overlay
 from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.instruments.scoring import Scores, score
 from alliance_fhir.logging import get_logger, register_sensitive
+from alliance_fhir.monitoring.rules import is_rule_file, validate_rules_document
 from alliance_fhir.sync.apply import Progress, SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.model import Desired
@@ -62,6 +63,9 @@ from alliance_fhir.sync.records import (
 )
 from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore
 
+if TYPE_CHECKING:
+    from alliance_fhir.monitoring.service import MonitorResult
+
 log = get_logger("alliance_fhir.api")
 
 
@@ -76,6 +80,7 @@ def _validate_goal_plan(path: Path, data: Any, pos: Any, context: Any) -> list[P
 # Goal plan files are validated by `alliance-fhir validate` too (registered here, at the
 # composition root, so the instruments package never imports the goals package).
 register_kind(_is_goal_plan, _validate_goal_plan, name="goal plan")
+register_kind(is_rule_file, validate_rules_document, name="rule")
 
 
 @dataclass
@@ -339,8 +344,17 @@ class AllianceFhir:
         }
         loose = [g for g in goals if str(g.get("id")) not in linked]
         if loose:
-            plans.append(_plan_for_loose_goals(subject, loose, observations, options))
+            try:
+                plans.append(_plan_for_loose_goals(subject, loose, observations, options))
+            except InvalidInputError:
+                log.warning("pull.loose_goals_unreadable", goals=len(loose))
         return plans
+
+    def monitor(self, *, all_patients: bool = False) -> MonitorResult:
+        """Pull new check-ins, score them, evaluate the rules, raise or close alerts."""
+        from alliance_fhir.monitoring.service import Monitor
+
+        return Monitor.from_api(self).run(all_patients=all_patients)
 
     def score_files(self, paths: Sequence[Path]) -> tuple[list[ScoredAssessment], list[Problem]]:
         """Score assessment files without any server: for ``alliance-fhir score``."""

@@ -532,6 +532,68 @@ def daemon(
 
 
 @main.command()
+@click.option(
+    "--all",
+    "all_patients",
+    is_flag=True,
+    help="Evaluate every patient with a response, not only those touched since the last run.",
+)
+@pass_ctx
+@handles_errors
+def monitor(ctx: Ctx, all_patients: bool) -> None:
+    """Pull new check-ins, score them, evaluate the alliance rules, raise or close alerts."""
+    with _api(ctx) as api:
+        result = api.monitor(all_patients=all_patients)
+    _print_monitor(result)
+    sys.exit(0 if result.ok else 1)
+
+
+def _print_monitor(result: Any) -> None:
+    alerts = ", ".join(f"{k} {v}" for k, v in sorted(result.alerts.items())) or "none"
+    out.print(
+        f"monitor: pulled {result.pulled} responses ({result.external} completed "
+        f"elsewhere scored); {len(result.patients)} patients evaluated; alerts: {alerts}",
+        markup=False,
+    )
+    for line in result.not_scored:
+        err.print(f"not scored: {line}", markup=False)
+    for line in result.failures:
+        err.print(f"failed: {line}", markup=False)
+
+
+@main.command("report")
+@click.option(
+    "--patient",
+    required=True,
+    help="Patient identifier as system|value, or the server's Patient id.",
+)
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("alliance-report.html"),
+    show_default=True,
+)
+@click.option(
+    "--png",
+    "png_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also save a screenshot (needs chromium).",
+)
+@pass_ctx
+@handles_errors
+def report_cmd(ctx: Ctx, patient: str, out_file: Path, png_file: Path | None) -> None:
+    """Write a clinician's alliance report (self-contained HTML, optional PNG) for one patient."""
+    from alliance_fhir.monitoring.service import Monitor
+
+    with _api(ctx) as api:
+        written = Monitor.from_api(api).write_report(patient, out_file, png=png_file)
+    for path in written:
+        out.print(f"wrote {path}", markup=False)
+
+
+@main.command()
 @click.option("--runs", default=10, show_default=True, help="How many recent runs to list.")
 @pass_ctx
 @handles_errors
@@ -590,6 +652,8 @@ def demo(ctx: Ctx, examples: Path) -> None:
         out.print(f"{label}:", markup=False, end=" ")
         _print_report(report)
         total.merge(report)
+    result = api.monitor(all_patients=True)
+    _print_monitor(result)
     if total.result is not None:
         res = total.result
         out.print(
@@ -598,7 +662,7 @@ def demo(ctx: Ctx, examples: Path) -> None:
             f"{res.counts['rejected']} rejected; {len(total.problems)} input problems",
             markup=False,
         )
-    sys.exit(0 if total.result is not None and total.result.ok else 1)
+    sys.exit(0 if total.result is not None and total.result.ok and result.ok else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 import yaml
 
 from alliance_fhir import logging as alog
@@ -47,11 +48,12 @@ def api(fhir_base_url: str, clinic: Path, tmp_path: Path) -> Iterator[AllianceFh
 @pytest.fixture
 def log_text() -> Iterator[io.StringIO]:
     stream = io.StringIO()
+    saved = structlog.get_config()
     alog.configure(level="DEBUG", json=True, stream=stream)
     try:
         yield stream
     finally:
-        alog.configure(level="WARNING")
+        structlog.configure(**saved)  # as before: other tests capture logs their own way
 
 
 def _get(http: httpx.Client, path: str, **params: str) -> list[dict[str, Any]]:

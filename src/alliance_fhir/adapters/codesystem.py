@@ -22,7 +22,7 @@ Codes in other systems (LOINC, ...) pass through untouched and are not listed he
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from alliance_fhir.adapters import fhirjson
@@ -165,25 +165,34 @@ def codesystem_for_instruments(
     canonical_base: str = DEFAULT_CANONICAL_BASE,
     *,
     version: str = CODESYSTEM_VERSION,
+    extra_concepts: Iterable[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
     """Our CodeSystem resource (content ``complete``) listing every code the adapters use.
 
     Instruments are listed in id order, each in the order of :func:`_concepts`, so the output
-    is byte-identical for the same set of instruments. A code spelled twice with different
-    meanings is a ConfigError.
+    is byte-identical for the same set of instruments. ``extra_concepts`` (``code``,
+    ``display``, ``definition``; e.g. ``monitoring.rule_concepts(rules)``) follow, in the
+    order given. A code spelled twice with different meanings is a ConfigError.
     """
     seen: dict[str, tuple[str, str]] = {}
     concepts: list[dict[str, Any]] = []
-    for instrument in sorted(instruments, key=lambda i: i.id):
-        for code, display, definition in _concepts(instrument, canonical_base):
-            if code in seen:
-                if seen[code][0] != display:
-                    raise ConfigError(
-                        f"code {code!r} of {instrument.id} is already defined as {seen[code][0]!r}"
-                    )
-                continue
-            seen[code] = (display, definition)
-            concepts.append({"code": code, "display": display, "definition": definition})
+    listed: list[tuple[str, str, str, str]] = [
+        (instrument.id, code, display, definition)
+        for instrument in sorted(instruments, key=lambda i: i.id)
+        for code, display, definition in _concepts(instrument, canonical_base)
+    ]
+    listed.extend(
+        ("extra concepts", c["code"], c["display"], c["definition"]) for c in extra_concepts
+    )
+    for owner, code, display, definition in listed:
+        if code in seen:
+            if seen[code][0] != display:
+                raise ConfigError(
+                    f"code {code!r} of {owner} is already defined as {seen[code][0]!r}"
+                )
+            continue
+        seen[code] = (display, definition)
+        concepts.append({"code": code, "display": display, "definition": definition})
     resource: dict[str, Any] = {
         "resourceType": "CodeSystem",
         "url": codes_system(canonical_base),

@@ -80,6 +80,8 @@ OBSERVATION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation
 UCUM = "http://unitsofmeasure.org"
 
 KIND_GOAL = "goal"
+#: Measure text used for an EHR target that gives a detail but no measure.
+UNSTATED_MEASURE = "Measure not stated"
 KIND_PLAN = "careplan"
 KIND_GAS = "gas-rating"
 KIND_GAS_SUMMARY = "gas-summary"
@@ -884,6 +886,11 @@ def _target_from(t: Mapping[str, Any]) -> Target | None:
     text = m.get("text") or coding.get("display") or coding.get("code")
     if text:
         measure = Concept(text=text, code=coding.get("code"), system=coding.get("system"))
+    has_detail = any(k.startswith("detail") for k in t)
+    if measure is None and has_detail:
+        # An EHR may send a detail without the measure FHIR's gol-1 requires; keep the detail
+        # and say plainly that the measure was not stated (a later update makes it valid).
+        measure = Concept(text=UNSTATED_MEASURE)
     fields: dict[str, Any] = {"measure": measure, "due": _to_date(t.get("dueDate"))}
     if "detailQuantity" in t:
         q = t["detailQuantity"]

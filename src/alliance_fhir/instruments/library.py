@@ -42,7 +42,7 @@ __all__ = [
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 
 #: Directories whose files no registered kind claims yet; skipped quietly when walking.
-SKIPPED_DIRS = {"sources", "rules"}
+SKIPPED_DIRS = {"sources"}
 
 
 class UnknownInstrumentError(ConfigError, LookupError):

@@ -30,6 +30,8 @@ from alliance_fhir.instruments.library import InstrumentLibrary, UnknownInstrume
 from alliance_fhir.instruments.overlay import load_overlay
 from alliance_fhir.instruments.schema import Instrument, Overlay
 from alliance_fhir.instruments.scoring import score
+from alliance_fhir.monitoring.alerts import rule_concepts
+from alliance_fhir.monitoring.rules import load_rules
 from alliance_fhir.sync.model import Desired, UpdateMode, record_uuid
 
 
@@ -77,7 +79,10 @@ def instrument_records(
     wanted = set(only) if only is not None else None
     out = Records()
     base = settings.canonical_base
-    codesystem = codesystem_for_instruments(library.all(), base)
+    rules = load_rules(library.all(), [settings.mappings_dir] if settings.mappings_dir else [])
+    codesystem = codesystem_for_instruments(
+        library.all(), base, extra_concepts=rule_concepts(rules)
+    )
     out.desired.append(
         Desired(
             kind="codesystem",

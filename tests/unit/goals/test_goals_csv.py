@@ -46,7 +46,7 @@ def test_bad_rows_name_line_and_column_and_others_proceed(write: Any) -> None:
         + "p1,,,,d,,Run,client,active,,,,\n"
         + "p1,,,,d1,d,Run 1k,client,proposed,achieved,,,\n"
         + "p1,,,,e1,zzz,Orphan,client,active,,,,\n"
-        + "p1,,,,f,,Swim,client,active,,,3,\n",
+        + "p1,,,,f,,Swim,client,active,,,,\n",
     )
     (plan,), problems = load_plans_csv(path)
     assert [g.key for g in plan.goals] == ["a", "f"]
@@ -89,3 +89,16 @@ def test_bad_plan_columns_skip_the_plan(write: Any) -> None:
     plans, problems = load_plans_csv(path)
     assert [p.key for p in plans] == ["p2"]
     assert [(p.line, p.field) for p in problems] == [(2, "plan_status")]
+
+
+def test_a_target_without_a_measure_is_refused_naming_its_line(write: Any) -> None:
+    # FHIR R4 gol-1: a target with a detail must say what it measures; we say so at input.
+    path = write(
+        "goals.csv",
+        COLUMNS
+        + "p1,MRN-1,1234567893,active,a,,Walk daily,client,active,,agree,,\n"
+        + "p1,,,,b,,Cook more,client,active,,,4,\n",
+    )
+    (plan,), problems = load_plans_csv(path)
+    assert [g.key for g in plan.goals] == ["a"]
+    assert any(p.line == 3 and "needs a measure" in p.reason for p in problems)

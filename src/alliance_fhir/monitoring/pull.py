@@ -1,0 +1,419 @@
+"""QuestionnaireResponses read back from the server, for monitoring: pure mapping, no I/O.
+
+The monitor (``monitoring.service``) pulls the responses to *our* instruments (their
+``questionnaire`` canonical names a loaded instrument's URL) and needs three things from each:
+
+* a :class:`ServerResponse`: which instrument, which patient (the server's ``Patient`` id),
+  when, the answers, and whether the response is *ours* (it carries our ``assessment``
+  identifier: pushed by sync, so it already has its score Observation) or was completed
+  elsewhere (a portal, the EHR's own form);
+* a :class:`~alliance_fhir.monitoring.evaluate.CheckIn` for the rules (unscorable, with a
+  PHI-free reason, when the answers fail the instrument's checks or cannot be scored);
+* for a response completed elsewhere, its score Observation, keyed ``ext-<server id>`` in our
+  namespace and ``derivedFrom`` the server's response, so writing it is conditional and
+  repeatable.
+
+Reasons name the response (``QuestionnaireResponse/<id>``), the assessment key, linkIds and
+the rule broken; never an answer, a name or an identifier value of a person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from alliance_fhir.adapters.assessment import score_observation
+from alliance_fhir.adapters.codesystem import SCORE_LINK_PREFIX, point_for_code, rebase
+from alliance_fhir.adapters.identity import (
+    DEFAULT_CANONICAL_BASE,
+    DEFAULT_NAMESPACE,
+    identifier_system,
+)
+from alliance_fhir.assessments.check import prepare
+from alliance_fhir.assessments.model import KEY, Assessment, Identifier, RawAnswer
+from alliance_fhir.exceptions import InvalidInputError, Problem
+from alliance_fhir.instruments.schema import Instrument
+from alliance_fhir.instruments.scoring import score
+from alliance_fhir.logging import register_sensitive
+from alliance_fhir.monitoring.evaluate import CheckIn, checkin_from_answers
+
+__all__ = [
+    "COUNTED_STATUSES",
+    "EXTERNAL_PREFIX",
+    "NO_CACHE",
+    "WATERMARK",
+    "ScoredResponse",
+    "ServerResponse",
+    "external_key",
+    "instruments_by_url",
+    "newest_update",
+    "patient_id_of",
+    "pull_params",
+    "questionnaire_urls",
+    "read_response",
+    "score_response",
+    "since_for",
+]
+
+#: The state-store watermark of the incremental pull.
+WATERMARK = "pull:qr"
+
+#: Searches must see the server's current data, not a cached result page.
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+#: Key prefix of a response completed elsewhere (``ext-<server id>``).
+EXTERNAL_PREFIX = "ext-"
+
+#: Response statuses that count as a check-in (an ``in-progress`` form is not done yet).
+COUNTED_STATUSES = ("completed", "amended")
+
+#: System of the stand-in identifiers that carry server references through ``Assessment``.
+_REF_SYSTEM = "urn:alliance-fhir:server-reference"
+
+_LITERAL = re.compile(
+    r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
+)
+_CLINICIANS = ("Practitioner", "PractitionerRole")
+
+
+@dataclass(frozen=True)
+class ServerResponse:
+    """One response to one of our instruments, as the server holds it.
+
+    ``key`` is our assessment key (``ours``) or ``ext-<server id>``. ``subject_ref`` is
+    ``{"reference": "Patient/<id>"}``; ``author_ref`` the clinician who authored it, if one
+    did. ``answers`` are linkId -> raw answer (scale point code, number or text).
+    """
+
+    qr_id: str
+    key: str
+    ours: bool
+    instrument: Instrument
+    patient_id: str
+    authored: datetime
+    status: Literal["completed", "amended"]
+    answers: Mapping[str, RawAnswer] = field(default_factory=dict)
+    version: str | None = None
+    author_ref: Mapping[str, Any] | None = None
+    last_updated: str | None = None
+
+    @property
+    def reference(self) -> str:
+        return f"QuestionnaireResponse/{self.qr_id}"
+
+    @property
+    def subject_ref(self) -> dict[str, Any]:
+        return {"reference": f"Patient/{self.patient_id}", "type": "Patient"}
+
+
+@dataclass(frozen=True)
+class ScoredResponse:
+    """A response as the rules see it; ``observation`` is its score Observation when asked
+    for and scorable; ``reason`` says why it is not scorable."""
+
+    response: ServerResponse
+    checkin: CheckIn
+    observation: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+# -- query building ----------------------------------------------------------------------
+
+
+def instruments_by_url(
+    instruments: Iterable[Instrument], canonical_base: str = DEFAULT_CANONICAL_BASE
+) -> dict[str, Instrument]:
+    """Instrument by Questionnaire URL: as defined and as rebased under ``canonical_base``."""
+    out: dict[str, Instrument] = {}
+    for inst in instruments:
+        out[inst.url] = inst
+        out[rebase(inst.url, canonical_base)] = inst
+    return out
+
+
+def questionnaire_urls(
+    instruments: Iterable[Instrument], canonical_base: str = DEFAULT_CANONICAL_BASE
+) -> list[str]:
+    """The URLs our Questionnaires are published under (for ``questionnaire=`` searches)."""
+    return sorted({rebase(i.url, canonical_base) for i in instruments})
+
+
+def _instant(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_instant(text: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def since_for(watermark: str | None, overlap_seconds: float) -> str | None:
+    """The ``_lastUpdated`` lower bound of the next pull: the watermark minus the overlap,
+    floored to the second (None: pull everything)."""
+    if not watermark:
+        return None
+    when = _parse_instant(watermark)
+    if when is None:
+        return None
+    return _instant(when - timedelta(seconds=overlap_seconds))
+
+
+def pull_params(
+    urls: Iterable[str], since: str | None = None, *, count: int = 100
+) -> dict[str, str]:
+    """Search parameters of the pull: our Questionnaires, oldest change first."""
+    params = {"questionnaire": ",".join(urls), "_sort": "_lastUpdated", "_count": str(count)}
+    if since is not None:
+        params["_lastUpdated"] = f"ge{since}"
+    return params
+
+
+def newest_update(resources: Iterable[Mapping[str, Any]], current: str | None = None) -> str | None:
+    """The latest ``meta.lastUpdated`` among ``resources`` (and ``current``), as the server
+    wrote it: the next watermark, in the server's clock."""
+    best, best_at = current, _parse_instant(current) if current else None
+    for res in resources:
+        text = (res.get("meta") or {}).get("lastUpdated")
+        if not isinstance(text, str):
+            continue
+        at = _parse_instant(text)
+        if at is not None and (best_at is None or at > best_at):
+            best, best_at = text, at
+    return best
+
+
+# -- reading one response -----------------------------------------------------------------
+
+
+def external_key(qr_id: str) -> str:
+    """The assessment key of a response completed elsewhere: ``ext-<server id>`` (a hash of
+    the id when that would be too long for a key)."""
+    key = f"{EXTERNAL_PREFIX}{qr_id}"
+    if re.fullmatch(KEY, key):
+        return key
+    return f"{EXTERNAL_PREFIX}{hashlib.sha256(qr_id.encode()).hexdigest()[:32]}"
+
+
+def patient_id_of(ref: Any) -> str | None:
+    """The server id of the Patient a Reference points at (``Patient/1``, absolute URLs)."""
+    if not isinstance(ref, Mapping):
+        return None
+    match = _LITERAL.search(str(ref.get("reference") or ""))
+    if match is None or match.group("type") != "Patient":
+        return None
+    return match.group("id")
+
+
+def _clinician_ref(ref: Any) -> dict[str, Any] | None:
+    if not isinstance(ref, Mapping):
+        return None
+    match = _LITERAL.search(str(ref.get("reference") or ""))
+    if match is None or match.group("type") not in _CLINICIANS:
+        return None
+    return {"reference": f"{match.group('type')}/{match.group('id')}", "type": match.group("type")}
+
+
+def _our_key(qr: Mapping[str, Any], namespace: str) -> str | None:
+    system = identifier_system("assessment", namespace)
+    ident = qr.get("identifier")
+    for i in ident if isinstance(ident, list) else [ident]:
+        if isinstance(i, Mapping) and i.get("system") == system and i.get("value"):
+            return str(i["value"])
+    return None
+
+
+def _fail(qr_id: str, field: str, reason: str) -> InvalidInputError:
+    return InvalidInputError(Problem(f"QuestionnaireResponse/{qr_id}", field, reason))
+
+
+def _answer(instrument: Instrument, link_id: str, answer: Mapping[str, Any]) -> RawAnswer | None:
+    coding = answer.get("valueCoding")
+    if isinstance(coding, Mapping):
+        code = coding.get("code")
+        if not isinstance(code, str):
+            return None
+        item = next((i for i in instrument.items if i.link_id == link_id), None)
+        if item is not None and item.scale:
+            point = point_for_code(instrument, instrument.scale(item.scale), code)
+            if point is not None:
+                return point.code
+        return code
+    for name in ("valueDecimal", "valueInteger"):
+        value = answer.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+    value = answer.get("valueString")
+    return value if isinstance(value, str) else None
+
+
+def _answers(qr_id: str, instrument: Instrument, items: Any) -> dict[str, RawAnswer]:
+    """linkId -> answer; items the instrument does not know (a header, an EHR's own
+    question) are left out: they cannot change a score."""
+    known = {i.link_id for i in instrument.items}
+    out: dict[str, RawAnswer] = {}
+    free_text: list[str] = []
+
+    def walk(nodes: Any) -> None:
+        if not isinstance(nodes, list):
+            return
+        for node in nodes:
+            if not isinstance(node, Mapping):
+                continue
+            walk(node.get("item"))
+            link_id = node.get("linkId")
+            given = node.get("answer") or []
+            if not isinstance(link_id, str) or link_id not in known or not given:
+                continue
+            if link_id.startswith(SCORE_LINK_PREFIX):
+                continue
+            if len(given) > 1:
+                raise _fail(qr_id, f"answers.{link_id}", "more than one answer")
+            first = given[0] if isinstance(given[0], Mapping) else {}
+            value = _answer(instrument, link_id, first)
+            if value is None:
+                raise _fail(
+                    qr_id,
+                    f"answers.{link_id}",
+                    "expected valueCoding, valueDecimal, valueInteger or valueString",
+                )
+            if "valueString" in first and isinstance(value, str):
+                free_text.append(value)
+            out[link_id] = value
+
+    walk(items)
+    register_sensitive(*free_text)
+    return out
+
+
+def read_response(
+    qr: Mapping[str, Any],
+    by_url: Mapping[str, Instrument],
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+) -> ServerResponse | None:
+    """``qr`` as a :class:`ServerResponse`.
+
+    None when it is not a check-in to one of our instruments (another questionnaire, or a
+    status other than completed/amended). InvalidInputError (naming the response, never its
+    content) when it is one of ours but cannot be read: no patient reference, no usable
+    ``authored``, an answer of an unreadable type.
+    """
+    qr_id = str(qr.get("id") or "")
+    if qr.get("resourceType") != "QuestionnaireResponse" or not qr_id:
+        return None
+    canonical = qr.get("questionnaire")
+    if not isinstance(canonical, str):
+        return None
+    url, _, version = canonical.partition("|")
+    instrument = by_url.get(url)
+    if instrument is None:
+        return None
+    status = qr.get("status")
+    if status not in COUNTED_STATUSES:
+        return None
+    patient_id = patient_id_of(qr.get("subject"))
+    if patient_id is None:
+        raise _fail(qr_id, "subject", "no reference to a Patient on this server")
+    authored_text = qr.get("authored")
+    authored = _parse_instant(authored_text) if isinstance(authored_text, str) else None
+    if authored is None or not isinstance(authored_text, str) or "T" not in authored_text:
+        raise _fail(qr_id, "authored", "needs a date and time with a timezone offset")
+    our_key = _our_key(qr, namespace)
+    return ServerResponse(
+        qr_id=qr_id,
+        key=our_key if our_key is not None else external_key(qr_id),
+        ours=our_key is not None,
+        instrument=instrument,
+        patient_id=patient_id,
+        authored=authored,
+        status="completed" if status == "completed" else "amended",
+        answers=_answers(qr_id, instrument, qr.get("item")),
+        version=version or None,
+        author_ref=_clinician_ref(qr.get("author")),
+        last_updated=(qr.get("meta") or {}).get("lastUpdated"),
+    )
+
+
+# -- scoring ------------------------------------------------------------------------------
+
+
+def _assessment(resp: ServerResponse) -> Assessment:
+    """The response as a domain Assessment; people are stand-in identifiers that
+    :func:`_refs` turns back into the server's references."""
+    return Assessment(
+        key=resp.key,
+        instrument=resp.instrument.id,
+        instrument_version=resp.version,
+        patient=Identifier(system=_REF_SYSTEM, value="subject"),
+        practitioner=(
+            Identifier(system=_REF_SYSTEM, value="author") if resp.author_ref is not None else None
+        ),
+        authored=resp.authored,
+        status=resp.status,
+        answers=dict(resp.answers),
+    )
+
+
+def _refs(resp: ServerResponse) -> dict[tuple[str, str], Mapping[str, Any]]:
+    refs: dict[tuple[str, str], Mapping[str, Any]] = {(_REF_SYSTEM, "subject"): resp.subject_ref}
+    if resp.author_ref is not None:
+        refs[(_REF_SYSTEM, "author")] = resp.author_ref
+    return refs
+
+
+def _reasons(exc: InvalidInputError, limit: int = 3) -> str:
+    parts = [f"{p.field}: {p.reason}" if p.field else p.reason for p in exc.problems[:limit]]
+    more = len(exc.problems) - limit
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def score_response(
+    resp: ServerResponse,
+    *,
+    observation: bool = False,
+    canonical_base: str = DEFAULT_CANONICAL_BASE,
+    namespace: str = DEFAULT_NAMESPACE,
+) -> ScoredResponse:
+    """The check-in of ``resp`` (and, with ``observation``, its score Observation).
+
+    Answers that fail the instrument's checks (a required item unanswered, a code off the
+    scale, another version of the form) make an unscorable check-in whose reason names the
+    linkIds and the rule broken, never an answer.
+    """
+    instrument = resp.instrument
+    try:
+        prepared = prepare(instrument, _assessment(resp))
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        reason = f"not a valid {instrument.id} assessment (fields: {', '.join(fields)})"
+        checkin = CheckIn(resp.key, resp.authored, None, scorable=False, reason=reason)
+        return ScoredResponse(resp, checkin, None, reason)
+    except InvalidInputError as exc:
+        reason = f"answers fail the {instrument.id} checks ({_reasons(exc)})"
+        checkin = CheckIn(resp.key, resp.authored, None, scorable=False, reason=reason)
+        return ScoredResponse(resp, checkin, None, reason)
+    checkin = checkin_from_answers(instrument, resp.key, resp.authored, prepared.answers)
+    if not checkin.scorable:
+        return ScoredResponse(resp, checkin, None, checkin.reason or "not scorable")
+    if not observation:
+        return ScoredResponse(resp, checkin)
+    scores = score(instrument, prepared.answers)
+    obs = score_observation(
+        prepared,
+        instrument,
+        scores,
+        refs=_refs(resp),
+        qr_ref=resp.reference,
+        canonical_base=canonical_base,
+        namespace=namespace,
+    )
+    return ScoredResponse(resp, checkin, obs)
