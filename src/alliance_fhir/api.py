@@ -26,9 +26,7 @@ from alliance_fhir.adapters.goals import (
     KIND_GOAL,
     KIND_PLAN,
     merge_onto_server,
-    plan_from_fhir,
 )
-from alliance_fhir.adapters.goals import Options as GoalOptions
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
 from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
@@ -46,7 +44,7 @@ from alliance_fhir.instruments.library import (
 from alliance_fhir.instruments.overlay import load_overlay
 from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.instruments.scoring import Scores, score
-from alliance_fhir.logging import get_logger, register_sensitive
+from alliance_fhir.logging import get_logger
 from alliance_fhir.monitoring.rules import is_rule_file, validate_rules_document
 from alliance_fhir.sync.apply import Progress, SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
@@ -308,47 +306,12 @@ class AllianceFhir:
         return self.run(records, command="sync", dry_run=dry_run, out_dir=out_dir)
 
     def pull_plans(self, patient: str) -> list[Plan]:
-        """The goal plans of one patient as on the server, including goals the EHR created.
+        """The goal plans of one patient as on the server, including goals the EHR created
+        and linked to a plan. ``patient`` is ``system|value`` or a server id."""
+        from alliance_fhir.monitoring.service import Monitor
 
-        ``patient`` is ``system|value`` (an identifier) or a server id (``Patient/123`` or
-        ``123``).
-        """
-        register_sensitive(patient)
-        if "|" in patient:
-            hits = list(self.client.search("Patient", {"identifier": patient}))
-            if not hits:
-                raise InvalidInputError(Problem("--patient", "patient", "no such patient"))
-            patient_id = str(hits[0]["id"])
-        else:
-            patient_id = patient.removeprefix("Patient/")
-        subject = f"Patient/{patient_id}"
-        options = goal_options(self.settings)
-        headers = {"Cache-Control": "no-cache"}
-        goals = list(self.client.search("Goal", {"subject": subject}, headers=headers))
-        observations = [
-            o
-            for o in self.client.search("Observation", {"subject": subject}, headers=headers)
-            if any(
-                c.get("code") in ("gas-rating", "gas-t-score")
-                for c in (o.get("code") or {}).get("coding") or []
-            )
-        ]
-        plans = [
-            plan_from_fhir(cp, goals, observations, None, options)
-            for cp in self.client.search("CarePlan", {"subject": subject}, headers=headers)
-        ]
-        linked = {
-            str(ref.get("reference", "")).rsplit("/", 1)[-1]
-            for plan_cp in self.client.search("CarePlan", {"subject": subject})
-            for ref in plan_cp.get("goal") or []
-        }
-        loose = [g for g in goals if str(g.get("id")) not in linked]
-        if loose:
-            try:
-                plans.append(_plan_for_loose_goals(subject, loose, observations, options))
-            except InvalidInputError:
-                log.warning("pull.loose_goals_unreadable", goals=len(loose))
-        return plans
+        monitor = Monitor.from_api(self)
+        return monitor.plans(monitor.resolve_patient(patient))
 
     def monitor(self, *, all_patients: bool = False) -> MonitorResult:
         """Pull new check-ins, score them, evaluate the rules, raise or close alerts."""
@@ -407,24 +370,6 @@ class AllianceFhir:
         )
         report.missing = missing_capabilities(statement)
         return report
-
-
-def _plan_for_loose_goals(
-    subject: str,
-    goals: list[dict[str, Any]],
-    observations: list[dict[str, Any]],
-    options: GoalOptions,
-) -> Plan:
-    """Goals the EHR recorded without a CarePlan, shown as one unnamed plan."""
-    careplan = {
-        "resourceType": "CarePlan",
-        "id": "ehr-goals",
-        "status": "active",
-        "intent": "plan",
-        "subject": {"reference": subject},
-        "goal": [{"reference": f"Goal/{g['id']}"} for g in goals],
-    }
-    return plan_from_fhir(careplan, goals, observations, None, options)
 
 
 def as_json(resource: dict[str, Any]) -> str:

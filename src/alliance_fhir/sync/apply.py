@@ -306,7 +306,7 @@ class SyncEngine:
             reason = f"unknown {exc.key.resource_type}: {exc}"
             with self.store.transaction() as db:
                 for action in group:
-                    self._reject(action, reason, None, None, ctx, db)
+                    self._reject(action, reason, ctx, db)
             return None
         return entries
 
@@ -366,34 +366,13 @@ class SyncEngine:
                         ctx.count("updated")
                         continue
                     if verdict == "conflict":
-                        self.store.record(
-                            kind=d.kind,
-                            key=d.key,
-                            resource_type=d.resource_type,
-                            server_id=None,
-                            version_id=None,
-                            content_hash=action.state.content_hash if action.state else None,
-                            status="conflict",
-                            run_id=ctx.result.run_id,
-                            db=db,
-                        )
-                        self.store.dead_letter(
-                            run_id=ctx.result.run_id,
-                            kind=d.kind,
-                            key=d.key,
-                            resource_type=d.resource_type,
-                            reason="changed on the server since our last write; not overwritten",
-                            http_status=exc.status,
-                            outcome=exc.outcome,
-                            db=db,
-                        )
-                        ctx.count("conflict")
-                        ctx.fail(f"{d.kind}/{d.key}: conflict")
+                        reason = "changed on the server since our last write; not overwritten"
+                        self._quarantine(action, "conflict", reason, exc, ctx, db)
                         continue
                     # unchanged on the server: it only failed alongside a conflicting record
                     ctx.count("deferred")
                     continue
-                self._reject(action, str(exc), exc.status, exc.outcome, ctx, db)
+                self._quarantine(action, "rejected", str(exc), exc, ctx, db)
 
     def _conflict_verdict(self, entry: _Entry) -> tuple[str, str | None]:
         """Why an If-Match update failed: our own earlier write (``own-write``), someone
@@ -409,15 +388,19 @@ class SyncEngine:
             return "innocent", current.version_id
         return "conflict", current.version_id
 
-    def _reject(
+    def _reject(self, action: Action, reason: str, ctx: _Context, db: Any) -> None:
+        self._quarantine(action, "rejected", reason, None, ctx, db)
+
+    def _quarantine(
         self,
         action: Action,
+        status: str,
         reason: str,
-        status: int | None,
-        outcome: Mapping[str, Any] | None,
+        exc: FhirError | None,
         ctx: _Context,
         db: Any,
     ) -> None:
+        """Record a refused or conflicting record and keep the server's word on it."""
         d = action.desired
         state = action.state
         self.store.record(
@@ -427,7 +410,7 @@ class SyncEngine:
             server_id=None,
             version_id=None,
             content_hash=state.content_hash if state else None,
-            status="rejected",
+            status=status,
             run_id=ctx.result.run_id,
             db=db,
         )
@@ -437,12 +420,12 @@ class SyncEngine:
             key=d.key,
             resource_type=d.resource_type,
             reason=reason,
-            http_status=status,
-            outcome=outcome,
+            http_status=exc.status if exc else None,
+            outcome=exc.outcome if exc else None,
             db=db,
         )
-        ctx.count("rejected")
-        ctx.fail(f"{d.kind}/{d.key}: {reason}")
+        ctx.count(status)
+        ctx.fail(f"{d.kind}/{d.key}: {status if status == 'conflict' else reason}")
 
 
 class _Context:
