@@ -23,6 +23,10 @@ PathKey = tuple[int | str, ...]
 #: Input files larger than this are refused before parsing (a defence, not a quota).
 MAX_INPUT_BYTES = 50 * 1024 * 1024
 
+#: Most nodes one YAML document may expand to (aliases count each time they are used): a
+#: defence against alias bombs, far above any real record or plan file.
+MAX_NODES = 1_000_000
+
 
 @dataclass
 class Positions:
@@ -80,6 +84,10 @@ _LineLoader.add_implicit_resolver(
 
 def _walk(node: yaml.Node, path: PathKey, loader: _LineLoader, pos: Positions) -> Any:
     pos.lines[path] = node.start_mark.line + 1
+    if len(pos.lines) > MAX_NODES:
+        raise InvalidInputError(
+            Problem(pos.source, "", f"the document expands to more than {MAX_NODES} nodes")
+        )
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -101,13 +109,27 @@ def _walk(node: yaml.Node, path: PathKey, loader: _LineLoader, pos: Positions) -
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_walk(child, (*path, i), loader, pos) for i, child in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except (ValueError, OverflowError) as exc:  # e.g. a timestamp like 2024-02-30
+        raise InvalidInputError(
+            Problem(
+                pos.source,
+                next((str(p) for p in reversed(path) if isinstance(p, str)), ""),
+                f"not a valid value: {exc}",
+                line=node.start_mark.line + 1,
+                path=format_path(path) or None,
+            )
+        ) from exc
 
 
 def parse_yaml(text: str, source: str) -> tuple[Any, Positions]:
     """Parse one YAML (or JSON, a YAML subset) document, keeping line numbers."""
     pos = Positions(source)
-    loader = _LineLoader(text)
+    try:
+        loader = _LineLoader(text)  # the reader checks the first chunk's characters here
+    except yaml.reader.ReaderError as exc:
+        raise _reader_problem(exc, text, source) from exc
     try:
         root = loader.get_single_node()
         if root is None:
@@ -118,10 +140,22 @@ def parse_yaml(text: str, source: str) -> tuple[Any, Positions]:
         line = mark.line + 1 if mark is not None else None
         reason = f"not valid YAML/JSON: {exc.problem or exc.context}"
         raise InvalidInputError(Problem(source, "", reason, line=line)) from exc
+    except yaml.reader.ReaderError as exc:
+        raise _reader_problem(exc, text, source) from exc
     except yaml.YAMLError as exc:
         raise InvalidInputError(Problem(source, "", f"not valid YAML/JSON: {exc}")) from exc
+    except RecursionError as exc:
+        raise InvalidInputError(Problem(source, "", "the document is nested too deeply")) from exc
     finally:
         loader.dispose()
+
+
+def _reader_problem(exc: yaml.reader.ReaderError, text: str, source: str) -> InvalidInputError:
+    """A character YAML does not accept (a control character): name its line."""
+    line = text[: exc.position].count("\n") + 1
+    char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+    reason = f"not valid YAML/JSON: character {char:#06x} is not allowed"
+    return InvalidInputError(Problem(source, "", reason, line=line))
 
 
 def read_text(path: Path) -> str:
@@ -154,6 +188,10 @@ def load_document(path: Path) -> tuple[Any, Positions]:
         except json.JSONDecodeError as exc:
             raise InvalidInputError(
                 Problem(str(path), "", f"not valid JSON: {exc.msg}", line=exc.lineno)
+            ) from exc
+        except RecursionError as exc:
+            raise InvalidInputError(
+                Problem(str(path), "", "not valid JSON: nested too deeply")
             ) from exc
     return parse_yaml(text, str(path))
 

@@ -168,11 +168,10 @@ class SyncEngine:
             return
         people = PersonResolver(self.client.search)
         people.resolve(k for a in writes for k in person_keys(a.desired.resource))
-        states = self.store.all_records()
         known = {
-            d.uuid: f"{d.resource_type}/{s.server_id}"
-            for d in (a.desired for a in plan.actions)
-            if (s := states.get((d.kind, d.key))) is not None and s.server_id
+            a.desired.uuid: f"{a.desired.resource_type}/{a.state.server_id}"
+            for a in plan.actions
+            if a.state is not None and a.state.server_id
         }
         conditional = {
             a.desired.uuid: f"{a.desired.resource_type}?{a.desired.search}" for a in plan.actions

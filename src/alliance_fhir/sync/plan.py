@@ -46,10 +46,13 @@ def make_plan(
     * in conflict (someone else changed it) -> stays ``conflict`` unless the policy is
       overwrite, even if our input changed: a human decides;
     * otherwise -> ``update`` with the version we last saw.
+
+    A record read from the server (it carries the server's ``id``, e.g. a goal the EHR made)
+    is an update of that resource even without state: it never becomes a second copy.
     """
     plan = Plan()
     for record in desired:
-        state = states.get((record.kind, record.key))
+        state = states.get((record.kind, record.key)) or _known_on_server(record)
         if state is None or state.server_id is None:
             op: Op = "create"
         elif state.status == "conflict" and not overwrite_conflicts:
@@ -60,3 +63,19 @@ def make_plan(
             op = "update"
         plan.actions.append(Action(op, record, state))
     return plan
+
+
+def _known_on_server(record: Desired) -> RecordState | None:
+    server_id = record.resource.get("id")
+    if not isinstance(server_id, str) or not server_id:
+        return None
+    return RecordState(
+        kind=record.kind,
+        key=record.key,
+        resource_type=record.resource_type,
+        server_id=server_id,
+        version_id=None,
+        content_hash=None,
+        status="synced",
+        last_sync=0.0,
+    )
