@@ -56,7 +56,7 @@ server-stop:
 
 demo: venv
 	scripts/fhir-server start --port $(PORT)
-	$(BIN)/alliance-fhir demo --server-url http://127.0.0.1:$(PORT)/fhir
+	$(BIN)/alliance-fhir --server-url http://127.0.0.1:$(PORT)/fhir demo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules

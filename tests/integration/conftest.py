@@ -8,19 +8,37 @@
 * ``fhir_server_script`` (session): runs ``scripts/fhir-server`` with arguments.
 * ``fhir_reset`` (function): expunges all data before the test and returns a
   callable to expunge again mid-test.
+* ``log_capture`` (session, autouse): every log line alliance-fhir emits while an
+  integration test runs is also kept in ``LOG_CAPTURE`` (see below);
+  ``tests/integration/test_zz_log_scan.py``, moved to the very end of the run, scans it for
+  PHI and tokens. Output of CLI subprocesses is added with ``LOG_CAPTURE.add(text)``.
+
+How the capture survives tests that reconfigure logging: ``alliance_fhir.logging.configure``
+calls ``structlog.configure`` each time (CLI start-up, tests capturing output); for the
+session that function is wrapped so that every configuration gets one more processor after
+the renderer, a tee that records the rendered line and passes it on unchanged. Whatever
+stream or level a test picks, what is emitted is recorded; what the level filter drops is
+never rendered and is not a log line. stdlib ``logging`` records of ``alliance_fhir.*``
+loggers are recorded too.
 
 Every test under ``tests/integration`` gets the ``integration`` marker.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import structlog
+
+from alliance_fhir import logging as alog
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_SCRIPT = REPO_ROOT / "scripts" / "fhir-server"
@@ -38,11 +56,87 @@ EXPUNGE_EVERYTHING = {
 }
 
 
+LOG_SCAN_MODULE = "test_zz_log_scan.py"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(getattr(item, "path", item.fspath))).resolve()
         if path == INTEGRATION_DIR or INTEGRATION_DIR in path.parents:
             item.add_marker(pytest.mark.integration)
+    # the log scan judges every integration test's lines: it runs last, whatever the order
+    scan = [i for i in items if Path(str(getattr(i, "path", i.fspath))).name == LOG_SCAN_MODULE]
+    if scan:
+        items[:] = [i for i in items if i not in scan] + scan
+
+
+class LogCapture:
+    """Rendered log lines emitted during integration tests (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.lines: list[str] = []
+        self.recording = False
+
+    def add(self, text: str) -> None:
+        """Record output from elsewhere (a CLI subprocess's stderr), line by line."""
+        with self._lock:
+            self.lines.extend(line for line in text.splitlines() if line.strip())
+
+    def __call__(self, logger: Any, method: str, event: Any) -> Any:
+        """structlog processor placed after the renderer: record, pass on unchanged."""
+        if self.recording:
+            self.add(event if isinstance(event, str) else repr(event))
+        return event
+
+
+class _StdlibTee(logging.Handler):
+    def __init__(self, capture: LogCapture) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.capture = capture
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.capture.recording:
+            self.capture.add(self.format(record))
+
+
+LOG_CAPTURE = LogCapture()
+
+
+def _tee_configure(original: Callable[..., None]) -> Callable[..., None]:
+    def configure(*args: Any, **kwargs: Any) -> None:
+        if args:
+            kwargs["processors"], args = args[0], args[1:]
+        processors = kwargs.get("processors")
+        if processors is not None and LOG_CAPTURE not in processors:
+            kwargs["processors"] = [*processors, LOG_CAPTURE]
+        original(*args, **kwargs)
+
+    return configure
+
+
+@pytest.fixture(scope="session", autouse=True)
+def log_capture() -> Iterator[LogCapture]:
+    original = structlog.configure
+    structlog.configure = _tee_configure(original)  # type: ignore[assignment]
+    handler = _StdlibTee(LOG_CAPTURE)
+    ours = logging.getLogger("alliance_fhir")
+    ours.addHandler(handler)
+    alog.configure(level="INFO")  # a configuration with the tee, before any test's own
+    try:
+        yield LOG_CAPTURE
+    finally:
+        ours.removeHandler(handler)
+        structlog.configure = original  # type: ignore[assignment]
+
+
+@pytest.fixture(autouse=True)
+def _record_logs(log_capture: LogCapture) -> Iterator[None]:
+    log_capture.recording = True
+    try:
+        yield
+    finally:
+        log_capture.recording = False
 
 
 def run_server_script(
