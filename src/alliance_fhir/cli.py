@@ -63,16 +63,20 @@ def handles_errors(func: F) -> F:
 class Ctx:
     """Lazily loaded settings shared by the subcommands."""
 
-    def __init__(self, config: Path | None, overrides: dict[str, Any]) -> None:
+    def __init__(self, config: Path | None, overrides: dict[str, Any], verbose: bool) -> None:
         self.config = config
         self.overrides = overrides
+        self.verbose = verbose
         self._settings: Settings | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings(self.config, **self.overrides)
-            alog.configure(level=self._settings.log_level, json=self._settings.log_json)
+            # Interactive commands print their own summary; the run's log lines (PHI-free)
+            # show with --verbose. The daemon logs at the configured level.
+            level = self._settings.log_level if self.verbose else "WARNING"
+            alog.configure(level=level, json=self._settings.log_json)
         return self._settings
 
 
@@ -94,6 +98,7 @@ pass_ctx = click.make_pass_decorator(Ctx)
     type=click.Path(path_type=Path, file_okay=False),
     help="Clinic mappings directory adding to or overriding the bundled instruments.",
 )
+@click.option("-v", "--verbose", is_flag=True, help="Also print the run's structured log lines.")
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -101,6 +106,7 @@ def main(
     server_url: str | None,
     state_path: Path | None,
     mappings_dir: Path | None,
+    verbose: bool,
 ) -> None:
     """Therapeutic-alliance instruments and collaborative goals, synced to an EHR over FHIR R4.
 
@@ -108,7 +114,7 @@ def main(
     (ALLIANCE_FHIR_TOKEN, ALLIANCE_FHIR_PASSWORD, key files) never come from the command line.
     """
     overrides = {"server_url": server_url, "state_path": state_path, "mappings_dir": mappings_dir}
-    ctx.obj = Ctx(config, overrides)
+    ctx.obj = Ctx(config, overrides, verbose or ctx.invoked_subcommand == "daemon")
     alog.configure(level="WARNING")
 
 
