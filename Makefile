@@ -5,13 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help venv node sysdeps lint test unit integration demo server-start server-stop clean
+.PHONY: help venv node sysdeps toxiproxy lint test unit integration demo faults bench server-start server-stop clean
 
 help:
 	@echo "make demo   - start the local HAPI FHIR server (port $(PORT)) and sync the example clinic"
 	@echo "make test   - install into .venv, run ruff, mypy --strict and the whole pytest suite"
 	@echo "make lint   - ruff + mypy only"
 	@echo "make unit   - unit tests only (no server)"
+	@echo "make faults - fault-injection scenarios with an invariant check (own server on :8097)"
+	@echo "make bench  - benchmarks against the peers (own server on :8095), writes BENCHMARKS.md"
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,16 +35,24 @@ sysdeps:
 	  echo "installing Debian's chromium (report PNG rendering)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+TOXIPROXY := .tools/bin/toxiproxy-server
+
+$(TOXIPROXY): scripts/install-toxiproxy
+	scripts/install-toxiproxy
+
+toxiproxy: $(TOXIPROXY)
+
 lint: venv
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests faults
+	$(BIN)/ruff format --check src tests faults
 	$(BIN)/mypy
+	$(BIN)/mypy --strict faults
 
 unit: venv node sysdeps
 	$(BIN)/python -m pytest tests/unit -q
 
 # pytest's exit code 5 (nothing collected) is a failure here like any other non-zero code.
-test: venv node sysdeps lint
+test: venv node sysdeps toxiproxy lint
 	$(BIN)/python -m pytest -q
 
 integration: venv
@@ -57,6 +67,10 @@ server-stop:
 demo: venv
 	scripts/fhir-server start --port $(PORT)
 	$(BIN)/alliance-fhir --server-url http://127.0.0.1:$(PORT)/fhir demo
+
+# Fault injection against our own file-backed HAPI on :8097 (toxiproxy + an HTTP status shim).
+faults: venv toxiproxy
+	$(BIN)/python -m faults.run --port 8097
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules

@@ -137,6 +137,10 @@ def configure(
 ) -> None:
     """Set up structlog once for the process; safe to call again (tests, CLI re-entry)."""
     out = stream if stream is not None else sys.stderr
+    # httpx and httpcore log full URLs (query strings carry identifiers) at INFO/DEBUG on the
+    # stdlib loggers; an embedding job's logging set-up must not surface them.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     as_json = json if json is not None else not out.isatty()
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=True)

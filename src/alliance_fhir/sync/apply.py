@@ -67,7 +67,9 @@ class SyncResult:
 
     @property
     def ok(self) -> bool:
-        return not self.counts["rejected"] and not self.counts["conflict"]
+        return not (
+            self.counts["rejected"] or self.counts["conflict"] or self.counts["unconfirmed"]
+        )
 
     def summary(self) -> dict[str, int]:
         keys = ("created", "updated", "unchanged", "conflict", "rejected")
@@ -318,8 +320,18 @@ class SyncEngine:
         existing_pass: bool,
     ) -> None:
         run_id = ctx.result.run_id
+        if len(results) != len(entries):
+            # A transaction answer that does not account for every entry confirms nothing
+            # we can rely on; the next run's conditional writes find what did land.
+            for entry in entries:
+                ctx.count("unconfirmed")
+                ctx.fail(
+                    f"{entry.action.desired.kind}/{entry.action.desired.key}: "
+                    "the server's answer did not confirm this record"
+                )
+            return
         with self.store.transaction() as db:
-            for entry, res in zip(entries, results, strict=False):
+            for entry, res in zip(entries, results, strict=True):
                 d = entry.action.desired
                 op = "created" if entry.request["method"] == "POST" else "updated"
                 if op == "created" and res.status == 200:

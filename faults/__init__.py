@@ -1,0 +1,17 @@
+"""Fault injection between alliance-fhir and a real HAPI FHIR server.
+
+``python -m faults.run`` (``make faults``) starts its own file-backed HAPI server, a real TCP
+proxy (toxiproxy, see ``scripts/install-toxiproxy``) and a small HTTP status shim of ours, runs
+every scenario of :mod:`faults.scenarios` and checks after each one that the server holds
+exactly the expected records (:mod:`faults.invariants`). ``tests/integration/
+test_faults_subset.py`` runs a short subset of the same scenarios in ``make test``.
+
+Which fault comes from where:
+
+* toxiproxy (network level, between client and server): added latency, connections reset
+  mid-response (``limit_data``, ``reset_peer``), stalled connections that time out;
+* :mod:`faults.shim` (HTTP level; toxiproxy cannot make HTTP statuses): bursts of 503 and of
+  429 with ``Retry-After`` answered by a real local HTTP server in front of HAPI;
+* process level: the HAPI server SIGKILLed and restarted on its H2 file database, and the
+  ``alliance-fhir push`` CLI SIGKILLed mid-run and started again.
+"""
