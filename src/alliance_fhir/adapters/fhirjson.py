@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -45,6 +46,19 @@ def validate(resource: dict[str, Any], *, source: str = "<generated>") -> dict[s
     rtype = resource.get("resourceType")
     if not isinstance(rtype, str):
         raise InvalidInputError(Problem(source, "resourceType", "missing resourceType"))
+    bad = _control_characters(resource, rtype)
+    if bad:
+        raise InvalidInputError(
+            [
+                Problem(
+                    source,
+                    path.rsplit(".", 1)[-1],
+                    "contains a control character FHIR strings do not allow",
+                    path=path,
+                )
+                for path in bad
+            ]
+        )
     try:
         _model(rtype).model_validate(resource)
     except (ImportError, AttributeError) as exc:
@@ -63,6 +77,20 @@ def validate(resource: dict[str, Any], *, source: str = "<generated>") -> dict[s
         ]
         raise InvalidInputError(problems) from exc
     return resource
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _control_characters(node: Any, path: str) -> list[str]:
+    """JSON paths of strings with characters below U+0020 other than tab, CR and LF."""
+    if isinstance(node, str):
+        return [path] if _CONTROL.search(node) else []
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _control_characters(v, f"{path}.{k}")]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _control_characters(v, f"{path}[{i}]")]
+    return []
 
 
 def _jsonpath(rtype: str, loc: tuple[int | str, ...]) -> str:

@@ -129,3 +129,14 @@ def test_score_files_keeps_the_good_records_of_a_mixed_batch(tmp_path: Path) -> 
     named = {Path(p.location).stem for p in problems}
     expected = {c.id for c in ASSESSMENT_CASES if Path(c.filename).suffix != ".txt"}
     assert named == expected  # every bad file is named, none is silently dropped
+
+
+def test_control_characters_never_reach_fhir_json() -> None:
+    from alliance_fhir.adapters import fhirjson
+    from alliance_fhir.exceptions import InvalidInputError as Invalid
+
+    resource = {"resourceType": "Observation", "status": "final", "code": {"text": "a\x07b"}}
+    with pytest.raises(Invalid) as caught:
+        fhirjson.validate(resource, source="rec.yaml:3")
+    assert [p.path for p in caught.value.problems] == ["Observation.code.text"]
+    assert caught.value.problems[0].location == "rec.yaml:3"
