@@ -43,10 +43,10 @@ $(TOXIPROXY): scripts/install-toxiproxy
 toxiproxy: $(TOXIPROXY)
 
 lint: venv
-	$(BIN)/ruff check src tests faults
-	$(BIN)/ruff format --check src tests faults
+	$(BIN)/ruff check src tests faults bench
+	$(BIN)/ruff format --check src tests faults bench
 	$(BIN)/mypy
-	$(BIN)/mypy --strict faults
+	$(BIN)/mypy --strict faults bench
 
 unit: venv node sysdeps
 	$(BIN)/python -m pytest tests/unit -q
@@ -71,6 +71,10 @@ demo: venv
 # Fault injection against our own file-backed HAPI on :8097 (toxiproxy + an HTTP status shim).
 faults: venv toxiproxy
 	$(BIN)/python -m faults.run --port 8097
+
+# Benchmarks against fhirpy, fhirclient and a bare-httpx ceiling on our own server (:8095).
+bench: venv
+	$(BIN)/python -m bench.run --size 1000 --mapping-size 10000 --memory-size 100000 --port 8095 --out BENCHMARKS.md --json .bench/results.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules

@@ -14,7 +14,7 @@ Every method returns a small report object; nothing prints. Errors are the ones 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,7 @@ from alliance_fhir.sync.plan import Plan as SyncPlan
 from alliance_fhir.sync.records import (
     Records,
     assessment_records,
+    assessment_windows,
     goal_options,
     goal_records,
     instrument_records,
@@ -275,9 +276,28 @@ class AllianceFhir:
     def push_assessments(
         self, paths: Sequence[Path], *, dry_run: bool = False, out_dir: Path | None = None
     ) -> Report:
-        """Send assessments as QuestionnaireResponse + score Observation."""
-        records = self.assessment_records(paths)
-        return self.run(records, command="push assessments", dry_run=dry_run, out_dir=out_dir)
+        """Send assessments as QuestionnaireResponse + score Observation, streaming: files
+        are read, mapped and sent a window at a time."""
+        if dry_run or out_dir is not None:
+            records = self.assessment_records(paths)
+            return self.run(records, command="push assessments", dry_run=dry_run, out_dir=out_dir)
+        windows = assessment_windows(paths, self.library, self.settings)
+        return self.run_stream(windows, command="push assessments")
+
+    def run_stream(self, windows: Iterable[Records], *, command: str) -> Report:
+        """Sync records that arrive in windows as one run; problems are gathered on the way."""
+        report = Report()
+
+        def desired() -> Iterator[list[Desired]]:
+            for window in windows:
+                report.problems.extend(window.problems)
+                report.skipped.extend(window.skipped)
+                yield window.desired
+
+        report.result = self.engine().run_windows(desired(), command=command)
+        counts = report.result.counts
+        report.plan = {k: counts[k] for k in ("created", "updated", "unchanged") if counts[k]}
+        return report
 
     def goal_records(self, paths: Sequence[Path]) -> Records:
         plans, problems = read_goal_files(paths)
@@ -300,10 +320,19 @@ class AllianceFhir:
         out_dir: Path | None = None,
     ) -> Report:
         """Everything configured, in dependency order: instruments, assessments, goals."""
-        records = instrument_records(self.library, self.settings, labels_only=labels_only)
-        records.extend(self.assessment_records(self.settings.assessments))
-        records.extend(self.goal_records(self.settings.goals))
-        return self.run(records, command="sync", dry_run=dry_run, out_dir=out_dir)
+        instruments = instrument_records(self.library, self.settings, labels_only=labels_only)
+        if dry_run or out_dir is not None:
+            records = instruments
+            records.extend(self.assessment_records(self.settings.assessments))
+            records.extend(self.goal_records(self.settings.goals))
+            return self.run(records, command="sync", dry_run=dry_run, out_dir=out_dir)
+
+        def windows() -> Iterator[Records]:
+            yield instruments
+            yield from assessment_windows(self.settings.assessments, self.library, self.settings)
+            yield self.goal_records(self.settings.goals)
+
+        return self.run_stream(windows(), command="sync")
 
     def pull_plans(self, patient: str) -> list[Plan]:
         """The goal plans of one patient as on the server, including goals the EHR created

@@ -65,26 +65,56 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
+#: What separates words in a log value; a sensitive value without any of these is matched as
+#: a whole word through a set lookup, so registering many identifiers stays cheap.
+_SEPARATORS = r"\s\"'`,;:=()\[\]{}<>|/?&#*+.!@\\"
+_WORD = re.compile(f"[^{_SEPARATORS}]+")
+_HAS_SEPARATOR = re.compile(f"[{_SEPARATORS}]")
+
+
 class _Registry:
-    """Values known to be sensitive in this process (thread-safe, longest first)."""
+    """Values known to be sensitive in this process (thread-safe).
+
+    Single words (identifiers, tokens) live in a set and are found by splitting a log value
+    into words; values with spaces or separators (free text, ``system|value``) go into one
+    regular expression, rebuilt lazily when one was added since the last use.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: set[str] = set()
+        self._words: set[str] = set()
+        self._phrases: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._stale = False
 
     def add(self, values: Iterable[str | None]) -> None:
         fresh = {v for v in values if v and len(v) >= 3}
         with self._lock:
-            if fresh - self._values:
-                self._values |= fresh
-                ordered = sorted(self._values, key=len, reverse=True)
-                self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+            for value in fresh:
+                if _HAS_SEPARATOR.search(value):
+                    if value not in self._phrases:
+                        self._phrases.add(value)
+                        self._stale = True
+                else:
+                    self._words.add(value)
+
+    def _phrase_pattern(self) -> re.Pattern[str] | None:
+        with self._lock:
+            if self._stale:
+                ordered = sorted(self._phrases, key=len, reverse=True)
+                alternatives = "|".join(re.escape(v) for v in ordered)
+                # Not inside a longer word or number: "4.5" must not eat part of "14.55".
+                self._pattern = re.compile(f"(?<![\\w.])(?:{alternatives})(?![\\w])")
+                self._stale = False
+            return self._pattern
 
     def scrub(self, text: str) -> str:
-        pattern = self._pattern
+        pattern = self._phrase_pattern()
         if pattern is not None:
             text = pattern.sub(REDACTED, text)
+        words = self._words
+        if words:
+            text = _WORD.sub(lambda m: REDACTED if m.group(0) in words else m.group(0), text)
         text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
         return _JWT.sub(REDACTED, text)
 

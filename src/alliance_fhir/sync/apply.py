@@ -109,21 +109,33 @@ class SyncEngine:
         return make_plan(desired, self.store.all_records(), overwrite_conflicts=self.overwrite)
 
     def run(self, desired: Sequence[Desired], *, command: str = "sync") -> SyncResult:
+        """One run over records held in memory."""
+        return self.run_windows([desired], command=command)
+
+    def run_windows(
+        self, windows: Iterable[Sequence[Desired]], *, command: str = "sync"
+    ) -> SyncResult:
+        """One run over records that arrive in windows (a file or a few at a time), so a
+        100k-assessment import never holds more than a window of resources. A window must
+        keep each record group whole; a record key may appear once per run."""
         started = time.monotonic()
         result = SyncResult(run_id=new_id())
         self.store.start_run(result.run_id, command)
         outcome = "failed"
+        seen: set[tuple[str, str]] = set()
+        people = PersonResolver(self.client.search)
         try:
-            self._check_unique(desired)
             self._check_state_matches_server()
-            plan = self.plan(desired)
-            for action in plan.actions:
-                if action.op in ("unchanged", "conflict"):
-                    result.counts[action.op] += 1
-            log.info("sync.plan", run_id=result.run_id, **plan.counts())
-            if self.progress is not None:
-                self.progress.start(len(plan.writes))
-            self._apply(plan, result)
+            for window in windows:
+                self._check_unique(window, seen)
+                plan = make_plan(window, _StoreView(self.store), overwrite_conflicts=self.overwrite)
+                for action in plan.actions:
+                    if action.op in ("unchanged", "conflict"):
+                        result.counts[action.op] += 1
+                log.debug("sync.window", run_id=result.run_id, **plan.counts())
+                if self.progress is not None and plan.writes:
+                    self.progress.start(len(plan.writes))
+                self._apply(plan, result, people)
             outcome = "ok" if result.ok else "partial"
         finally:
             result.seconds = time.monotonic() - started
@@ -154,8 +166,7 @@ class SyncEngine:
             log.warning("sync.state_stale", records_forgotten=dropped)
 
     @staticmethod
-    def _check_unique(desired: Sequence[Desired]) -> None:
-        seen: set[tuple[str, str]] = set()
+    def _check_unique(desired: Sequence[Desired], seen: set[tuple[str, str]]) -> None:
         for record in desired:
             ident = (record.kind, record.key)
             if ident in seen:
@@ -164,11 +175,10 @@ class SyncEngine:
 
     # Applying
 
-    def _apply(self, plan: Plan, result: SyncResult) -> None:
+    def _apply(self, plan: Plan, result: SyncResult, people: PersonResolver) -> None:
         writes = plan.writes
         if not writes:
             return
-        people = PersonResolver(self.client.search)
         people.resolve(k for a in writes for k in person_keys(a.desired.resource))
         known = {
             a.desired.uuid: f"{a.desired.resource_type}/{a.state.server_id}"
@@ -437,6 +447,25 @@ class SyncEngine:
         )
         ctx.count(status)
         ctx.fail(f"{d.kind}/{d.key}: {status if status == 'conflict' else reason}")
+
+
+class _StoreView(Mapping[tuple[str, str], RecordState]):
+    """The state store as a read-only mapping, one indexed lookup per record (no full load)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    def __getitem__(self, key: tuple[str, str]) -> RecordState:
+        found = self._store.get(*key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._store.all_records())
+
+    def __len__(self) -> int:
+        return len(self._store.all_records())
 
 
 class _Context:

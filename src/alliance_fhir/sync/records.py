@@ -6,7 +6,7 @@ each resource gets its record key, its conditional search and its bundle group.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,7 +149,7 @@ def assessment_records(
             scores = score(instrument, prepared.answers)
             refs = _person_refs(prepared)
             qr = questionnaire_response(
-                prepared, instrument, refs=refs, canonical_base=base, namespace=ns
+                prepared, instrument, refs=refs, canonical_base=base, namespace=ns, prepared=True
             )
         except InvalidInputError as exc:
             out.problems.extend(exc.problems)
@@ -198,15 +198,24 @@ def read_assessment_files(
     """
     assessments: list[Assessment] = []
     problems: list[Problem] = []
+    for found, bad in _assessments_by_file(paths, library, settings):
+        assessments.extend(found)
+        problems.extend(bad)
+    return assessments, problems
+
+
+def _assessments_by_file(
+    paths: Iterable[Path], library: InstrumentLibrary, settings: Settings
+) -> Iterator[tuple[list[Assessment], list[Problem]]]:
     seen: dict[str, str] = {}
     for path in _expand(paths):
-        found, bad = read_assessments(
+        found, problems = read_assessments(
             path,
             instruments=library.all(),
             canonical_base=settings.canonical_base,
             namespace=settings.identifier_namespace,
         )
-        problems.extend(bad)
+        kept = []
         for assessment in found:
             if assessment.key in seen:
                 problems.append(
@@ -214,8 +223,24 @@ def read_assessment_files(
                 )
                 continue
             seen[assessment.key] = assessment.where
-            assessments.append(assessment)
-    return assessments, problems
+            kept.append(assessment)
+        yield kept, problems
+
+
+def assessment_windows(
+    paths: Iterable[Path], library: InstrumentLibrary, settings: Settings, *, size: int = 2000
+) -> Iterator[Records]:
+    """Assessment records a few files at a time (at least ``size`` records a window, a file
+    never split), so memory stays flat however large the import."""
+    window = Records()
+    for found, problems in _assessments_by_file(paths, library, settings):
+        window.problems.extend(problems)
+        window.extend(assessment_records(found, library, settings))
+        if len(window.desired) >= size:
+            yield window
+            window = Records()
+    if window.desired or window.problems or window.skipped:
+        yield window
 
 
 INPUT_SUFFIXES = (".yaml", ".yml", ".json", ".csv")
