@@ -324,45 +324,22 @@ def run_fhirclient(base_url: str, records_path: Path) -> None:
 def run_mapping(clinic: Path, limit: int) -> None:
     """Ours (map + validate + serialize) and the plain fhir.resources baseline, one core."""
     _pin_one_core()
-    from alliance_fhir.adapters.assessment import questionnaire_response, score_observation
     from alliance_fhir.adapters.fhirjson import dumps
-    from alliance_fhir.assessments import prepare
     from alliance_fhir.config import Settings
     from alliance_fhir.instruments.library import load_library
-    from alliance_fhir.instruments.scoring import score
-    from alliance_fhir.sync.model import record_uuid
-    from alliance_fhir.sync.records import _person_refs, read_assessment_files
+    from alliance_fhir.sync.records import assessment_records, read_assessment_files
 
     settings = Settings(state_path=Path(os.devnull))
     library = load_library([])
     assessments, problems = read_assessment_files([clinic / "assessments"], library, settings)
     assert not problems, problems[:3]
-    base, ns = settings.canonical_base, settings.identifier_namespace
 
     def map_all(batch: list[Any]) -> tuple[list[dict[str, Any]], int]:
-        made: list[dict[str, Any]] = []
-        out_bytes = 0
-        for a in batch:
-            instrument = library.get(a.instrument)
-            prepared = prepare(instrument, a)
-            scores = score(instrument, prepared.answers)
-            refs = _person_refs(prepared)
-            qr = questionnaire_response(
-                prepared, instrument, refs=refs, canonical_base=base, namespace=ns
-            )
-            obs = score_observation(
-                prepared,
-                instrument,
-                scores,
-                refs=refs,
-                qr_ref=record_uuid("assessment", a.key),
-                canonical_base=base,
-                namespace=ns,
-            )
-            out_bytes += len(dumps(qr)) + len(dumps(obs))
-            made.append(qr)
-            made.append(obs)
-        return made, out_bytes
+        # The very path push and sync take: check, score, map, validate (per record).
+        records = assessment_records(batch, library, settings)
+        assert not records.problems, records.problems[:3]
+        made = [record.resource for record in records.desired]
+        return made, sum(len(dumps(resource)) for resource in made)
 
     assessments = assessments[:limit]
     map_all(assessments[:WARM_UP])  # first use builds the models' validators: not timed

@@ -263,9 +263,6 @@ class AllianceFhir:
         )
         return self.run(records, command="publish", dry_run=dry_run, out_dir=out_dir)
 
-    def push_records(self, desired: Sequence[Desired], *, command: str) -> Report:
-        return self.run(Records(desired=list(desired)), command=command)
-
     def assessment_records(self, paths: Sequence[Path]) -> Records:
         """Read, check and score assessment files into records (problems kept aside)."""
         assessments, problems = read_assessment_files(paths, self.library, self.settings)

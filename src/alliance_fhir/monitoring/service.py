@@ -376,11 +376,11 @@ class Monitor:
                 continue
             result.external += 1
             desired.append(
-                Desired(
-                    kind="score",
-                    key=resp.key,
-                    resource=scored.observation,
-                    search=f"identifier={search_token('score', resp.key, self._ns)}",
+                Desired.identified(
+                    "score",
+                    resp.key,
+                    scored.observation,
+                    namespace=self._ns,
                     group=f"assessment:{resp.key}",
                 )
             )

@@ -15,6 +15,7 @@ Safety rules, in the order they matter:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -268,8 +269,7 @@ class SyncEngine:
             ],
         }
         try:
-            with ctx.lock_requests():
-                ctx.result.bundles += 1
+            ctx.count_bundle()
             response = self.client.transaction(bundle)
         except (ServerRejectedError, ConflictError) as exc:
             if len(groups) > 1:
@@ -478,8 +478,6 @@ class _Context:
         conditional: dict[str, str],
         result: SyncResult,
     ) -> None:
-        import threading
-
         self.people = people
         self.known = known
         self.conditional = conditional
@@ -487,8 +485,9 @@ class _Context:
         self.existing: list[Action] = []
         self._lock = threading.Lock()
 
-    def lock_requests(self) -> Any:
-        return self._lock
+    def count_bundle(self) -> None:
+        with self._lock:
+            self.result.bundles += 1
 
     def count(self, what: str) -> None:
         with self._lock:
@@ -497,8 +496,3 @@ class _Context:
     def fail(self, message: str) -> None:
         with self._lock:
             self.result.failures.append(message)
-
-
-def desired_index(records: Iterable[Desired]) -> dict[str, Desired]:
-    """Records by their urn:uuid, for tools that follow references."""
-    return {r.uuid: r for r in records}

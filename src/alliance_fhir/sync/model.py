@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from alliance_fhir.adapters.fhirjson import content_hash
+from alliance_fhir.adapters.identity import search_token
 
 #: Fixed namespace for the uuid5 of our records (never change: ids in bundles derive from it).
 RECORD_NAMESPACE = uuid.UUID("6f1d2a4e-8c1b-5e0a-9d57-3a7f2c1b9e40")
@@ -52,6 +53,25 @@ class Desired:
             object.__setattr__(self, "hash", content_hash(self.resource))
         if not self.uuid:
             object.__setattr__(self, "uuid", record_uuid(self.kind, self.key))
+
+    @classmethod
+    def identified(
+        cls,
+        kind: str,
+        key: str,
+        resource: dict[str, Any],
+        *,
+        namespace: str,
+        group: str,
+    ) -> Desired:
+        """A record found on the server by our identifier ``{namespace}/{kind}|{key}``."""
+        return cls(
+            kind=kind,
+            key=key,
+            resource=resource,
+            search=f"identifier={search_token(kind, key, namespace)}",
+            group=group,
+        )
 
     @property
     def resource_type(self) -> str:

@@ -15,7 +15,6 @@ from alliance_fhir.adapters.assessment import questionnaire_response, score_obse
 from alliance_fhir.adapters.codesystem import codesystem_for_instruments
 from alliance_fhir.adapters.goals import KIND_GOAL, KIND_PLAN, plan_to_fhir
 from alliance_fhir.adapters.goals import Options as GoalOptions
-from alliance_fhir.adapters.identity import search_token
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
 from alliance_fhir.assessments import Assessment, prepare, read_assessments
 from alliance_fhir.config import Settings
@@ -156,13 +155,7 @@ def assessment_records(
             continue
         group = f"assessment:{assessment.key}"
         out.desired.append(
-            Desired(
-                kind="assessment",
-                key=assessment.key,
-                resource=qr,
-                search=f"identifier={search_token('assessment', assessment.key, ns)}",
-                group=group,
-            )
+            Desired.identified("assessment", assessment.key, qr, namespace=ns, group=group)
         )
         try:
             obs = score_observation(
@@ -178,13 +171,7 @@ def assessment_records(
             out.skipped.extend(f"not scored: {p}" for p in exc.problems)
             continue
         out.desired.append(
-            Desired(
-                kind="score",
-                key=assessment.key,
-                resource=obs,
-                search=f"identifier={search_token('score', assessment.key, ns)}",
-                group=group,
-            )
+            Desired.identified("score", assessment.key, obs, namespace=ns, group=group)
         )
     return out
 
