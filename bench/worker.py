@@ -85,7 +85,7 @@ def _settings(base_url: str, clinic: Path, state: Path) -> Any:
 
 
 def run_sync(base_url: str, clinic: Path, state: Path, name: str) -> None:
-    from alliance_fhir import logging as alog
+    from alliance_fhir import log as alog
     from alliance_fhir.api import AllianceFhir
 
     settings = _settings(base_url, clinic, state)
@@ -114,7 +114,7 @@ def run_sync(base_url: str, clinic: Path, state: Path, name: str) -> None:
 def run_export(base_url: str, clinic: Path, out: Path) -> None:
     """Every record a sync of ``clinic`` writes, in the order it writes them."""
     from alliance_fhir.api import AllianceFhir
-    from alliance_fhir.sync.records import instrument_records
+    from alliance_fhir.app.records import instrument_records
     from bench.records import write_records
 
     settings = _settings(base_url, clinic, out.with_suffix(".unused.sqlite3"))
@@ -325,9 +325,9 @@ def run_mapping(clinic: Path, limit: int) -> None:
     """Ours (map + validate + serialize) and the plain fhir.resources baseline, one core."""
     _pin_one_core()
     from alliance_fhir.adapters.fhirjson import dumps
+    from alliance_fhir.app.records import assessment_records, read_assessment_files
     from alliance_fhir.config import Settings
     from alliance_fhir.instruments.library import load_library
-    from alliance_fhir.sync.records import assessment_records, read_assessment_files
 
     settings = Settings(state_path=Path(os.devnull))
     library = load_library([])
@@ -374,8 +374,8 @@ def run_mapping(clinic: Path, limit: int) -> None:
 def run_import(clinic: Path, read_only: bool) -> None:
     """Peak RSS of reading (and mapping) every assessment of ``clinic``."""
     from alliance_fhir.api import AllianceFhir
+    from alliance_fhir.app.records import assessment_windows, read_assessment_files
     from alliance_fhir.config import Settings
-    from alliance_fhir.sync.records import assessment_windows, read_assessment_files
 
     settings = Settings(state_path=Path(os.devnull))
     api = AllianceFhir(settings)

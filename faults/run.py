@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from alliance_fhir import logging as alog
+from alliance_fhir import log as alog
 from faults.scenarios import ALL, Harness, Outcome, ServerControl, run_scenario, table
 from faults.shim import StatusShim
 from faults.toxiproxy import Toxiproxy, find_or_install

@@ -28,9 +28,19 @@ from alliance_fhir.adapters.goals import (
     merge_onto_server,
 )
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
+from alliance_fhir.app.connect import connect
+from alliance_fhir.app.records import (
+    Records,
+    assessment_records,
+    assessment_windows,
+    goal_options,
+    goal_records,
+    instrument_records,
+    read_assessment_files,
+    read_goal_files,
+)
 from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
-from alliance_fhir.connect import connect
 from alliance_fhir.exceptions import FhirError, InvalidInputError, Problem
 from alliance_fhir.fhir import FhirClient, missing_capabilities
 from alliance_fhir.goals import Plan, plans_from_data
@@ -44,26 +54,16 @@ from alliance_fhir.instruments.library import (
 from alliance_fhir.instruments.overlay import load_overlay
 from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.instruments.scoring import Scores, score
-from alliance_fhir.logging import get_logger
+from alliance_fhir.log import get_logger
 from alliance_fhir.monitoring.rules import is_rule_file, validate_rules_document
 from alliance_fhir.sync.apply import Progress, SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.model import Desired
 from alliance_fhir.sync.plan import Plan as SyncPlan
-from alliance_fhir.sync.records import (
-    Records,
-    assessment_records,
-    assessment_windows,
-    goal_options,
-    goal_records,
-    instrument_records,
-    read_assessment_files,
-    read_goal_files,
-)
 from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore
 
 if TYPE_CHECKING:
-    from alliance_fhir.monitoring.service import MonitorResult
+    from alliance_fhir.app.monitor import MonitorResult
 
 log = get_logger("alliance_fhir.api")
 
@@ -334,14 +334,14 @@ class AllianceFhir:
     def pull_plans(self, patient: str) -> list[Plan]:
         """The goal plans of one patient as on the server, including goals the EHR created
         and linked to a plan. ``patient`` is ``system|value`` or a server id."""
-        from alliance_fhir.monitoring.service import Monitor
+        from alliance_fhir.app.monitor import Monitor
 
         monitor = Monitor.from_api(self)
         return monitor.plans(monitor.resolve_patient(patient))
 
     def monitor(self, *, all_patients: bool = False) -> MonitorResult:
         """Pull new check-ins, score them, evaluate the rules, raise or close alerts."""
-        from alliance_fhir.monitoring.service import Monitor
+        from alliance_fhir.app.monitor import Monitor
 
         return Monitor.from_api(self).run(all_patients=all_patients)
 

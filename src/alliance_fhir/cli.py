@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alliance_fhir import __version__
-from alliance_fhir import logging as alog
+from alliance_fhir import log as alog
 from alliance_fhir.api import as_json
 from alliance_fhir.config import Settings, load_settings
 from alliance_fhir.exceptions import AllianceFhirError, InvalidInputError, Problem
@@ -591,7 +591,7 @@ def _print_monitor(result: Any) -> None:
 @handles_errors
 def report_cmd(ctx: Ctx, patient: str, out_file: Path, png_file: Path | None) -> None:
     """Write a clinician's alliance report (self-contained HTML, optional PNG) for one patient."""
-    from alliance_fhir.monitoring.service import Monitor
+    from alliance_fhir.app.monitor import Monitor
 
     with _api(ctx) as api:
         written = Monitor.from_api(api).write_report(patient, out_file, png=png_file)

@@ -18,9 +18,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from alliance_fhir.adapters.identity import DEFAULT_CANONICAL_BASE, DEFAULT_NAMESPACE
+from alliance_fhir.defaults import DEFAULT_CANONICAL_BASE, DEFAULT_NAMESPACE
 from alliance_fhir.exceptions import ConfigError
-from alliance_fhir.logging import register_sensitive
+from alliance_fhir.log import register_sensitive
 
 CONFIG_ENV = "ALLIANCE_FHIR_CONFIG"
 DEFAULT_CONFIG_FILE = "alliance-fhir.toml"

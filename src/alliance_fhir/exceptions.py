@@ -6,13 +6,17 @@
     ├── InvalidInputError        fix the input; names file, line or JSON path, field, reason
     │   └── ScoringError         the answers cannot be scored (too many missing items, ...)
     ├── ConfigError              fix the configuration
-    │   └── LicensedWordingRequired  a licensed instrument needs --overlay or --labels-only
+    │   ├── LicensedWordingRequired  a licensed instrument needs --overlay or --labels-only
+    │   └── UnknownInstrumentError   no loaded instrument has that id
+    ├── UnresolvedPerson         a record names a patient/practitioner the server lacks
+    ├── RenderError              Chromium did not produce the report picture
     ├── FhirError                the server said something; carries its OperationOutcome
     │   ├── RetriableError       try again later (429, 502-504, timeouts, resets)
     │   ├── ConflictError        someone else changed it (409, 412): never overwrite blindly
     │   ├── ServerRejectedError  the server refused the content (400, 422)
     │   └── FatalError           stop: auth, forbidden, misuse, unsafe redirect
     └── StateError               the local state store is unusable (locked, corrupt)
+        └── AlreadyRunningError  another daemon holds this state store's lock
 
 Third-party errors (httpx, pydantic, yaml) are translated at one place each, so nothing
 outside this module needs to know their types.
@@ -22,7 +26,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "AllianceFhirError",
+    "AlreadyRunningError",
+    "ConfigError",
+    "ConflictError",
+    "FatalError",
+    "FhirError",
+    "InvalidInputError",
+    "LicensedWordingRequired",
+    "Problem",
+    "RenderError",
+    "RetriableError",
+    "ScoringError",
+    "ServerRejectedError",
+    "StateError",
+    "UnknownInstrumentError",
+    "UnresolvedPerson",
+    "outcome_summary",
+]
 
 
 class AllianceFhirError(Exception):
@@ -74,8 +99,42 @@ class LicensedWordingRequired(ConfigError):
     explicitly for a label-only rendering. The message says which and why."""
 
 
+class UnknownInstrumentError(ConfigError, LookupError):
+    """No instrument with the requested id is loaded; the message lists the known ids."""
+
+
 class StateError(AllianceFhirError):
     """The local state store cannot be used (held by another process, unreadable)."""
+
+
+class AlreadyRunningError(StateError):
+    """Another process holds the state store's daemon lock."""
+
+    def __init__(self, lock_path: Path, owner: int | None) -> None:
+        self.lock_path = lock_path
+        self.owner = owner
+        who = f"pid {owner}" if owner else "another process"
+        super().__init__(
+            f"another alliance-fhir daemon ({who}) is already running on this state store "
+            f"(lock {lock_path}); only one instance may run per state store"
+        )
+
+
+class _PersonKey(Protocol):
+    @property
+    def resource_type(self) -> str: ...
+
+
+class UnresolvedPerson(AllianceFhirError):
+    """A record names a patient or practitioner the server does not have."""
+
+    def __init__(self, key: _PersonKey) -> None:
+        self.key = key
+        super().__init__(f"no {key.resource_type} with the given identifier on the server")
+
+
+class RenderError(AllianceFhirError):
+    """Chromium ran but did not produce the screenshot (the message carries its stderr)."""
 
 
 class FhirError(AllianceFhirError):

@@ -13,7 +13,7 @@
   ``tests/integration/test_zz_log_scan.py``, moved to the very end of the run, scans it for
   PHI and tokens. Output of CLI subprocesses is added with ``LOG_CAPTURE.add(text)``.
 
-How the capture survives tests that reconfigure logging: ``alliance_fhir.logging.configure``
+How the capture survives tests that reconfigure logging: ``alliance_fhir.log.configure``
 calls ``structlog.configure`` each time (CLI start-up, tests capturing output); for the
 session that function is wrapped so that every configuration gets one more processor after
 the renderer, a tee that records the rendered line and passes it on unchanged. Whatever
@@ -38,7 +38,7 @@ import httpx
 import pytest
 import structlog
 
-from alliance_fhir import logging as alog
+from alliance_fhir import log as alog
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_SCRIPT = REPO_ROOT / "scripts" / "fhir-server"

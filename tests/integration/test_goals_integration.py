@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from alliance_fhir.app.records import goal_records
 from alliance_fhir.goals import Lifecycle, load_plans, transition
-from alliance_fhir.sync.records import goal_records
 
 from .clinickit import copy_clinic, make_api
 

@@ -16,9 +16,9 @@ import pytest
 import structlog
 import yaml
 
-from alliance_fhir import logging as alog
+from alliance_fhir import log as alog
 from alliance_fhir.api import AllianceFhir
-from alliance_fhir.monitoring.service import Monitor, MonitorResult
+from alliance_fhir.app.monitor import Monitor, MonitorResult
 
 from .clinickit import PHI, copy_clinic, make_api
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from alliance_fhir import logging as alog
+from alliance_fhir import log as alog
 from alliance_fhir.exceptions import ServerRejectedError
 from alliance_fhir.fhir import FhirClient
 

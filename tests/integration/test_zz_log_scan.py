@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from alliance_fhir import logging as alog
+from alliance_fhir import log as alog
 
 from .clinickit import EXAMPLES, copy_clinic, make_api
 from .conftest import LOG_CAPTURE

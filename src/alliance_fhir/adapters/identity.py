@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Default identifier namespace; configurable (``identifier_namespace``).
-DEFAULT_NAMESPACE = "http://alliance-fhir.org/fhir/identifier"
+from alliance_fhir.defaults import DEFAULT_CANONICAL_BASE, DEFAULT_NAMESPACE
 
-#: Default base of our canonical URLs (Questionnaire, CodeSystem); configurable.
-DEFAULT_CANONICAL_BASE = "http://alliance-fhir.org/fhir"
+__all__ = [
+    "DEFAULT_CANONICAL_BASE",
+    "DEFAULT_NAMESPACE",
+    "identifier_system",
+    "our_identifier",
+    "search_token",
+]
 
 
 def identifier_system(kind: str, namespace: str = DEFAULT_NAMESPACE) -> str:

@@ -51,7 +51,7 @@ from alliance_fhir.inputs import (
     read_text,
 )
 from alliance_fhir.instruments.schema import Instrument
-from alliance_fhir.logging import register_sensitive
+from alliance_fhir.log import register_sensitive
 from alliance_fhir.resources import bundled_mappings
 
 __all__ = [

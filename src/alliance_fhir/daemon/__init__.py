@@ -7,7 +7,7 @@ backs off while the FHIR server is unreachable. One instance per state store (a 
 """
 
 from alliance_fhir.daemon.inbox import FileResult, Inbox, classify, is_ignored
-from alliance_fhir.daemon.lock import AlreadyRunningError, InstanceLock, lock_path_for
+from alliance_fhir.daemon.lock import InstanceLock, lock_path_for
 from alliance_fhir.daemon.loop import (
     Backoff,
     CycleContext,
@@ -29,6 +29,7 @@ from alliance_fhir.daemon.runner import (
     EXIT_OK,
     run,
 )
+from alliance_fhir.exceptions import AlreadyRunningError
 
 __all__ = [
     "EXIT_ALREADY_RUNNING",

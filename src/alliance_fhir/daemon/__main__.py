@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from alliance_fhir import logging as alog
+from alliance_fhir import log as alog
 from alliance_fhir.config import load_settings
 from alliance_fhir.daemon.loop import DaemonOptions
 from alliance_fhir.daemon.runner import EXIT_CONFIG, run

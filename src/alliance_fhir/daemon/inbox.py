@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from alliance_fhir.exceptions import FhirError, InvalidInputError, Problem, StateError
-from alliance_fhir.logging import get_logger, scrub
+from alliance_fhir.log import get_logger, scrub
 
 if TYPE_CHECKING:
     from alliance_fhir.api import AllianceFhir, Report

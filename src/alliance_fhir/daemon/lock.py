@@ -12,20 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from alliance_fhir.exceptions import StateError
-
-
-class AlreadyRunningError(StateError):
-    """Another process holds the state store's daemon lock."""
-
-    def __init__(self, lock_path: Path, owner: int | None) -> None:
-        self.lock_path = lock_path
-        self.owner = owner
-        who = f"pid {owner}" if owner else "another process"
-        super().__init__(
-            f"another alliance-fhir daemon ({who}) is already running on this state store "
-            f"(lock {lock_path}); only one instance may run per state store"
-        )
+from alliance_fhir.exceptions import AlreadyRunningError, StateError
 
 
 def lock_path_for(state_path: Path) -> Path:

@@ -36,18 +36,18 @@ from alliance_fhir.exceptions import (
     RetriableError,
     StateError,
 )
-from alliance_fhir.logging import get_logger
+from alliance_fhir.log import get_logger
 
 if TYPE_CHECKING:
     from alliance_fhir.api import AllianceFhir
+    from alliance_fhir.app.records import Records
     from alliance_fhir.config import Settings
     from alliance_fhir.daemon.inbox import Inbox
     from alliance_fhir.daemon.metrics import DaemonMetrics
-    from alliance_fhir.sync.records import Records
 
 log = get_logger("alliance_fhir.daemon")
 
-MONITORING_MODULE = "alliance_fhir.monitoring.service"
+MONITORING_MODULE = "alliance_fhir.app.monitor"
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def push_if_changed(ctx: CycleContext, records: Records, command: str) -> Mappin
 
 def publish_step(labels_only: bool) -> StepFn:
     def run(ctx: CycleContext) -> Mapping[str, int]:
-        from alliance_fhir.sync.records import instrument_records
+        from alliance_fhir.app.records import instrument_records
 
         records = instrument_records(ctx.api.library, ctx.settings, labels_only=labels_only)
         for skipped in records.skipped:
@@ -289,7 +289,7 @@ def _as_counts(value: Any) -> dict[str, int]:
 
 
 def monitoring_step() -> Step | None:
-    """The monitoring service as a step, when ``alliance_fhir.monitoring.service`` has a
+    """The monitoring service as a step, when ``alliance_fhir.app.monitor`` has a
     ``Monitor``: built once with ``Monitor.from_api(api)`` or ``Monitor(api)``, run with
     ``run_once()`` or ``run()``; a ``pulled`` count feeds the metrics, a result whose ``ok``
     is False marks the step failed. Otherwise None."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from alliance_fhir.logging import get_logger
+from alliance_fhir.log import get_logger
 
 log = get_logger("alliance_fhir.daemon")
 

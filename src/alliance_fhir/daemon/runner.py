@@ -11,11 +11,11 @@ from types import FrameType
 
 from alliance_fhir.config import Settings
 from alliance_fhir.daemon.inbox import Inbox
-from alliance_fhir.daemon.lock import AlreadyRunningError, InstanceLock, lock_path_for
+from alliance_fhir.daemon.lock import InstanceLock, lock_path_for
 from alliance_fhir.daemon.loop import Daemon, DaemonOptions, default_steps
 from alliance_fhir.daemon.metrics import DaemonMetrics, MetricsServer
-from alliance_fhir.exceptions import ConfigError
-from alliance_fhir.logging import get_logger, scrub
+from alliance_fhir.exceptions import AlreadyRunningError, ConfigError
+from alliance_fhir.log import get_logger, scrub
 
 log = get_logger("alliance_fhir.daemon")
 

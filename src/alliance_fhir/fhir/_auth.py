@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from alliance_fhir.exceptions import ConfigError, FatalError, RetriableError
 from alliance_fhir.fhir._errors import parse_retry_after, safe_path
 from alliance_fhir.fhir._transport import parse_json_object, send_bounded
-from alliance_fhir.logging import get_logger, register_sensitive
+from alliance_fhir.log import get_logger, register_sensitive
 
 _TOKEN_RESPONSE_LIMIT = 1024 * 1024
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

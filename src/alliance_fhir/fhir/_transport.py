@@ -14,7 +14,7 @@ import httpx
 
 from alliance_fhir.exceptions import ConfigError
 from alliance_fhir.fhir._errors import is_json_type, refuse, translate_transport_error
-from alliance_fhir.logging import get_logger
+from alliance_fhir.log import get_logger
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 

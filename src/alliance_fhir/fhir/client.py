@@ -48,7 +48,7 @@ from alliance_fhir.fhir._transport import (
     parse_json_object,
     send_bounded,
 )
-from alliance_fhir.logging import get_logger, new_id
+from alliance_fhir.log import get_logger, new_id
 
 #: Search parameters: a mapping (values may repeat as lists) or ordered (name, value) pairs.
 Params = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]]

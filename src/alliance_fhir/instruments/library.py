@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alliance_fhir.exceptions import ConfigError, InvalidInputError, Problem
+from alliance_fhir.exceptions import (
+    ConfigError,
+    InvalidInputError,
+    Problem,
+    UnknownInstrumentError,
+)
 from alliance_fhir.inputs import Positions, load_document
 from alliance_fhir.instruments.loader import instrument_from_data
 from alliance_fhir.instruments.overlay import check_overlay, overlay_from_data
@@ -43,10 +48,6 @@ DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 
 #: Directories whose files no registered kind claims yet; skipped quietly when walking.
 SKIPPED_DIRS = {"sources"}
-
-
-class UnknownInstrumentError(ConfigError, LookupError):
-    """No instrument with the requested id is loaded; the message lists the known ids."""
 
 
 class InstrumentLibrary:

@@ -41,7 +41,7 @@ from typing import Any
 from alliance_fhir.exceptions import ConfigError, InvalidInputError, Problem
 from alliance_fhir.instruments.schema import Instrument, ScoreDef
 from alliance_fhir.instruments.scoring import AnswerValue, keyed_value, round_half_up, score
-from alliance_fhir.logging import get_logger
+from alliance_fhir.log import get_logger
 from alliance_fhir.monitoring.rules import (
     BelowCutoffParams,
     DecliningTrendParams,

@@ -40,7 +40,7 @@ from alliance_fhir.assessments.model import KEY, Assessment, Identifier, RawAnsw
 from alliance_fhir.exceptions import InvalidInputError, Problem
 from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.instruments.scoring import score
-from alliance_fhir.logging import register_sensitive
+from alliance_fhir.log import register_sensitive
 from alliance_fhir.monitoring.evaluate import CheckIn, checkin_from_answers
 
 __all__ = [

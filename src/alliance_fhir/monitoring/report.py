@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
-from alliance_fhir.exceptions import AllianceFhirError, ConfigError
+from alliance_fhir.exceptions import ConfigError, RenderError
 from alliance_fhir.instruments.schema import Instrument, ScoreDef
 from alliance_fhir.monitoring.evaluate import CheckIn, flagged_points
 from alliance_fhir.monitoring.rules import Rule
@@ -51,10 +51,6 @@ _MUTED = "#9ca3af"
 
 #: Seconds a Chromium screenshot may take before it is abandoned.
 CHROMIUM_TIMEOUT = 90
-
-
-class RenderError(AllianceFhirError):
-    """Chromium ran but did not produce the screenshot (the message carries its stderr)."""
 
 
 # -- input -------------------------------------------------------------------------------

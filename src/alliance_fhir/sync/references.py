@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from alliance_fhir.exceptions import AllianceFhirError
-from alliance_fhir.logging import register_sensitive
+from alliance_fhir.exceptions import UnresolvedPerson
+from alliance_fhir.log import register_sensitive
 
 #: The EHR-owned resource types we resolve by identifier and never write.
 PERSON_TYPES = ("Patient", "Practitioner")
@@ -33,14 +33,6 @@ class PersonKey:
     @property
     def token(self) -> str:
         return f"{self.system}|{self.value}"
-
-
-class UnresolvedPerson(AllianceFhirError):
-    """A record names a patient or practitioner the server does not have."""
-
-    def __init__(self, key: PersonKey) -> None:
-        self.key = key
-        super().__init__(f"no {key.resource_type} with the given identifier on the server")
 
 
 def _walk_refs(node: Any) -> Iterator[dict[str, Any]]:

@@ -18,7 +18,7 @@ from alliance_fhir.assessments import (
 )
 from alliance_fhir.assessments.model import Identifier
 from alliance_fhir.instruments.library import InstrumentLibrary, load_library
-from alliance_fhir.logging import scrub
+from alliance_fhir.log import scrub
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "clinic" / "assessments"
 MRN = "http://example-clinic.org/mrn"

@@ -13,7 +13,7 @@ import pytest
 from alliance_fhir.api import Report
 from alliance_fhir.daemon.inbox import Inbox, classify, is_ignored
 from alliance_fhir.exceptions import Problem, RetriableError
-from alliance_fhir.logging import register_sensitive
+from alliance_fhir.log import register_sensitive
 from alliance_fhir.sync.apply import SyncResult
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from alliance_fhir.daemon.lock import AlreadyRunningError, InstanceLock, lock_path_for
-from alliance_fhir.exceptions import StateError
+from alliance_fhir.daemon.lock import InstanceLock, lock_path_for
+from alliance_fhir.exceptions import AlreadyRunningError, StateError
 
 
 def test_lock_file_sits_next_to_the_state_db(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fhirkit import BASE, FakeTime, Recorder
 
-from alliance_fhir import logging as alog
+from alliance_fhir import log as alog
 from alliance_fhir.fhir import FhirClient, RetryPolicy
 
 

@@ -18,6 +18,7 @@ import pytest
 from monitoringkit import default_rules
 
 from alliance_fhir.adapters.codesystem import codesystem_for_instruments
+from alliance_fhir.app.monitor import RECOVERED_REASON, Monitor, report_goals
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import ConfigError, ConflictError, InvalidInputError
 from alliance_fhir.fhir import ReadResult
@@ -33,7 +34,6 @@ from alliance_fhir.monitoring.pull import (
     score_response,
     since_for,
 )
-from alliance_fhir.monitoring.service import RECOVERED_REASON, Monitor, report_goals
 from alliance_fhir.sync.state import StateStore
 
 NS = "http://alliance-fhir.org/fhir/identifier"

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from alliance_fhir import logging as alog
+from alliance_fhir import log as alog
 from alliance_fhir.api import AllianceFhir
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import FatalError

@@ -23,9 +23,10 @@ from alliance_fhir.exceptions import (
     LicensedWordingRequired,
     Problem,
     ScoringError,
+    UnknownInstrumentError,
 )
 from alliance_fhir.goals import Plan, load_plans
-from alliance_fhir.instruments.library import InstrumentLibrary, UnknownInstrumentError
+from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.instruments.overlay import load_overlay
 from alliance_fhir.instruments.schema import Instrument, Overlay
 from alliance_fhir.instruments.scoring import score

@@ -28,7 +28,7 @@ One :meth:`Monitor.run` (the CLI's ``alliance-fhir monitor``):
 4. The watermark advances (to the newest ``meta.lastUpdated`` the server sent, its clock)
    only when the run had no failures, so a failed run is simply repeated.
 
-Nothing here prints; the PHI rules of ``alliance_fhir.logging`` apply to every log line.
+Nothing here prints; the PHI rules of ``alliance_fhir.log`` apply to every log line.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from alliance_fhir.fhir import FhirClient
 from alliance_fhir.goals import Plan
 from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.instruments.schema import Instrument
-from alliance_fhir.logging import get_logger, register_sensitive
+from alliance_fhir.log import get_logger, register_sensitive
 from alliance_fhir.monitoring.alerts import (
     FLAG_KIND,
     PRIORITY,
