@@ -10,7 +10,7 @@ PORT ?= 8080
 help:
 	@echo "make demo   - start the local HAPI FHIR server (port $(PORT)) and sync the example clinic"
 	@echo "make test   - install into .venv, run ruff, mypy --strict and the whole pytest suite"
-	@echo "make lint   - ruff + mypy only"
+	@echo "make lint   - ruff, mypy and the layer contract (import-linter) only"
 	@echo "make unit   - unit tests only (no server)"
 	@echo "make faults - fault-injection scenarios with an invariant check (own server on :8097)"
 	@echo "make bench  - benchmarks against the peers (own server on :8095), writes BENCHMARKS.md"
@@ -47,6 +47,7 @@ lint: venv
 	$(BIN)/ruff format --check src tests faults bench
 	$(BIN)/mypy
 	$(BIN)/mypy --strict faults bench
+	$(BIN)/lint-imports
 
 unit: venv node sysdeps
 	$(BIN)/python -m pytest tests/unit -q
