@@ -39,23 +39,21 @@ from alliance_fhir.app.records import (
     read_assessment_files,
     read_goal_files,
 )
+from alliance_fhir.app.validation import validate_files
 from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import FhirError, InvalidInputError, Problem
 from alliance_fhir.fhir import FhirClient, missing_capabilities
-from alliance_fhir.goals import Plan, plans_from_data
+from alliance_fhir.goals import Plan
 from alliance_fhir.instruments.library import (
     InstrumentLibrary,
     UnknownInstrumentError,
     load_library,
-    register_kind,
-    validate_paths,
 )
 from alliance_fhir.instruments.overlay import load_overlay
 from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.instruments.scoring import Scores, score
 from alliance_fhir.log import get_logger
-from alliance_fhir.monitoring.rules import is_rule_file, validate_rules_document
 from alliance_fhir.sync.apply import Progress, SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.model import Desired
@@ -66,20 +64,6 @@ if TYPE_CHECKING:
     from alliance_fhir.app.monitor import MonitorResult
 
 log = get_logger("alliance_fhir.api")
-
-
-def _is_goal_plan(data: Any) -> bool:
-    return isinstance(data, dict) and ("plans" in data or ("goals" in data and "key" in data))
-
-
-def _validate_goal_plan(path: Path, data: Any, pos: Any, context: Any) -> list[Problem]:
-    return plans_from_data(data, pos)[1]
-
-
-# Goal plan files are validated by `alliance-fhir validate` too (registered here, at the
-# composition root, so the instruments package never imports the goals package).
-register_kind(_is_goal_plan, _validate_goal_plan, name="goal plan")
-register_kind(is_rule_file, validate_rules_document, name="rule")
 
 
 @dataclass
@@ -221,7 +205,7 @@ class AllianceFhir:
 
     def validate(self, paths: Sequence[Path]) -> list[Problem]:
         """Problems in instrument, overlay, rule and goal files (empty when all are valid)."""
-        return validate_paths(paths, self.library)
+        return validate_files(paths, self.library)
 
     # Writing
 

@@ -6,9 +6,11 @@ files). A later definition with the same id replaces the earlier one, so a clini
 overrides instruments without forking.
 
 ``validate_paths`` checks files and directories of mappings without loading them for use. It
-dispatches on the content of each file through a small table of *kinds* (instrument, overlay;
-``register_kind`` adds more), validating kinds in registration order so that overlays are
-checked against the instruments found in the same run.
+dispatches on the content of each file through a table of *kinds* given by the caller
+(``INSTRUMENT_KINDS`` here: instrument, overlay; the application layer adds goal plans and
+rules), validating kinds in table order so that overlays are checked against the instruments
+found in the same run. The table is an argument, not a registry filled at import time, so what
+a validation accepts never depends on which modules happen to be imported.
 """
 
 from __future__ import annotations
@@ -32,14 +34,15 @@ from alliance_fhir.resources import bundled_mappings
 
 __all__ = [
     "DEFINITION_SUFFIXES",
+    "INSTRUMENT_KINDS",
     "SKIPPED_DIRS",
+    "FileKind",
     "InstrumentLibrary",
     "UnknownInstrumentError",
     "ValidationContext",
     "is_instrument",
     "is_overlay",
     "load_library",
-    "register_kind",
     "validate_paths",
 ]
 
@@ -165,24 +168,18 @@ Validator = Callable[[Path, Any, Positions, ValidationContext], list[Problem]]
 
 
 @dataclass(frozen=True)
-class _Kind:
+class FileKind:
+    """A kind of mapping file ``validate_paths`` recognises.
+
+    ``predicate(data)`` says whether parsed data is of this kind (the first match wins);
+    ``validator(path, data, positions, context)`` returns its problems; ``hint`` tells a user
+    what makes a file of this kind when none matches.
+    """
+
     name: str
     predicate: Predicate
     validator: Validator
-
-
-_KINDS: list[_Kind] = []
-
-
-def register_kind(predicate: Predicate, validator: Validator, *, name: str | None = None) -> None:
-    """Teach ``validate_paths`` a kind of file.
-
-    ``predicate(data)`` says whether parsed data is of this kind (the first match wins);
-    ``validator(path, data, positions, context)`` returns its problems. Kinds are validated
-    in registration order. To validate a directory that is skipped today (``rules/``), also
-    remove it from ``SKIPPED_DIRS``.
-    """
-    _KINDS.append(_Kind(name or validator.__name__, predicate, validator))
+    hint: str
 
 
 def is_instrument(data: Any) -> bool:
@@ -218,32 +215,40 @@ def _validate_overlay(
     return check_overlay(overlay, context.library.get(overlay.instrument), pos)
 
 
-register_kind(is_instrument, _validate_instrument, name="instrument")
-register_kind(is_overlay, _validate_overlay, name="overlay")
+#: The kinds this package knows: instruments first, so overlays see the run's instruments.
+INSTRUMENT_KINDS: tuple[FileKind, ...] = (
+    FileKind(
+        "instrument", is_instrument, _validate_instrument, "an instrument has 'items' and 'scoring'"
+    ),
+    FileKind("overlay", is_overlay, _validate_overlay, "an overlay has 'licence_holder'"),
+)
 
 
 def validate_paths(
-    paths: Iterable[Path], library: InstrumentLibrary | None = None
+    paths: Iterable[Path],
+    library: InstrumentLibrary | None = None,
+    kinds: Sequence[FileKind] = INSTRUMENT_KINDS,
 ) -> list[Problem]:
     """Every problem in the given mapping files and directories (walked recursively).
 
     Instruments found in a run may override bundled ones (as in ``load_library``); two files
     in the run defining the same instrument id is a problem. Overlays are checked against
-    ``library`` (default: the bundled instruments) plus the run's instruments.
+    ``library`` (default: the bundled instruments) plus the run's instruments. ``kinds`` is
+    the table of file kinds to recognise, validated in its order.
     """
     problems: list[Problem] = []
-    parsed: list[tuple[Path, Any, Positions, _Kind]] = []
+    parsed: list[tuple[Path, Any, Positions, FileKind]] = []
     for path, walked in _candidates(paths, problems):
         try:
             data, pos = load_document(path)
         except InvalidInputError as exc:
             problems.extend(exc.problems)
             continue
-        kind = next((k for k in _KINDS if k.predicate(data)), None)
+        kind = next((k for k in kinds if k.predicate(data)), None)
         if kind is None:
             if walked and SKIPPED_DIRS.intersection(path.parent.parts):
                 continue
-            reason = "not a recognised mapping file (" + ", ".join(_kind_hints()) + ")"
+            reason = "not a recognised mapping file (" + ", ".join(k.hint for k in kinds) + ")"
             problems.append(pos.problem((), "", reason))
             continue
         parsed.append((path, data, pos, kind))
@@ -252,7 +257,7 @@ def validate_paths(
         library = load_library()
     context = ValidationContext(library)
     seen: dict[str, Path] = {}
-    for kind in list(_KINDS):
+    for kind in kinds:
         for path, data, pos, file_kind in parsed:
             if file_kind is not kind:
                 continue
@@ -280,11 +285,3 @@ def _candidates(paths: Iterable[Path], problems: list[Problem]) -> list[tuple[Pa
         else:
             problems.append(Problem(str(path), "", "no such file or directory"))
     return out
-
-
-def _kind_hints() -> list[str]:
-    hints = {
-        "instrument": "an instrument has 'items' and 'scoring'",
-        "overlay": "an overlay has 'licence_holder'",
-    }
-    return [hints.get(k.name, k.name) for k in _KINDS]

@@ -9,9 +9,10 @@ import pytest
 from alliance_fhir.exceptions import ConfigError, InvalidInputError, Problem
 from alliance_fhir.instruments import library as library_module
 from alliance_fhir.instruments.library import (
+    INSTRUMENT_KINDS,
+    FileKind,
     UnknownInstrumentError,
     load_library,
-    register_kind,
     validate_paths,
 )
 from alliance_fhir.instruments.loader import load_instrument_file
@@ -256,7 +257,13 @@ def test_missing_extra_dir(tmp_path: Path) -> None:
 
 
 def test_validate_bundled_mappings_is_clean() -> None:
-    assert validate_paths([bundled_mappings()]) == []
+    """With the full table of kinds (rules included) the shipped mappings have no problem;
+    before the table was an argument this passed only when another test had imported
+    ``alliance_fhir.api`` first (its import registered the rule kind)."""
+    from alliance_fhir.app.validation import validate_files
+    from alliance_fhir.instruments.library import load_library
+
+    assert validate_files([bundled_mappings()], load_library()) == []
 
 
 def test_validate_walks_and_skips_sources(tmp_path: Path) -> None:
@@ -287,8 +294,7 @@ def test_validate_missing_path(tmp_path: Path) -> None:
     assert p.reason == "no such file or directory"
 
 
-def test_register_kind_extends_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(library_module, "_KINDS", list(library_module._KINDS))
+def test_kinds_table_extends_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(library_module, "SKIPPED_DIRS", set())
     seen: list[str] = []
 
@@ -296,9 +302,27 @@ def test_register_kind_extends_validation(tmp_path: Path, monkeypatch: pytest.Mo
         seen.append(path.name)
         return [Problem(str(path), "when", "always wrong")]
 
-    register_kind(lambda d: isinstance(d, dict) and "when" in d, validate_rule, name="rule")
+    rule = FileKind("rule", lambda d: isinstance(d, dict) and "when" in d, validate_rule, "a rule")
     (tmp_path / "rules").mkdir()
     write(tmp_path / "rules", "when: total < 3\n", "r.yaml")
-    (p,) = validate_paths([tmp_path])
+    (p,) = validate_paths([tmp_path], kinds=(*INSTRUMENT_KINDS, rule))
     assert seen == ["r.yaml"]
     assert p.reason == "always wrong"
+    # the table is an argument: a later call without the rule kind does not know rules
+    (q,) = validate_paths([tmp_path])
+    assert q.reason.startswith("not a recognised mapping file (an instrument has")
+    assert "a rule" not in q.reason
+
+
+def test_validate_knows_goal_plans_and_rules_whatever_was_imported(tmp_path: Path) -> None:
+    """The CLI's table (instruments, overlays, goal plans, rules) is composed in one place."""
+    from alliance_fhir.app.validation import FILE_KINDS, validate_files
+    from alliance_fhir.instruments.library import load_library
+
+    assert [k.name for k in FILE_KINDS] == ["instrument", "overlay", "goal plan", "rule"]
+    write(tmp_path, "nothing: here\n", "x.yaml")
+    (p,) = validate_files([tmp_path / "x.yaml"], load_library())
+    assert p.reason == (
+        "not a recognised mapping file (an instrument has 'items' and 'scoring', "
+        "an overlay has 'licence_holder', goal plan, rule)"
+    )
