@@ -22,6 +22,8 @@ from alliance_fhir.defaults import DEFAULT_CANONICAL_BASE, DEFAULT_NAMESPACE
 from alliance_fhir.exceptions import ConfigError
 from alliance_fhir.log import register_sensitive
 
+__all__ = ["CONFIG_ENV", "DEFAULT_CONFIG_FILE", "Settings", "load_settings"]
+
 CONFIG_ENV = "ALLIANCE_FHIR_CONFIG"
 DEFAULT_CONFIG_FILE = "alliance-fhir.toml"
 
