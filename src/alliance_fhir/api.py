@@ -54,10 +54,10 @@ from alliance_fhir.instruments.overlay import load_overlay
 from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.instruments.scoring import Scores, score
 from alliance_fhir.log import get_logger
-from alliance_fhir.sync.apply import Progress, SyncEngine, SyncResult
+from alliance_fhir.sync.engine import Progress, SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.model import Desired
-from alliance_fhir.sync.plan import Plan as SyncPlan
+from alliance_fhir.sync.plan import SyncPlan
 from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore
 
 if TYPE_CHECKING:

@@ -8,6 +8,10 @@
 * ``fhir_server_script`` (session): runs ``scripts/fhir-server`` with arguments.
 * ``fhir_reset`` (function): expunges all data before the test and returns a
   callable to expunge again mid-test.
+* ``clinic`` (function): an emptied server holding only the example clinic's people
+  (seeded through a state store of its own), and the path of an editable copy of
+  ``examples/``; ``published_clinic`` (function): the same with our Questionnaires and
+  CodeSystem published too.
 * ``log_capture`` (session, autouse): every log line alliance-fhir emits while an
   integration test runs is also kept in ``LOG_CAPTURE`` (see below);
   ``tests/integration/test_zz_log_scan.py``, moved to the very end of the run, scans it for
@@ -39,6 +43,8 @@ import pytest
 import structlog
 
 from alliance_fhir import log as alog
+
+from .clinickit import copy_clinic, make_api
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_SCRIPT = REPO_ROOT / "scripts" / "fhir-server"
@@ -263,3 +269,20 @@ def fhir_reset(fhir_base_url: str) -> Callable[[], None]:
 
     reset()
     return reset
+
+
+@pytest.fixture
+def clinic(fhir_base_url: str, fhir_reset: Callable[[], None], tmp_path: Path) -> Path:
+    """An empty server holding only the example clinic's people; an editable clinic copy."""
+    examples = copy_clinic(tmp_path)
+    with make_api(fhir_base_url, tmp_path / "seed.sqlite3") as api:
+        api.seed(examples / "clinic" / "people.json")
+    return examples
+
+
+@pytest.fixture
+def published_clinic(fhir_base_url: str, clinic: Path, tmp_path: Path) -> Path:
+    """The ``clinic`` with our Questionnaires published (what scoring and monitoring need)."""
+    with make_api(fhir_base_url, tmp_path / "seed.sqlite3") as api:
+        assert api.publish(labels_only=True).ok
+    return clinic

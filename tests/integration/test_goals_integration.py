@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 
 from alliance_fhir.app.records import goal_records
 from alliance_fhir.goals import Lifecycle, load_plans, transition
 
-from .clinickit import copy_clinic, make_api
+from .clinickit import make_api
 
 FOREIGN_EXT = "http://ehr.example.org/fhir/StructureDefinition/care-team-color"
 FOREIGN_ID = {"system": "http://ehr.example.org/goal-id", "value": "G-0042"}
-
-
-@pytest.fixture
-def clinic(fhir_base_url: str, fhir_reset: Callable[[], None], tmp_path: Path) -> Path:
-    examples = copy_clinic(tmp_path)
-    with make_api(fhir_base_url, tmp_path / "seed.sqlite3") as api:
-        api.seed(examples / "clinic" / "people.json")
-    return examples
 
 
 def _comparable(plan: object) -> dict[str, object]:

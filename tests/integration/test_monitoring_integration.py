@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from alliance_fhir import log as alog
 from alliance_fhir.api import AllianceFhir
 from alliance_fhir.app.monitor import Monitor, MonitorResult
 
-from .clinickit import PHI, copy_clinic, make_api
+from .clinickit import PHI, make_api
 
 NS = "http://alliance-fhir.org/fhir/identifier"
 MRN = "http://example-clinic.org/mrn"
@@ -30,17 +30,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture
-def clinic(fhir_base_url: str, fhir_reset: Callable[[], None], tmp_path: Path) -> Path:
-    """An empty server with the example clinic's people and our Questionnaires."""
-    examples = copy_clinic(tmp_path)
-    with make_api(fhir_base_url, tmp_path / "seed.sqlite3") as api:
-        api.seed(examples / "clinic" / "people.json")
-        assert api.publish(labels_only=True).ok
-    return examples
-
-
-@pytest.fixture
-def api(fhir_base_url: str, clinic: Path, tmp_path: Path) -> Iterator[AllianceFhir]:
+def api(fhir_base_url: str, published_clinic: Path, tmp_path: Path) -> Iterator[AllianceFhir]:
     with make_api(fhir_base_url, tmp_path / "state.sqlite3") as instance:
         yield instance
 

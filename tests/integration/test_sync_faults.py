@@ -9,13 +9,12 @@ exactly the expected resources on the server: no duplicates, nothing missing.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .clinickit import copy_clinic, make_api
+from .clinickit import make_api
 
 
 class FlakyTransport(httpx.HTTPTransport):
@@ -64,14 +63,11 @@ def _count(http: httpx.Client, rtype: str) -> int:
 def test_retried_transactions_end_with_exactly_the_expected_resources(
     script: list[str],
     fhir_base_url: str,
-    fhir_reset: Callable[[], None],
+    published_clinic: Path,
     fhir_http: httpx.Client,
     tmp_path: Path,
 ) -> None:
-    examples = copy_clinic(tmp_path)
-    with make_api(fhir_base_url, tmp_path / "seed.sqlite3") as api:
-        api.seed(examples / "clinic" / "people.json")
-        assert api.publish(labels_only=True).ok
+    examples = published_clinic
     inputs = [examples / "clinic" / "assessments"]
     flaky = FlakyTransport(script)
     with make_api(fhir_base_url, tmp_path / "s.sqlite3", flaky) as api:

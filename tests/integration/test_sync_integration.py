@@ -15,16 +15,7 @@ from alliance_fhir import log as alog
 from alliance_fhir.exceptions import ServerRejectedError
 from alliance_fhir.fhir import FhirClient
 
-from .clinickit import PHI, CountingTransport, copy_clinic, make_api
-
-
-@pytest.fixture
-def clinic(fhir_base_url: str, fhir_reset: Callable[[], None], tmp_path: Path) -> Path:
-    """An empty server holding only the example clinic's people; an editable clinic copy."""
-    examples = copy_clinic(tmp_path)
-    with make_api(fhir_base_url, tmp_path / "seed.sqlite3") as api:
-        api.seed(examples / "clinic" / "people.json")
-    return examples
+from .clinickit import PHI, CountingTransport, make_api
 
 
 def _count(http: httpx.Client, rtype: str, **params: str) -> int:

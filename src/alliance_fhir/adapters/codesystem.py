@@ -28,7 +28,14 @@ from typing import Any
 from alliance_fhir.adapters import fhirjson
 from alliance_fhir.adapters.identity import DEFAULT_CANONICAL_BASE
 from alliance_fhir.exceptions import ConfigError
-from alliance_fhir.instruments.schema import Coding, Instrument, Item, Scale, ScalePoint, ScoreDef
+from alliance_fhir.instruments.schema import (
+    Instrument,
+    InstrumentCoding,
+    Item,
+    Scale,
+    ScalePoint,
+    ScoreDef,
+)
 
 #: Path of our CodeSystem below the canonical base.
 CODESYSTEM_PATH = "CodeSystem/alliance-fhir-codes"
@@ -59,9 +66,12 @@ def _is_ours(system: str, canonical_base: str) -> bool:
 
 
 def coding(
-    source: Coding, canonical_base: str = DEFAULT_CANONICAL_BASE, *, display: str | None = None
+    source: InstrumentCoding,
+    canonical_base: str = DEFAULT_CANONICAL_BASE,
+    *,
+    display: str | None = None,
 ) -> dict[str, Any]:
-    """A FHIR Coding from an instrument's Coding, rebased when it is one of ours."""
+    """A FHIR Coding from an instrument's code, rebased when it is one of ours."""
     out: dict[str, Any] = {"system": rebase(source.system, canonical_base), "code": source.code}
     shown = source.display or display
     if shown:

@@ -55,10 +55,10 @@ from alliance_fhir.goals._model import (
     Achievement,
     Addressed,
     Agreement,
-    Coding,
     Concept,
     GasRating,
     Goal,
+    GoalCoding,
     Lifecycle,
     Party,
     Plan,
@@ -643,7 +643,7 @@ def _goal_parts(
         client_words=words,
         clinician_framing=framing,
         coding=[
-            Coding(system=c.get("system"), code=c["code"], display=c.get("display"))
+            GoalCoding(system=c.get("system"), code=c["code"], display=c.get("display"))
             for c in codings
         ],
         proposed_by=proposed,

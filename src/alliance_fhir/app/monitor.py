@@ -92,7 +92,7 @@ from alliance_fhir.monitoring.report import (
     series_for,
 )
 from alliance_fhir.monitoring.rules import Rule, load_rules
-from alliance_fhir.sync.apply import SyncEngine, SyncResult
+from alliance_fhir.sync.engine import SyncEngine, SyncResult
 from alliance_fhir.sync.model import Desired, record_uuid
 from alliance_fhir.sync.state import StateStore
 

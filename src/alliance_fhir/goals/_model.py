@@ -141,7 +141,9 @@ class Concept(_Model):
     system: str | None = None
 
 
-class Coding(_Model):
+class GoalCoding(_Model):
+    """One coding of a goal's description (``Goal.description.coding``)."""
+
     system: str | None = None
     code: str = Field(min_length=1)
     display: str | None = None
@@ -250,7 +252,7 @@ class Goal(_Model):
     key: str = Field(pattern=KEY_PATTERN)
     client_words: str = Field(min_length=1)
     clinician_framing: str | None = None
-    coding: list[Coding] = Field(default_factory=list)
+    coding: list[GoalCoding] = Field(default_factory=list)
     proposed_by: Party | None = None
     lifecycle_status: Lifecycle
     achievement_status: Achievement | None = None

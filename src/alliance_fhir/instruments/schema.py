@@ -20,7 +20,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
-class Coding(_Strict):
+class InstrumentCoding(_Strict):
+    """A code an instrument definition declares (the instrument's, its total score's)."""
+
     system: str
     code: str = Field(pattern=CODE)
     display: str | None = None
@@ -195,8 +197,8 @@ class Instrument(_Strict):
     wording: Literal["own", "licensed"]
     respondent: Literal["client", "clinician"]
     status: Literal["draft", "active", "retired"] = "active"
-    code: Coding = Field(description="code of the instrument as a whole")
-    score_code: Coding = Field(description="Observation.code of the total score")
+    code: InstrumentCoding = Field(description="code of the instrument as a whole")
+    score_code: InstrumentCoding = Field(description="Observation.code of the total score")
     scales: list[Scale] = []
     items: list[Item] = Field(min_length=1)
     scoring: Scoring

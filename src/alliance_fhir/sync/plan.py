@@ -12,6 +12,8 @@ from alliance_fhir.sync.state import RecordState
 
 Op = Literal["create", "update", "unchanged", "conflict"]
 
+__all__ = ["Action", "Op", "SyncPlan", "make_plan"]
+
 
 @dataclass(frozen=True)
 class Action:
@@ -21,7 +23,9 @@ class Action:
 
 
 @dataclass
-class Plan:
+class SyncPlan:
+    """One decision per record of a run (named apart from ``goals.Plan``, a goal plan)."""
+
     actions: list[Action] = field(default_factory=list)
 
     @property
@@ -37,7 +41,7 @@ def make_plan(
     states: Mapping[tuple[str, str], RecordState],
     *,
     overwrite_conflicts: bool = False,
-) -> Plan:
+) -> SyncPlan:
     """Decide per record: create, update, leave alone, or leave in conflict.
 
     * never written, or written but the server id is unknown -> ``create`` (conditional, so
@@ -50,7 +54,7 @@ def make_plan(
     A record read from the server (it carries the server's ``id``, e.g. a goal the EHR made)
     is an update of that resource even without state: it never becomes a second copy.
     """
-    plan = Plan()
+    plan = SyncPlan()
     for record in desired:
         state = states.get((record.kind, record.key)) or _known_on_server(record)
         if state is None or state.server_id is None:

@@ -8,13 +8,6 @@ from typing import Any
 import pytest
 from adapterkit import server_refs
 
-from alliance_fhir.instruments.library import InstrumentLibrary, load_library
-
-
-@pytest.fixture(scope="session")
-def library() -> InstrumentLibrary:
-    return load_library()
-
 
 @pytest.fixture
 def refs() -> Callable[[str, str], Mapping[str, Any]]:

@@ -10,15 +10,10 @@ from pydantic import ValidationError
 
 from alliance_fhir.assessments import Assessment, check_answers, check_assessment, prepare
 from alliance_fhir.exceptions import InvalidInputError
-from alliance_fhir.instruments.library import InstrumentLibrary, load_library
+from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.instruments.schema import Instrument
 
 EST = timezone(timedelta(hours=-5))
-
-
-@pytest.fixture(scope="module")
-def library() -> InstrumentLibrary:
-    return load_library()
 
 
 def _a(instrument: str, answers: dict[str, Any], **kw: Any) -> Assessment:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from alliance_fhir.adapters.assessment import questionnaire_response
 from alliance_fhir.assessments import (
     check_assessment,
@@ -17,16 +15,11 @@ from alliance_fhir.assessments import (
     read_records,
 )
 from alliance_fhir.assessments.model import Identifier
-from alliance_fhir.instruments.library import InstrumentLibrary, load_library
+from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.log import scrub
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "clinic" / "assessments"
 MRN = "http://example-clinic.org/mrn"
-
-
-@pytest.fixture(scope="module")
-def library() -> InstrumentLibrary:
-    return load_library()
 
 
 def test_example_clinic_imports_cleanly_and_checks(library: InstrumentLibrary) -> None:

@@ -14,7 +14,7 @@ from alliance_fhir.api import Report
 from alliance_fhir.daemon.inbox import Inbox, classify, is_ignored
 from alliance_fhir.exceptions import Problem, RetriableError
 from alliance_fhir.log import register_sensitive
-from alliance_fhir.sync.apply import SyncResult
+from alliance_fhir.sync.engine import SyncResult
 
 
 class Clock:

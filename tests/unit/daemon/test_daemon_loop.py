@@ -291,7 +291,7 @@ def test_monitor_result_with_failures_marks_the_step_failed_but_keeps_counts(
 ) -> None:
     from collections import Counter
 
-    from alliance_fhir.sync.apply import SyncResult
+    from alliance_fhir.sync.engine import SyncResult
 
     class Result:
         def __init__(self) -> None:

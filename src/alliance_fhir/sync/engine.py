@@ -34,10 +34,12 @@ from alliance_fhir.exceptions import (
 from alliance_fhir.fhir import ReadResult, entry_results, etag_for
 from alliance_fhir.log import get_logger, new_id
 from alliance_fhir.sync.model import Desired
-from alliance_fhir.sync.plan import Action, Plan, make_plan
+from alliance_fhir.sync.plan import Action, SyncPlan, make_plan
 from alliance_fhir.sync.references import PersonResolver, person_keys
 from alliance_fhir.sync.references import resolve_references as _resolve
 from alliance_fhir.sync.state import RecordState, StateStore
+
+__all__ = ["Merger", "Progress", "SyncClient", "SyncEngine", "SyncResult"]
 
 log = get_logger("alliance_fhir.sync")
 
@@ -112,7 +114,7 @@ class SyncEngine:
         self.mergers = dict(mergers or {})
         self.progress = progress
 
-    def plan(self, desired: Sequence[Desired]) -> Plan:
+    def plan(self, desired: Sequence[Desired]) -> SyncPlan:
         return make_plan(desired, self.store.all_records(), overwrite_conflicts=self.overwrite)
 
     def run(self, desired: Sequence[Desired], *, command: str = "sync") -> SyncResult:
@@ -182,7 +184,7 @@ class SyncEngine:
 
     # Applying
 
-    def _apply(self, plan: Plan, result: SyncResult, people: PersonResolver) -> None:
+    def _apply(self, plan: SyncPlan, result: SyncResult, people: PersonResolver) -> None:
         writes = plan.writes
         if not writes:
             return
