@@ -44,6 +44,7 @@ from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import FhirError, InvalidInputError, Problem
 from alliance_fhir.fhir import FhirClient, missing_capabilities
 from alliance_fhir.goals import Plan, plans_from_data
+from alliance_fhir.goals import render_plan_text as render_plan_text  # for the CLI
 from alliance_fhir.instruments.library import (
     InstrumentLibrary,
     UnknownInstrumentError,
@@ -344,6 +345,12 @@ class AllianceFhir:
         from alliance_fhir.app.monitor import Monitor
 
         return Monitor.from_api(self).run(all_patients=all_patients)
+
+    def write_report(self, patient: str, out: Path, *, png: Path | None = None) -> list[Path]:
+        """Write one patient's clinician report (HTML, optional PNG); the paths written."""
+        from alliance_fhir.app.monitor import Monitor
+
+        return Monitor.from_api(self).write_report(patient, out, png=png)
 
     def score_files(self, paths: Sequence[Path]) -> tuple[list[ScoredAssessment], list[Problem]]:
         """Score assessment files without any server: for ``alliance-fhir score``."""
