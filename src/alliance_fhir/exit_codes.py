@@ -12,8 +12,10 @@ code  meaning
 3     another daemon already runs on this state store (``AlreadyRunningError``)
 4     the FHIR server could not be used: unreachable or still unavailable when the retry
       deadline ran out (every ``RetriableError``: connection refused, DNS, timeouts, resets,
-      429/502/503/504), or it refused our credentials (``FatalError`` with status 401 or 403)
+      429/502/503/504), or it refused our credentials (``FatalError`` with status 401 or 403);
+      ``doctor`` when its capability request fails. Other 4xx are misuse or rejection: 1
 70    internal error (``EX_SOFTWARE`` of sysexits.h): a bug; details in the debug log
+      (``--verbose`` with ``ALLIANCE_FHIR_LOG_LEVEL=DEBUG``)
 ====  =========================================================================================
 """
 
