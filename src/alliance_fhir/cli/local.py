@@ -9,7 +9,7 @@ import click
 
 from alliance_fhir.api import as_json
 from alliance_fhir.cli.context import Ctx, open_api, pass_ctx
-from alliance_fhir.cli.render import err, out, problems, score_table
+from alliance_fhir.cli.render import notes, out, problems, score_table
 from alliance_fhir.exit_codes import ExitCode
 
 
@@ -42,8 +42,7 @@ def score_cmd(ctx: Ctx, paths: tuple[Path, ...], as_fhir: bool) -> None:
             for record in records.desired:
                 click.echo(as_json(record.resource))
             problems(records.problems)
-            for note in records.skipped:
-                err.print(f"note: {note}", markup=False)
+            notes(records.skipped)
             raise SystemExit(ExitCode.FAILED if records.problems else ExitCode.OK)
         scored, found = api.score_files(list(paths))
     out.print(score_table(scored))

@@ -33,6 +33,7 @@ def problems(found: Sequence[Problem]) -> None:
 
 
 def notes(skipped: Sequence[str]) -> None:
+    """One ``note:`` line per item left out on purpose (not an error)."""
     for note in skipped:
         err.print(f"note: {note}", markup=False)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from clikit import Run
 
+from alliance_fhir.api import AllianceFhir
+
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples"
 NOWHERE = ["--server-url", "http://127.0.0.1:9/fhir"]  # nothing listens: no request is made
@@ -133,3 +135,21 @@ def test_validate_names_file_line_and_path_of_a_malformed_instrument(
     fine = run("validate", str(REPO / "mappings"))
     assert fine.code == 0
     assert fine.out == "ok: 1 path(s) valid\n"
+
+
+def test_report_prints_each_file_the_api_wrote(
+    run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[tuple[str, Path, Path | None]] = []
+
+    def write_report(
+        self: AllianceFhir, patient: str, out: Path, *, png: Path | None = None
+    ) -> list[Path]:
+        calls.append((patient, out, png))
+        return [out, *([png] if png else [])]
+
+    monkeypatch.setattr(AllianceFhir, "write_report", write_report)
+    result = run("report", "--patient", "urn:mrn|M-1", "--out", "r.html", "--png", "r.png")
+    assert result.code == 0
+    assert calls == [("urn:mrn|M-1", Path("r.html"), Path("r.png"))]
+    assert result.out == "wrote r.html\nwrote r.png\n"
