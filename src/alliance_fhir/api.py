@@ -329,6 +329,12 @@ class AllianceFhir:
 
         return Monitor.from_api(self).run(all_patients=all_patients)
 
+    def write_report(self, patient: str, out: Path, *, png: Path | None = None) -> list[Path]:
+        """Write one patient's clinician report (HTML, optional PNG); the paths written."""
+        from alliance_fhir.app.monitor import Monitor
+
+        return Monitor.from_api(self).write_report(patient, out, png=png)
+
     def score_files(self, paths: Sequence[Path]) -> tuple[list[ScoredAssessment], list[Problem]]:
         """Score assessment files without any server: for ``alliance-fhir score``."""
         assessments, problems = read_assessment_files(paths, self.library, self.settings)

@@ -10,8 +10,9 @@ from pathlib import Path
 from alliance_fhir import log as alog
 from alliance_fhir.config import load_settings
 from alliance_fhir.daemon.loop import DaemonOptions
-from alliance_fhir.daemon.runner import EXIT_CONFIG, run
+from alliance_fhir.daemon.runner import run
 from alliance_fhir.exceptions import ConfigError
+from alliance_fhir.exit_codes import ExitCode
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(f"alliance-fhir daemon: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     alog.configure(level=settings.log_level, json=settings.log_json)
     options = DaemonOptions(
         once=args.once,

@@ -15,14 +15,15 @@ from alliance_fhir.daemon.lock import InstanceLock, lock_path_for
 from alliance_fhir.daemon.loop import Daemon, DaemonOptions, default_steps
 from alliance_fhir.daemon.metrics import DaemonMetrics, MetricsServer
 from alliance_fhir.exceptions import AlreadyRunningError, ConfigError
+from alliance_fhir.exit_codes import ExitCode
 from alliance_fhir.log import get_logger, scrub
 
 log = get_logger("alliance_fhir.daemon")
 
-EXIT_OK = 0
-EXIT_CYCLE_FAILED = 1  # --once only: the single cycle did not succeed
-EXIT_CONFIG = 2
-EXIT_ALREADY_RUNNING = 3
+EXIT_OK = ExitCode.OK
+EXIT_CYCLE_FAILED = ExitCode.FAILED  # --once only: the single cycle did not succeed
+EXIT_CONFIG = ExitCode.CONFIG
+EXIT_ALREADY_RUNNING = ExitCode.ALREADY_RUNNING
 
 
 class _Abandon(BaseException):

@@ -6,53 +6,56 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from clikit import Run
 
-from alliance_fhir.cli import main
+from alliance_fhir.api import AllianceFhir
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples"
+NOWHERE = ["--server-url", "http://127.0.0.1:9/fhir"]  # nothing listens: no request is made
 
 
-@pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("ALLIANCE_FHIR_CONFIG", raising=False)
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        result = CliRunner().invoke(main, list(args))
-        return result.exit_code, result.stdout, result.stderr
-
-    return invoke
-
-
-def test_instruments_list_shows_the_five_ids_first(run) -> None:  # type: ignore[no-untyped-def]
-    code, out, _ = run("instruments", "list")
-    assert code == 0
-    ids = [line.split()[0] for line in out.splitlines()]
+def test_instruments_list_shows_the_five_ids_first(run: Run) -> None:
+    result = run("instruments", "list")
+    assert result.code == 0
+    assert result.err == ""
+    ids = [line.split()[0] for line in result.out.splitlines()]
     assert ids == ["ors", "srs", "trc-client", "trc-clinician", "wai-sr"]
 
 
-def test_render_of_a_licensed_instrument_needs_an_overlay_or_labels_only(run) -> None:  # type: ignore[no-untyped-def]
-    code, _, err = run("instruments", "render", "wai-sr")
-    assert code != 0
-    assert "licensed" in err
-    assert "--labels-only" in err
-    code, out, _ = run("instruments", "render", "wai-sr", "--labels-only")
-    assert code == 0
-    assert json.loads(out)["resourceType"] == "Questionnaire"
+def test_render_of_a_licensed_instrument_needs_an_overlay_or_labels_only(run: Run) -> None:
+    refused = run("instruments", "render", "wai-sr")
+    assert refused.code == 2
+    assert refused.out == ""
+    assert len(refused.err.splitlines()) == 1
+    assert refused.err.startswith("error: wai-sr: the wording of this instrument is licensed")
+    assert "--overlay" in refused.err
+    assert "--labels-only" in refused.err
+    rendered = run("instruments", "render", "wai-sr", "--labels-only")
+    assert rendered.code == 0
+    assert json.loads(rendered.out)["resourceType"] == "Questionnaire"
 
 
-def test_rendering_is_byte_identical_across_runs(run) -> None:  # type: ignore[no-untyped-def]
-    assert (
-        run("instruments", "render", "trc-client")[1]
-        == run("instruments", "render", "trc-client")[1]
+def test_show_of_an_unknown_instrument_exits_2_naming_the_known_ones(run: Run) -> None:
+    result = run("instruments", "show", "nope")
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err == (
+        "error: unknown instrument 'nope'; known instruments: "
+        "ors, srs, trc-client, trc-clinician, wai-sr\n"
     )
 
 
+def test_rendering_is_byte_identical_across_runs(run: Run) -> None:
+    first = run("instruments", "render", "trc-client")
+    second = run("instruments", "render", "trc-client")
+    assert (first.code, second.code) == (0, 0)
+    assert json.loads(first.out)["resourceType"] == "Questionnaire"
+    assert first.out == second.out
+
+
 def test_score_reports_bad_records_with_file_and_line_and_scores_the_rest(
-    run,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    run: Run, tmp_path: Path
 ) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -64,81 +67,89 @@ def test_score_reports_bad_records_with_file_and_line_and_scores_the_rest(
         "    patient: {system: urn:mrn, value: M-1}\n"
         "    answers: {q1: 11, q2: 9, q3: 8.5, q4: 9.9}\n"
     )
-    code, out, err = run("score", str(bad))
-    assert code == 1
-    assert "ok-1" in out
-    assert "36.5" in out
-    assert f"{bad}:" in err
-    assert "q1" in err
-    assert "Traceback" not in err
+    result = run("score", str(bad))
+    assert result.code == 1
+    assert "ok-1" in result.out
+    assert "36.5" in result.out
+    assert "bad-1" not in result.out
+    [line] = result.err.splitlines()
+    assert line.startswith(f"error: {bad}:")
+    assert "q1" in line
+    assert "Traceback" not in result.err
 
 
 def test_push_out_writes_conditional_transaction_bundles_without_a_server(
-    run,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    run: Run, tmp_path: Path
 ) -> None:
     out_dir = tmp_path / "bundles"
-    code, out, _ = run(
-        "--server-url",
-        "http://127.0.0.1:9/fhir",  # nothing listens there: no request is made
-        "push",
-        "assessments",
-        str(EXAMPLES / "clinic" / "assessments"),
-        "--out",
-        str(out_dir),
-    )
-    assert code == 0, out
+    source = str(EXAMPLES / "clinic" / "assessments")
+    result = run(*NOWHERE, "push", "assessments", source, "--out", str(out_dir))
+    assert result.code == 0, result.err
     files = sorted(out_dir.glob("bundle-*.json"))
     assert files
+    assert result.out == f"wrote {len(files)} bundle file(s) to {out_dir}\n"
     bundle = json.loads(files[0].read_text())
     assert bundle["type"] == "transaction"
     request = bundle["entry"][0]["request"]
     assert request["method"] == "PUT"
     assert "?identifier=" in request["url"]
     again = tmp_path / "again"
-    run(
-        "--server-url",
-        "http://127.0.0.1:9/fhir",
-        "push",
-        "assessments",
-        str(EXAMPLES / "clinic" / "assessments"),
-        "--out",
-        str(again),
+    second = run(*NOWHERE, "push", "assessments", source, "--out", str(again))
+    assert second.code == 0, second.err
+    assert second.out == f"wrote {len(files)} bundle file(s) to {again}\n"
+    assert [f.read_bytes() for f in files] == [(again / f.name).read_bytes() for f in files]
+
+
+def test_dry_run_plans_without_writing(run: Run, tmp_path: Path) -> None:
+    state = tmp_path / "s.sqlite3"
+    result = run(
+        *NOWHERE, "--state", str(state), "push", "goals", str(EXAMPLES / "goals"), "--dry-run"
     )
-    assert files[0].read_bytes() == (again / files[0].name).read_bytes()
+    assert result.code == 0, result.err
+    [line] = result.out.splitlines()
+    assert line.startswith("plan: create ")
+    status = run("--state", str(state), "status")
+    assert status.code == 0
+    assert "records: none\n" in status.out
 
 
-def test_dry_run_plans_without_writing(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    code, out, _ = run(
-        "--server-url",
-        "http://127.0.0.1:9/fhir",
-        "--state",
-        str(tmp_path / "s.sqlite3"),
-        "push",
-        "goals",
-        str(EXAMPLES / "goals"),
-        "--dry-run",
-    )
-    assert code == 0, out
-    assert "plan: create" in out
-
-
-def test_config_show_masks_secrets(run, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_config_show_masks_secrets(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALLIANCE_FHIR_TOKEN", "s3cr3t-token-value")
-    code, out, _ = run("config", "show")
-    assert code == 0
-    assert "s3cr3t-token-value" not in out
-    assert json.loads(out)["token"] == "********"
+    result = run("config", "show")
+    assert result.code == 0
+    assert "s3cr3t-token-value" not in result.out
+    assert json.loads(result.out)["token"] == "********"
 
 
 def test_validate_names_file_line_and_path_of_a_malformed_instrument(
-    run,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    run: Run, tmp_path: Path
 ) -> None:
     src = (REPO / "mappings" / "instruments" / "srs.yaml").read_text()
     broken = tmp_path / "srs-broken.yaml"
     broken.write_text(src.replace("type: decimal", "type: slider", 1))
-    code, _, err = run("validate", str(broken))
-    assert code == 1
-    assert str(broken) in err
-    assert "items[0].type" in err
+    result = run("validate", str(broken))
+    assert result.code == 1
+    assert result.out == ""
+    assert str(broken) in result.err
+    assert "items[0].type" in result.err
+    fine = run("validate", str(REPO / "mappings"))
+    assert fine.code == 0
+    assert fine.out == "ok: 1 path(s) valid\n"
+
+
+def test_report_prints_each_file_the_api_wrote(
+    run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[tuple[str, Path, Path | None]] = []
+
+    def write_report(
+        self: AllianceFhir, patient: str, out: Path, *, png: Path | None = None
+    ) -> list[Path]:
+        calls.append((patient, out, png))
+        return [out, *([png] if png else [])]
+
+    monkeypatch.setattr(AllianceFhir, "write_report", write_report)
+    result = run("report", "--patient", "urn:mrn|M-1", "--out", "r.html", "--png", "r.png")
+    assert result.code == 0
+    assert calls == [("urn:mrn|M-1", Path("r.html"), Path("r.png"))]
+    assert result.out == "wrote r.html\nwrote r.png\n"

@@ -1,0 +1,119 @@
+"""From an exception to what the user sees: one line per problem and an exit code.
+
+Our own errors (``alliance_fhir.exceptions``) print their message, scrubbed, and exit with
+the code of their class (``alliance_fhir.exit_codes``), decided by ``isinstance``. Anything
+else is a bug: one line naming a run id on stderr, exit 70, and the traceback's shape (types,
+modules, lines; never message text, which may echo patient data) in the debug log.
+"""
+
+from __future__ import annotations
+
+import errno
+import traceback
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+import click
+
+from alliance_fhir import log as alog
+from alliance_fhir.cli.render import err
+from alliance_fhir.exceptions import (
+    AllianceFhirError,
+    AlreadyRunningError,
+    ConfigError,
+    FatalError,
+    InvalidInputError,
+    RetriableError,
+)
+from alliance_fhir.exit_codes import ExitCode
+
+T = TypeVar("T")
+
+log = alog.get_logger("alliance_fhir.cli")
+
+#: HTTP statuses of a FatalError that mean the server refused our credentials.
+AUTH_REFUSED = frozenset({401, 403})
+
+
+def exit_code_for(exc: AllianceFhirError) -> ExitCode:
+    """The exit code of one of our errors (see ``alliance_fhir.exit_codes``)."""
+    if isinstance(exc, ConfigError):
+        return ExitCode.CONFIG
+    if isinstance(exc, AlreadyRunningError):
+        return ExitCode.ALREADY_RUNNING
+    if isinstance(exc, RetriableError):
+        # It escaped the retry policy: the server stayed unreachable or unavailable.
+        return ExitCode.SERVER_UNAVAILABLE
+    if isinstance(exc, FatalError) and exc.status in AUTH_REFUSED:
+        return ExitCode.SERVER_UNAVAILABLE
+    return ExitCode.FAILED
+
+
+def error_lines(exc: AllianceFhirError) -> list[str]:
+    if isinstance(exc, InvalidInputError):
+        return [f"error: {p}" for p in exc.problems]
+    return [f"error: {alog.scrub(str(exc))}"]
+
+
+def fail(lines: list[str], code: ExitCode = ExitCode.FAILED) -> NoReturn:
+    """Print ``lines`` on stderr and exit with ``code``."""
+    for line in lines:
+        err.print(line, markup=False)
+    raise SystemExit(code)
+
+
+def _qualname(exc: BaseException) -> str:
+    kind = type(exc)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _frames(exc: BaseException) -> list[str]:
+    """``module:line in function`` for each frame, innermost last; no locals, no text."""
+    return [
+        f"{frame.f_globals.get('__name__', '?')}:{lineno} in {frame.f_code.co_name}"
+        for frame, lineno in traceback.walk_tb(exc.__traceback__)
+    ]
+
+
+def _chain(exc: BaseException) -> list[str]:
+    """The types of the exceptions that led to ``exc`` (its causes and contexts)."""
+    seen = {id(exc)}
+    kinds: list[str] = []
+    current = exc.__cause__ or exc.__context__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        kinds.append(_qualname(current))
+        current = current.__cause__ or current.__context__
+    return kinds
+
+
+def internal_error(exc: Exception) -> ExitCode:
+    """Log the shape of an unexpected exception at debug level; one line for the user."""
+    run_id = alog.new_id()
+    log.debug(
+        "cli.internal_error",
+        run_id=run_id,
+        error_type=_qualname(exc),
+        caused_by=_chain(exc),
+        frames=_frames(exc),
+    )
+    err.print(
+        f"alliance-fhir: internal error (run {run_id}); details in the debug log", markup=False
+    )
+    return ExitCode.INTERNAL
+
+
+def guarded(call: Callable[[], T]) -> T:
+    """Run a command; turn every exception that is not click's own into lines and an exit."""
+    try:
+        return call()
+    except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+        raise  # usage errors (exit 2), Ctrl-C, explicit exits: click prints and exits
+    except AllianceFhirError as exc:
+        fail(error_lines(exc), exit_code_for(exc))
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            raise  # stdout closed by `| head`: click exits quietly
+        raise SystemExit(internal_error(exc)) from None
+    except Exception as exc:
+        raise SystemExit(internal_error(exc)) from None

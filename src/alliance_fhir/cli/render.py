@@ -1,0 +1,120 @@
+"""Everything the CLI prints about a result: tables, run summaries, the monitor line.
+
+Output that carries patient data (a plan, a score table) goes to stdout, which the user
+redirects where they choose; problems and notes go to stderr, one line each.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from alliance_fhir import log as alog
+from alliance_fhir.api import Report, ScoredAssessment, Status
+from alliance_fhir.exceptions import Problem
+
+if TYPE_CHECKING:
+    from alliance_fhir.app.monitor import MonitorResult
+
+# Wide enough for tables when piped or captured (no terminal to measure).
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def problems(found: Sequence[Problem]) -> None:
+    """One ``error:`` line per input problem on stderr."""
+    for problem in found:
+        err.print(f"error: {problem}", markup=False)
+
+
+def notes(skipped: Sequence[str]) -> None:
+    """One ``note:`` line per item left out on purpose (not an error)."""
+    for note in skipped:
+        err.print(f"note: {note}", markup=False)
+
+
+def print_report(report: Report, *, dry_run: bool = False) -> None:
+    """A push/publish/sync outcome: notes and problems, then files, plan or run summary."""
+    notes(report.skipped)
+    problems(report.problems)
+    if report.written:
+        out.print(
+            f"wrote {len(report.written)} bundle file(s) to {report.written[0].parent}",
+            markup=False,
+        )
+        return
+    plan = ", ".join(f"{k} {v}" for k, v in sorted(report.plan.items())) or "nothing to do"
+    if dry_run or report.result is None:
+        out.print(f"plan: {plan}", markup=False)
+        return
+    res = report.result
+    summary = ", ".join(f"{k} {v}" for k, v in res.summary().items())
+    out.print(
+        f"run {res.run_id}: {summary} ({res.bundles} bundles, {res.seconds:.1f}s)", markup=False
+    )
+    for failure in res.failures:
+        err.print(f"failed: {failure}", markup=False)
+
+
+def print_monitor(result: MonitorResult) -> None:
+    alerts = ", ".join(f"{k} {v}" for k, v in sorted(result.alerts.items())) or "none"
+    out.print(
+        f"monitor: pulled {result.pulled} responses ({result.external} completed "
+        f"elsewhere scored); {len(result.patients)} patients evaluated; alerts: {alerts}",
+        markup=False,
+    )
+    for line in result.not_scored:
+        err.print(f"not scored: {line}", markup=False)
+    for line in result.failures:
+        err.print(f"failed: {line}", markup=False)
+
+
+def score_table(scored: Sequence[ScoredAssessment]) -> Table:
+    table = Table("assessment", "instrument", "authored", "total", "subscales", "band", "note")
+    for item in scored:
+        sc = item.scores
+        total = "-" if sc.total.value is None else f"{sc.total.value:g}"
+        subs = ", ".join(
+            f"{s.id} {'-' if s.value is None else f'{s.value:g}'}" for s in sc.subscales
+        )
+        note = sc.total.reason or ("below cutoff" if sc.below_cutoff else "")
+        table.add_row(
+            item.assessment.key,
+            item.instrument.id,
+            item.assessment.authored.isoformat(),
+            total,
+            subs,
+            sc.band.label if sc.band else "",
+            note,
+        )
+    return table
+
+
+def print_status(st: Status) -> None:
+    """Recent runs as a table, then record counts, conflicts and dead letters (scrubbed)."""
+    table = Table("run", "command", "started (UTC)", "outcome", "counts")
+    for run in st.runs:
+        started = datetime.fromtimestamp(run.started, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(run.counts.items()) if v)
+        table.add_row(run.run_id, run.command, started, run.outcome or "running", counts)
+    out.print(table)
+    records = ", ".join(f"{k} {v}" for k, v in sorted(st.records.items())) or "none"
+    out.print(f"records: {records}", markup=False)
+    out.print(f"conflicts: {len(st.conflicts)}", markup=False)
+    for c in st.conflicts:
+        out.print(
+            f"  conflict: {c.kind}/{c.key} ({c.resource_type}/{c.server_id}) changed on "
+            "the server since our last write; not overwritten",
+            markup=False,
+        )
+    out.print(f"dead letters: {len(st.dead_letters)}", markup=False)
+    for d in st.dead_letters:
+        status_text = f" HTTP {d.http_status}" if d.http_status else ""
+        out.print(
+            f"  rejected: {d.kind}/{d.key}{status_text}: {alog.scrub(d.reason)}", markup=False
+        )

@@ -1,0 +1,76 @@
+"""Commands about running against a server: the readiness check and the daemon."""
+
+from __future__ import annotations
+
+import click
+
+from alliance_fhir.cli.context import Ctx, open_api, pass_ctx
+from alliance_fhir.cli.errors import fail
+from alliance_fhir.cli.render import err, out
+from alliance_fhir.exit_codes import ExitCode
+
+
+@click.command()
+@pass_ctx
+def doctor(ctx: Ctx) -> None:
+    """Check that the server is reachable, authorised and offers what we need."""
+    with open_api(ctx) as api:
+        report = api.doctor()
+    out.print(f"server: {report.server_url}", markup=False)
+    if not report.reachable:
+        fail([f"error: cannot use the server: {report.error}"], ExitCode.SERVER_UNAVAILABLE)
+    out.print(
+        f"FHIR version: {report.fhir_version} ({report.software or 'unknown software'})",
+        markup=False,
+    )
+    for missing in report.missing:
+        err.print(f"missing: {missing}", markup=False)
+    if not (report.fhir_version or "").startswith("4.0"):
+        err.print("error: alliance-fhir needs a FHIR R4 (4.0.x) server", markup=False)
+    out.print("ok" if report.ok else "not ready", markup=False)
+    raise SystemExit(ExitCode.OK if report.ok else ExitCode.FAILED)
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Run one cycle and exit (0 if it succeeded).")
+@click.option(
+    "--labels-only",
+    is_flag=True,
+    help="Publish licensed instruments with neutral labels when no overlay exists.",
+)
+@click.option(
+    "--settle-seconds",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="An inbox file must be unchanged this long before it is taken.",
+)
+@click.option("--backoff-max", type=float, default=None, help="Cap of the outage back-off (s).")
+@click.option("--no-metrics", is_flag=True, help="No /healthz, /readyz, /metrics listener.")
+@click.option("--no-monitoring", is_flag=True, help="Skip the monitoring step.")
+@pass_ctx
+def daemon(
+    ctx: Ctx,
+    once: bool,
+    labels_only: bool,
+    settle_seconds: float,
+    backoff_max: float | None,
+    no_metrics: bool,
+    no_monitoring: bool,
+) -> None:
+    """Run unattended: publish, ingest the inbox, push, monitor; every interval."""
+    from alliance_fhir.daemon import DaemonOptions, run
+
+    raise SystemExit(
+        run(
+            ctx.settings,
+            DaemonOptions(
+                once=once,
+                labels_only=labels_only,
+                settle_seconds=settle_seconds,
+                backoff_max=backoff_max,
+                metrics=not no_metrics,
+                monitoring=not no_monitoring,
+            ),
+        )
+    )
