@@ -28,6 +28,7 @@ from alliance_fhir.adapters.goals import (
     merge_onto_server,
 )
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
+from alliance_fhir.adapters.record import Desired
 from alliance_fhir.app.connect import connect
 from alliance_fhir.app.records import (
     Records,
@@ -58,7 +59,6 @@ from alliance_fhir.log import get_logger
 from alliance_fhir.monitoring.rules import is_rule_file, validate_rules_document
 from alliance_fhir.sync.apply import Progress, SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
-from alliance_fhir.sync.model import Desired
 from alliance_fhir.sync.plan import Plan as SyncPlan
 from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore
 
