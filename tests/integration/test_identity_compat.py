@@ -5,6 +5,7 @@ and nothing is duplicated. Fixtures: ``tests/fixtures/identity`` (see its README
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections import Counter
@@ -34,10 +35,15 @@ OUR_TYPES = (
 
 
 def load_server(base_url: str) -> None:
-    """The fixture server's content, as a transaction of PUTs with the same ids."""
+    """The fixture server's content, as a transaction of PUTs with the same ids. Each entry
+    gets the ``fullUrl`` the fixture leaves out: the test server's validator refuses a
+    transaction entry (and the relative references inside it) without one."""
+    bundle = json.loads((FIXTURES / "server.json").read_text(encoding="utf-8"))
+    for entry in bundle["entry"]:
+        entry.setdefault("fullUrl", f"{base_url}/{entry['request']['url']}")
     resp = httpx.post(
         base_url,
-        content=(FIXTURES / "server.json").read_bytes(),
+        content=json.dumps(bundle),
         headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
         timeout=300.0,
     )
@@ -69,7 +75,9 @@ def our_identifiers(base_url: str) -> Counter[str]:
                     res = entry["resource"]
                     if res.get("url") and res.get("version"):
                         seen[f"{rtype} {res['url']}|{res['version']}"] += 1
-                    for ident in res.get("identifier") or []:
+                    idents = res.get("identifier") or []
+                    # QuestionnaireResponse.identifier is one Identifier, not a list
+                    for ident in [idents] if isinstance(idents, dict) else idents:
                         if str(ident.get("system", "")).startswith(DEFAULT_NAMESPACE):
                             seen[f"{rtype} {ident['system']}|{ident.get('value')}"] += 1
                 url = next(
