@@ -22,12 +22,14 @@ PRIORITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/goal-priority"
 OBSERVATION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 UCUM = "http://unitsofmeasure.org"
 
+#: Record kinds of a plan (their ``urn:uuid`` scheme is frozen: see ``adapters.record``).
 KIND_GOAL = "goal"
-#: Measure text used for an EHR target that gives a detail but no measure.
-UNSTATED_MEASURE = "Measure not stated"
 KIND_PLAN = "careplan"
 KIND_GAS = "gas-rating"
 KIND_GAS_SUMMARY = "gas-summary"
+
+#: Measure text used for an EHR target that gives a detail but no measure.
+UNSTATED_MEASURE = "Measure not stated"
 
 FRAMING_PREFIX = "Clinician's framing: "
 
