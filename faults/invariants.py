@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from alliance_fhir.sync.model import Desired
+from alliance_fhir.adapters.record import Desired
 from alliance_fhir.sync.state import StateStore
 
 NO_CACHE = {"Cache-Control": "no-cache", "Accept": "application/fhir+json"}

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import httpx
 
+from alliance_fhir.adapters.record import Desired
 from alliance_fhir.api import AllianceFhir
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import AllianceFhirError
-from alliance_fhir.sync.model import Desired
 from faults.invariants import NO_CACHE, Check, check
 from faults.shim import StatusShim
 from faults.toxiproxy import Proxy

@@ -28,6 +28,7 @@ from alliance_fhir.adapters.goals import (
     merge_onto_server,
 )
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
+from alliance_fhir.adapters.record import Desired
 from alliance_fhir.app.connect import connect
 from alliance_fhir.app.records import (
     Records,
@@ -56,7 +57,6 @@ from alliance_fhir.instruments.scoring import Scores, score
 from alliance_fhir.log import get_logger
 from alliance_fhir.sync.engine import Progress, SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
-from alliance_fhir.sync.model import Desired
 from alliance_fhir.sync.plan import SyncPlan
 from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore
 

@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from alliance_fhir.adapters import fhirjson
-from alliance_fhir.adapters.goals import KIND_PLAN, plan_from_fhir
-from alliance_fhir.adapters.goals import Options as GoalOptions
+from alliance_fhir.adapters.goals import KIND_PLAN, GoalOptions, plan_from_fhir
 from alliance_fhir.adapters.identity import identifier_system, search_token
+from alliance_fhir.adapters.record import Desired, record_uuid
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import (
     AllianceFhirError,
@@ -93,7 +93,6 @@ from alliance_fhir.monitoring.report import (
 )
 from alliance_fhir.monitoring.rules import Rule, load_rules
 from alliance_fhir.sync.engine import SyncEngine, SyncResult
-from alliance_fhir.sync.model import Desired, record_uuid
 from alliance_fhir.sync.state import StateStore
 
 __all__ = [

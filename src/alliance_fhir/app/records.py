@@ -13,9 +13,9 @@ from typing import Any
 
 from alliance_fhir.adapters.assessment import questionnaire_response, score_observation
 from alliance_fhir.adapters.codesystem import codesystem_for_instruments
-from alliance_fhir.adapters.goals import KIND_GOAL, KIND_PLAN, plan_to_fhir
-from alliance_fhir.adapters.goals import Options as GoalOptions
+from alliance_fhir.adapters.goals import GoalOptions, plan_to_fhir
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
+from alliance_fhir.adapters.record import Desired, record_uuid
 from alliance_fhir.assessments import Assessment, prepare, read_assessments
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import (
@@ -32,7 +32,6 @@ from alliance_fhir.instruments.schema import Instrument, Overlay
 from alliance_fhir.instruments.scoring import score
 from alliance_fhir.monitoring.alerts import rule_concepts
 from alliance_fhir.monitoring.rules import load_rules
-from alliance_fhir.sync.model import Desired, UpdateMode, record_uuid
 
 
 @dataclass
@@ -253,31 +252,15 @@ def goal_options(settings: Settings) -> GoalOptions:
 
 
 def goal_records(plans: Iterable[Plan], settings: Settings) -> Records:
-    """Goals (milestones included), GAS Observations and the CarePlan of each plan, one
-    bundle group per plan so their ``urn:uuid`` links resolve in one transaction. Goals and
-    CarePlans are updated by merging onto the server's version (``merge``), so what the EHR
-    added to them survives."""
+    """Every plan's records (``plan_to_fhir``: Goals, GAS Observations, CarePlan in one bundle
+    group per plan); a plan that is not valid FHIR becomes problems."""
     out = Records()
     options = goal_options(settings)
     for plan in plans:
         try:
-            entries = plan_to_fhir(plan, None, options)
+            out.desired.extend(plan_to_fhir(plan, None, options))
         except InvalidInputError as exc:
             out.problems.extend(exc.problems)
-            continue
-        for entry in entries:
-            mode: UpdateMode = "merge" if entry.kind in (KIND_GOAL, KIND_PLAN) else "if-match"
-            out.desired.append(
-                Desired(
-                    kind=entry.kind,
-                    key=entry.key,
-                    resource=entry.resource,
-                    search=f"identifier={entry.token}",
-                    group=f"plan:{plan.key}",
-                    update_mode=mode,
-                    uuid=entry.full_url,
-                )
-            )
     return out
 
 

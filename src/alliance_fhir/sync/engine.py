@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from alliance_fhir.adapters.fhirjson import content_hash
+from alliance_fhir.adapters.record import Desired
 from alliance_fhir.exceptions import (
     ConflictError,
     FatalError,
@@ -33,7 +34,6 @@ from alliance_fhir.exceptions import (
 )
 from alliance_fhir.fhir import ReadResult, entry_results, etag_for
 from alliance_fhir.log import get_logger, new_id
-from alliance_fhir.sync.model import Desired
 from alliance_fhir.sync.plan import Action, SyncPlan, make_plan
 from alliance_fhir.sync.references import PersonResolver, person_keys
 from alliance_fhir.sync.references import resolve_references as _resolve

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from alliance_fhir.adapters.fhirjson import dumps
-from alliance_fhir.sync.model import Desired
+from alliance_fhir.adapters.record import Desired
 
 
 def export_bundles(records: Sequence[Desired], out_dir: Path, *, bundle_size: int) -> list[Path]:

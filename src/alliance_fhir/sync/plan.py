@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from alliance_fhir.sync.model import Desired
+from alliance_fhir.adapters.record import Desired
 from alliance_fhir.sync.state import RecordState
 
 Op = Literal["create", "update", "unchanged", "conflict"]

@@ -12,14 +12,15 @@ import pytest
 from alliance_fhir.adapters import fhirjson
 from alliance_fhir.adapters.goals import (
     GOAL_ACCEPTANCE,
-    Entry,
-    Options,
+    GoalOptions,
+    Links,
     References,
     goal_from_fhir,
     merge_onto_server,
     plan_from_fhir,
     plan_to_fhir,
 )
+from alliance_fhir.adapters.record import Desired
 from alliance_fhir.goals import Lifecycle, Plan, load_plans
 
 from .conftest import GOLDEN, LEAD, OTHER, PATIENT, example_files, load_example
@@ -36,7 +37,7 @@ RESOLVED = References(
 
 
 def split(
-    entries: list[Entry],
+    entries: list[Desired],
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     careplan = next(e.resource for e in entries if e.kind == "careplan")
     goals = [e.resource for e in entries if e.kind == "goal"]
@@ -44,9 +45,9 @@ def split(
     return careplan, goals, observations
 
 
-def as_server_would_store(entries: list[Entry]) -> list[Entry]:
+def as_server_would_store(entries: list[Desired]) -> list[Desired]:
     """Give every resource an id and rewrite urn:uuid references to ``Type/id``."""
-    ids = {e.full_url: f"{e.resource_type}/{n}" for n, e in enumerate(entries, start=900)}
+    ids = {e.uuid: f"{e.resource_type}/{n}" for n, e in enumerate(entries, start=900)}
     text = json.dumps([e.resource for e in entries])
     for urn, literal in ids.items():
         text = text.replace(urn, literal)
@@ -55,10 +56,20 @@ def as_server_would_store(entries: list[Entry]) -> list[Entry]:
     for entry, resource in zip(entries, stored, strict=True):
         resource = {
             "resourceType": resource.pop("resourceType"),
-            "id": ids[entry.full_url].split("/")[1],
+            "id": ids[entry.uuid].split("/")[1],
             **resource,
         }
-        out.append(Entry(entry.kind, entry.key, resource, entry.uuid, entry.token))
+        out.append(
+            Desired(
+                entry.kind,
+                entry.key,
+                resource,
+                entry.search,
+                entry.group,
+                entry.update_mode,
+                uuid=entry.uuid,
+            )
+        )
     return out
 
 
@@ -74,8 +85,8 @@ def example_plans() -> list[Plan]:
 @pytest.mark.parametrize("plan", example_plans(), ids=lambda p: p.key)
 @pytest.mark.parametrize("links", ["urn", "conditional"])
 @pytest.mark.parametrize("refs", [References(), RESOLVED], ids=["logical", "resolved"])
-def test_round_trip(plan: Plan, links: str, refs: References) -> None:
-    options = Options(links=links)  # type: ignore[arg-type]
+def test_round_trip(plan: Plan, links: Links, refs: References) -> None:
+    options = GoalOptions(links=links)
     entries = plan_to_fhir(plan, refs, options)
     assert plan_from_fhir(*split(entries), refs=refs, options=options) == plan
 
@@ -110,8 +121,7 @@ def test_every_output_is_valid_and_byte_stable() -> None:
 def golden_text(plan: Plan) -> str:
     entries = plan_to_fhir(plan)
     listing = [
-        {"kind": e.kind, "key": e.key, "fullUrl": e.full_url, "resource": e.resource}
-        for e in entries
+        {"kind": e.kind, "key": e.key, "fullUrl": e.uuid, "resource": e.resource} for e in entries
     ]
     return fhirjson.dumps({"entries": listing}, indent=2) + "\n"  # type: ignore[arg-type]
 
@@ -131,12 +141,14 @@ def test_entries_shape() -> None:
     assert kinds == ["goal"] * 4 + ["gas-rating"] * 2 + ["gas-summary"] * 2 + ["careplan"]
     walks = entries[0]
     assert walks.key == "plan-1001-2024/walks"
-    assert walks.conditional == (
-        "Goal?identifier=http://alliance-fhir.org/fhir/identifier/goal|plan-1001-2024/walks"
+    assert walks.search == (
+        "identifier=http://alliance-fhir.org/fhir/identifier/goal|plan-1001-2024/walks"
     )
-    conditional = plan_to_fhir(plan, options=Options(links="conditional"))
+    assert (walks.group, walks.update_mode) == ("plan:plan-1001-2024", "merge")
+    assert [e.update_mode for e in entries].count("merge") == 5
+    conditional = plan_to_fhir(plan, options=GoalOptions(links="conditional"))
     careplan = split(conditional)[0]
-    assert careplan["goal"][0] == {"reference": walks.conditional}
+    assert careplan["goal"][0] == {"reference": f"Goal?{walks.search}"}
 
 
 def test_agreement_and_milestones_in_fhir() -> None:

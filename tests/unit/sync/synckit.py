@@ -15,9 +15,9 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from alliance_fhir.adapters.record import Desired, record_uuid
 from alliance_fhir.exceptions import ConflictError, FatalError, ServerRejectedError
 from alliance_fhir.fhir import ReadResult
-from alliance_fhir.sync.model import Desired, record_uuid
 
 NS = "http://alliance-fhir.test/identifier"
 MRN = "http://clinic.test/mrn"

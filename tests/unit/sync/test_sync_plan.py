@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alliance_fhir.sync.model import Desired, record_uuid
+from alliance_fhir.adapters.record import Desired, record_uuid
 from alliance_fhir.sync.plan import make_plan
 from alliance_fhir.sync.references import (
     PersonKey,

@@ -1,0 +1,103 @@
+"""What a sync run wants the server to hold, before any server id is known.
+
+A ``Desired`` record is one FHIR resource we own, in a form that does not depend on the
+server: references to other records of ours are ``urn:uuid:`` values derived from their keys,
+and references to the EHR's patients and practitioners are logical (``type`` + ``identifier``).
+Its hash is therefore stable across runs and servers, and an unchanged record costs nothing.
+
+Adapters produce these records (sync only plans and writes them), so they live here, below
+``sync`` in the layer order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from alliance_fhir.adapters.fhirjson import content_hash
+from alliance_fhir.adapters.identity import DEFAULT_NAMESPACE, search_token
+
+__all__ = ["RECORD_NAMESPACE", "Desired", "UpdateMode", "record_uuid"]
+
+#: Fixed namespace for the uuid5 of our records (never change: ids in bundles derive from it).
+RECORD_NAMESPACE = uuid.UUID("6f1d2a4e-8c1b-5e0a-9d57-3a7f2c1b9e40")
+
+#: Goal-plan kinds (``adapters.goals`` ``KIND_*``) whose uuids came from the goals adapter's own
+#: scheme before the two were folded into one. Frozen on purpose: spelled out rather than
+#: imported so that a kind added to goals later gets the ordinary scheme, not this one.
+_URL_SCHEME_KINDS = frozenset({"goal", "careplan", "gas-rating", "gas-summary"})
+
+UpdateMode = Literal["if-match", "merge"]
+
+
+def record_uuid(kind: str, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> str:
+    """The ``urn:uuid:`` a record is known by inside bundles, stable for its (kind, key).
+
+    Every record's uuid comes from here. Most kinds use uuid5 over ``kind/key`` in
+    ``RECORD_NAMESPACE`` (``namespace`` plays no part). Goal-plan kinds keep the legacy
+    uuid5(NAMESPACE_URL, our identifier token) — so for them ``namespace`` matters: state
+    stores hold content hashes of resources that embed these uuids (a CarePlan's goal
+    references, GAS Observations' focus and derivedFrom), and a new uuid would make every
+    stored plan look changed and be rewritten.
+    """
+    if kind in _URL_SCHEME_KINDS:
+        return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, search_token(kind, key, namespace))}"
+    return f"urn:uuid:{uuid.uuid5(RECORD_NAMESPACE, f'{kind}/{key}')}"
+
+
+@dataclass(frozen=True)
+class Desired:
+    """One resource we own.
+
+    ``search`` names the conditional search that finds it on the server
+    (``identifier=system|value`` of our identifier, or ``url=...&version=...`` for canonical
+    resources). ``group`` keeps records that reference each other in one bundle (a response
+    and its score; a goal plan). ``update_mode`` ``merge`` means an update is laid over the
+    server's current version so fields and extensions the EHR added survive (goals);
+    ``if-match`` replaces the resource only if nobody changed it since we last wrote it
+    (assessments). ``uuid`` is the ``urn:uuid:`` other records use to point at this one
+    (default: ``record_uuid`` of kind and key in the default namespace; ``identified`` uses
+    the record's own namespace).
+    """
+
+    kind: str
+    key: str
+    resource: dict[str, Any]
+    search: str
+    group: str
+    update_mode: UpdateMode = "if-match"
+    hash: str = field(default="", compare=False)
+    uuid: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.hash:
+            object.__setattr__(self, "hash", content_hash(self.resource))
+        if not self.uuid:
+            object.__setattr__(self, "uuid", record_uuid(self.kind, self.key))
+
+    @classmethod
+    def identified(
+        cls,
+        kind: str,
+        key: str,
+        resource: dict[str, Any],
+        *,
+        namespace: str,
+        group: str,
+        update_mode: UpdateMode = "if-match",
+    ) -> Desired:
+        """A record found on the server by our identifier ``{namespace}/{kind}|{key}``."""
+        return cls(
+            kind=kind,
+            key=key,
+            resource=resource,
+            search=f"identifier={search_token(kind, key, namespace)}",
+            group=group,
+            update_mode=update_mode,
+            uuid=record_uuid(kind, key, namespace=namespace),
+        )
+
+    @property
+    def resource_type(self) -> str:
+        return str(self.resource["resourceType"])
