@@ -73,7 +73,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2})?$")
 _ANSWER_TYPES = "expected valueCoding, valueDecimal, valueInteger or valueString"
 
-Path = tuple[int | str, ...]
+JsonPath = tuple[int | str, ...]
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,12 @@ class Origin:
     resource's JSON path inside the file) or the server (``server_id``)."""
 
     location: str
-    where: Path = ()
+    where: JsonPath = ()
     pos: Positions | None = None
     server_id: str | None = None
 
     @classmethod
-    def file(cls, source: str, pos: Positions, where: Path = ()) -> Origin:
+    def file(cls, source: str, pos: Positions, where: JsonPath = ()) -> Origin:
         return cls(source, where, pos)
 
     @classmethod
@@ -124,7 +124,7 @@ class People(Protocol):
     def patient(self, qr: Mapping[str, Any], origin: Origin) -> Identifier: ...
 
     def practitioner(
-        self, qr: Mapping[str, Any], origin: Origin, patient: Identifier
+        self, qr: Mapping[str, Any], origin: Origin, patient: Identifier | None
     ) -> Identifier | None: ...
 
 
@@ -221,6 +221,9 @@ def read_questionnaire_response(
     practitioner: Identifier | None = None
     try:
         patient = people.patient(qr, origin)
+    except InvalidInputError as exc:
+        problems.extend(exc.problems)
+    try:
         practitioner = people.practitioner(qr, origin, patient)
     except InvalidInputError as exc:
         problems.extend(exc.problems)
@@ -307,7 +310,7 @@ class _Answers:
     ignored: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
-    def walk(self, nodes: Any, at: Path) -> None:
+    def walk(self, nodes: Any, at: JsonPath) -> None:
         if not isinstance(nodes, list):
             return
         known = {i.link_id: i for i in self.instrument.items}
@@ -331,7 +334,7 @@ class _Answers:
                 continue
             self._read(here, link_id, item, given)
 
-    def _read(self, here: Path, link_id: str, item: Item, given: Any) -> None:
+    def _read(self, here: JsonPath, link_id: str, item: Item, given: Any) -> None:
         field_name = f"answers.{link_id}"
         if not isinstance(given, list):
             self.problems.append(

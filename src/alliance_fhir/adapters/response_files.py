@@ -54,7 +54,7 @@ class FilePeople:
         return subject
 
     def practitioner(
-        self, qr: Mapping[str, Any], origin: Origin, patient: Identifier
+        self, qr: Mapping[str, Any], origin: Origin, patient: Identifier | None
     ) -> Identifier | None:
         author = qr.get("author")
         if not isinstance(author, dict):

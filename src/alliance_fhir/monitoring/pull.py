@@ -217,7 +217,7 @@ class _ServerPeople:
         return _SUBJECT
 
     def practitioner(
-        self, qr: Mapping[str, Any], origin: Origin, patient: Identifier
+        self, qr: Mapping[str, Any], origin: Origin, patient: Identifier | None
     ) -> Identifier | None:
         return _AUTHOR if _clinician_ref(qr.get("author")) is not None else None
 

@@ -245,3 +245,18 @@ def test_score_fhir_prints_the_note_for_left_out_answers_and_exits_0(
     assert "note: ignored: " in result.stderr
     assert "ehr-mood" in result.stderr
     assert '"resourceType": "QuestionnaireResponse"' in result.stdout
+
+
+def test_a_file_response_names_every_unknown_person_at_once(both: Both) -> None:
+    qr = _qr("trc-clinician", [], author={"reference": "Practitioner/n1"})
+    qr["subject"] = {"display": "Giulia Marchetti"}
+    _, problems, _ = both.file(qr)
+    assert [(p.field, p.reason) for p in problems] == [
+        ("subject", "missing the patient"),
+        (
+            "author",
+            "author is only a reference; include author.identifier "
+            "or import with a reference resolver",
+        ),
+    ]
+    assert all("Giulia" not in str(p) for p in problems)
