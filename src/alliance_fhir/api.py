@@ -249,9 +249,11 @@ class AllianceFhir:
 
     def assessment_records(self, paths: Sequence[Path]) -> Records:
         """Read, check and score assessment files into records (problems kept aside)."""
-        assessments, problems = read_assessment_files(paths, self.library, self.settings)
+        notes: list[str] = []
+        assessments, problems = read_assessment_files(paths, self.library, self.settings, notes)
         records = assessment_records(assessments, self.library, self.settings)
         records.problems[:0] = problems
+        records.skipped[:0] = notes
         return records
 
     def push_assessments(

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from alliance_fhir.adapters.assessment import questionnaire_response, score_observation
+from alliance_fhir.adapters.assessment_files import read_assessments
 from alliance_fhir.adapters.codesystem import codesystem_for_instruments
 from alliance_fhir.adapters.goals import GoalOptions, plan_to_fhir
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
 from alliance_fhir.adapters.record import Desired, record_uuid
-from alliance_fhir.assessments import Assessment, prepare, read_assessments
+from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import (
     InvalidInputError,
@@ -177,26 +178,32 @@ def assessment_records(
 
 
 def read_assessment_files(
-    paths: Iterable[Path], library: InstrumentLibrary, settings: Settings
+    paths: Iterable[Path],
+    library: InstrumentLibrary,
+    settings: Settings,
+    notes: list[str] | None = None,
 ) -> tuple[list[Assessment], list[Problem]]:
     """Every assessment in the files (directories walked for .yaml/.yml/.json/.csv).
 
     Bad records become problems; a key seen twice across files is a problem for the second.
+    What a file left out (answers to items an instrument does not have) is added to ``notes``.
     """
     assessments: list[Assessment] = []
     problems: list[Problem] = []
-    for found, bad in _assessments_by_file(paths, library, settings):
+    for found, bad, left_out in _assessments_by_file(paths, library, settings):
         assessments.extend(found)
         problems.extend(bad)
+        if notes is not None:
+            notes.extend(left_out)
     return assessments, problems
 
 
 def _assessments_by_file(
     paths: Iterable[Path], library: InstrumentLibrary, settings: Settings
-) -> Iterator[tuple[list[Assessment], list[Problem]]]:
+) -> Iterator[tuple[list[Assessment], list[Problem], list[str]]]:
     seen: dict[str, str] = {}
     for path in _expand(paths):
-        found, problems = read_assessments(
+        found, problems, notes = read_assessments(
             path,
             instruments=library.all(),
             canonical_base=settings.canonical_base,
@@ -211,7 +218,7 @@ def _assessments_by_file(
                 continue
             seen[assessment.key] = assessment.where
             kept.append(assessment)
-        yield kept, problems
+        yield kept, problems, notes
 
 
 def assessment_windows(
@@ -220,8 +227,9 @@ def assessment_windows(
     """Assessment records a few files at a time (at least ``size`` records a window, a file
     never split), so memory stays flat however large the import."""
     window = Records()
-    for found, problems in _assessments_by_file(paths, library, settings):
+    for found, problems, notes in _assessments_by_file(paths, library, settings):
         window.problems.extend(problems)
+        window.skipped.extend(notes)
         window.extend(assessment_records(found, library, settings))
         if len(window.desired) >= size:
             yield window

@@ -1,7 +1,8 @@
 """Assessments: one person's answers to one instrument at one time.
 
 ``model`` holds the domain record, ``check`` compares its answers with the instrument,
-``sources`` imports records from YAML/JSON, CSV and FHIR QuestionnaireResponse files.
+``sources`` imports records from YAML/JSON and CSV files (FHIR QuestionnaireResponse files
+are read above the domain, in ``alliance_fhir.adapters.assessment_files``).
 """
 
 from alliance_fhir.assessments.check import (
@@ -14,9 +15,7 @@ from alliance_fhir.assessments.model import Assessment, Identifier
 from alliance_fhir.assessments.sources import (
     CsvColumnMap,
     load_csv_map,
-    read_assessments,
     read_csv,
-    read_questionnaire_responses,
     read_records,
 )
 
@@ -28,9 +27,7 @@ __all__ = [
     "check_assessment",
     "load_csv_map",
     "prepare",
-    "read_assessments",
     "read_csv",
-    "read_questionnaire_responses",
     "read_records",
     "score_assessment",
 ]

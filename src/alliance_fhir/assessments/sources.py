@@ -1,4 +1,4 @@
-"""Importers: assessment records from YAML/JSON record files, CSV, and FHIR QuestionnaireResponses.
+"""Importers: assessment records from YAML/JSON record files and CSV.
 
 Every importer returns ``(assessments, problems)``. A bad record becomes Problems (file, line or
 JSON path, field, reason) and the others carry on; a key seen twice in one batch is a Problem
@@ -15,65 +15,44 @@ CSV
     (``mappings/sources/assessments-csv.yaml`` by default, see :class:`CsvColumnMap`) says
     which column is which field. An empty cell is an unanswered item / an absent field.
 
-QuestionnaireResponse JSON
-    One QuestionnaireResponse, or a Bundle of them. ``questionnaire`` (``url|version``) picks
-    the instrument; subject/author give the patient/practitioner by ``identifier`` or, with a
-    ``resolve_reference`` callable, by ``reference``; our assessment identifier (else the
-    identifier, else the id) gives the key; answers are read back from ``valueCoding.code``
-    (our qualified answer code or the bare scale code), ``valueDecimal``/``valueInteger`` and
-    ``valueString``. Calculated score items are ignored: scores are always recomputed.
+FHIR QuestionnaireResponse JSON is read above the domain, by
+``alliance_fhir.adapters.response_files``; ``alliance_fhir.adapters.assessment_files`` picks
+the importer for a file.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from alliance_fhir.adapters.codesystem import SCORE_LINK_PREFIX, point_for_code, rebase
-from alliance_fhir.adapters.identity import (
-    DEFAULT_CANONICAL_BASE,
-    DEFAULT_NAMESPACE,
-    identifier_system,
-)
-from alliance_fhir.assessments.model import Assessment, Identifier, RawAnswer
+from alliance_fhir.assessments.model import Assessment
 from alliance_fhir.exceptions import ConfigError, InvalidInputError, Problem
-from alliance_fhir.inputs import (
-    Positions,
-    format_path,
-    load_document,
-    problems_from_validation,
-    read_text,
-)
-from alliance_fhir.instruments.schema import Instrument
+from alliance_fhir.inputs import Positions, load_document, problems_from_validation, read_text
 from alliance_fhir.log import register_sensitive
 from alliance_fhir.resources import bundled_mappings
 
 __all__ = [
     "CsvColumnMap",
-    "ReferenceResolver",
+    "Result",
+    "dedupe_keys",
     "load_csv_map",
-    "read_assessments",
     "read_csv",
-    "read_questionnaire_responses",
     "read_records",
+    "register_assessment",
 ]
 
 Result = tuple[list[Assessment], list[Problem]]
-
-#: Turns a FHIR reference (``Patient/123``) into the business identifier it stands for.
-ReferenceResolver = Callable[[str], Identifier | None]
 
 
 # -- shared ------------------------------------------------------------------------------
 
 
-def _register(assessment: Assessment, free_text: Iterable[str] = ()) -> None:
+def register_assessment(assessment: Assessment, free_text: Iterable[str] = ()) -> None:
     """Mask the patient identifier and free-text answers in every later log line.
 
     Numbers (choice codes, visual-analogue marks read from CSV as text) are not free text:
@@ -90,7 +69,7 @@ def _numeric(text: str) -> bool:
     return True
 
 
-def _dedupe(items: list[tuple[Assessment, Problem | None]]) -> Result:
+def dedupe_keys(items: list[tuple[Assessment, Problem | None]]) -> Result:
     """Drop a record whose key an earlier record of the batch already used (a Problem)."""
     seen: dict[str, str] = {}
     out: list[Assessment] = []
@@ -164,9 +143,11 @@ def read_records(path: Path) -> Result:
         except ValidationError as exc:
             problems.extend(_record_problems(exc, record, defaults, pos, where))
             continue
-        _register(assessment, (v for v in assessment.answers.values() if isinstance(v, str)))
+        register_assessment(
+            assessment, (v for v in assessment.answers.values() if isinstance(v, str))
+        )
         parsed.append((assessment, pos.problem((*where, "key"), "key", "")))
-    records_ok, dup = _dedupe(parsed)
+    records_ok, dup = dedupe_keys(parsed)
     return records_ok, problems + dup
 
 
@@ -333,7 +314,7 @@ def read_csv(path: Path, column_map: CsvColumnMap | None = None) -> Result:
             problems.extend(result)
             continue
         parsed.append((result, Problem(source, cmap.columns.key, "", line=start)))
-    records, dup = _dedupe(parsed)
+    records, dup = dedupe_keys(parsed)
     return records, problems + dup
 
 
@@ -396,289 +377,5 @@ def _csv_record(
                 reason += " (write an offset, e.g. 2024-03-04T17:00:00-05:00)"
             problems.append(Problem(source, column, reason, line=line))
         return problems
-    _register(assessment, (v for v in assessment.answers.values() if isinstance(v, str)))
+    register_assessment(assessment, (v for v in assessment.answers.values() if isinstance(v, str)))
     return assessment
-
-
-# -- QuestionnaireResponse -----------------------------------------------------------------
-
-
-def read_questionnaire_responses(
-    path: Path,
-    instruments: Iterable[Instrument],
-    *,
-    canonical_base: str = DEFAULT_CANONICAL_BASE,
-    namespace: str = DEFAULT_NAMESPACE,
-    resolve_reference: ReferenceResolver | None = None,
-) -> Result:
-    """Assessments from a QuestionnaireResponse JSON file (one resource or a Bundle)."""
-    try:
-        data, pos = load_document(path)
-    except InvalidInputError as exc:
-        return [], exc.problems
-    reader = _QrReader(
-        str(path), pos, list(instruments), canonical_base, namespace, resolve_reference
-    )
-    resources: list[tuple[tuple[int | str, ...], Any]] = []
-    if isinstance(data, dict) and data.get("resourceType") == "Bundle":
-        for i, entry in enumerate(data.get("entry") or []):
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            resources.append((("entry", i, "resource"), resource))
-    else:
-        resources.append(((), data))
-    problems: list[Problem] = []
-    parsed: list[tuple[Assessment, Problem | None]] = []
-    for where, resource in resources:
-        try:
-            assessment, free_text = reader.read(where, resource)
-        except InvalidInputError as exc:
-            problems.extend(exc.problems)
-            continue
-        _register(assessment, free_text)
-        parsed.append((assessment, reader.problem(where, "identifier", "")))
-    records, dup = _dedupe(parsed)
-    return records, problems + dup
-
-
-class _QrReader:
-    def __init__(
-        self,
-        source: str,
-        pos: Positions,
-        instruments: Sequence[Instrument],
-        canonical_base: str,
-        namespace: str,
-        resolve: ReferenceResolver | None,
-    ) -> None:
-        self.source = source
-        self.pos = pos
-        self.canonical_base = canonical_base
-        self.key_system = identifier_system("assessment", namespace)
-        self.resolve = resolve
-        self.by_url: dict[str, Instrument] = {}
-        for inst in instruments:
-            self.by_url[inst.url] = inst
-            self.by_url[rebase(inst.url, canonical_base)] = inst
-
-    def problem(self, where: Sequence[int | str], field: str, reason: str) -> Problem:
-        return Problem(
-            self.source,
-            field,
-            reason,
-            line=self.pos.line(where),
-            path=format_path(("QuestionnaireResponse", *where)),
-        )
-
-    def fail(self, where: Sequence[int | str], field: str, reason: str) -> InvalidInputError:
-        return InvalidInputError(self.problem((*where, field), field, reason))
-
-    def read(self, where: tuple[int | str, ...], qr: Any) -> tuple[Assessment, list[str]]:
-        if not isinstance(qr, dict) or qr.get("resourceType") != "QuestionnaireResponse":
-            raise self.fail(where, "resourceType", "expected a QuestionnaireResponse")
-        canonical = qr.get("questionnaire")
-        if not isinstance(canonical, str) or not canonical:
-            raise self.fail(where, "questionnaire", "missing the Questionnaire canonical")
-        url, _, version = canonical.partition("|")
-        instrument = self.by_url.get(url)
-        if instrument is None:
-            raise self.fail(where, "questionnaire", f"no loaded instrument has url {url}")
-        key = self._key(where, qr)
-        subject = self._identifier(where, "subject", qr.get("subject"))
-        if subject is None:
-            raise self.fail(where, "subject", "missing the patient")
-        practitioner = self._practitioner(where, qr, subject)
-        answers, lines, free_text = self._answers(where, instrument, qr.get("item") or [])
-        authored = self._authored(where, qr.get("authored"))
-        record = {
-            "key": key,
-            "instrument": instrument.id,
-            "instrument_version": version or None,
-            "patient": subject.model_dump(),
-            "practitioner": practitioner.model_dump() if practitioner else None,
-            "authored": authored,
-            "status": qr.get("status"),
-            "answers": answers,
-            "source": self.source,
-            "line": self.pos.line(where),
-            "answer_lines": lines,
-        }
-        try:
-            return Assessment.model_validate(record), free_text
-        except ValidationError as exc:
-            raise InvalidInputError(
-                [
-                    self.problem(
-                        (*where, str(err["loc"][0]) if err["loc"] else ""),
-                        ".".join(str(p) for p in err["loc"]),
-                        str(err["msg"]).removeprefix("Value error, "),
-                    )
-                    for err in exc.errors(include_url=False)
-                ]
-            ) from exc
-
-    def _key(self, where: tuple[int | str, ...], qr: Mapping[str, Any]) -> str:
-        ident = qr.get("identifier")
-        idents = ident if isinstance(ident, list) else [ident] if ident else []
-        for i in idents:
-            if isinstance(i, dict) and i.get("system") == self.key_system and i.get("value"):
-                return str(i["value"])
-        for i in idents:
-            if isinstance(i, dict) and i.get("value"):
-                return str(i["value"])
-        if qr.get("id"):
-            return str(qr["id"])
-        raise self.fail(where, "identifier", "no identifier or id to key the assessment by")
-
-    def _identifier(self, where: tuple[int | str, ...], field: str, ref: Any) -> Identifier | None:
-        if not isinstance(ref, dict):
-            return None
-        ident = ref.get("identifier")
-        if isinstance(ident, dict) and ident.get("system") and ident.get("value"):
-            try:
-                return Identifier(system=ident["system"], value=ident["value"])
-            except ValidationError as exc:
-                raise self.fail(where, field, "identifier needs a URI system and a value") from exc
-        reference = ref.get("reference")
-        if isinstance(reference, str) and reference:
-            if self.resolve is None:
-                raise self.fail(
-                    where,
-                    field,
-                    f"{field} is only a reference; include {field}.identifier "
-                    "or import with a reference resolver",
-                )
-            resolved = self.resolve(reference)
-            if resolved is None:
-                raise self.fail(where, field, f"cannot resolve the {field} reference")
-            return resolved
-        return None
-
-    def _practitioner(
-        self, where: tuple[int | str, ...], qr: Mapping[str, Any], subject: Identifier
-    ) -> Identifier | None:
-        author = qr.get("author")
-        if not isinstance(author, dict):
-            return None
-        kind = author.get("type") or str(author.get("reference") or "").split("/", 1)[0]
-        if kind in ("Patient", "RelatedPerson"):
-            return None
-        ident = self._identifier(where, "author", author)
-        return None if ident == subject else ident
-
-    def _authored(self, where: tuple[int | str, ...], value: Any) -> datetime:
-        if not isinstance(value, str) or "T" not in value:
-            raise self.fail(where, "authored", "needs a date and time with a timezone offset")
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise self.fail(where, "authored", f"not a FHIR dateTime: {value}") from exc
-        if parsed.tzinfo is None:
-            raise self.fail(where, "authored", "needs a timezone offset")
-        return parsed
-
-    def _answers(
-        self, where: tuple[int | str, ...], instrument: Instrument, items: Any
-    ) -> tuple[dict[str, RawAnswer], dict[str, int], list[str]]:
-        answers: dict[str, RawAnswer] = {}
-        lines: dict[str, int] = {}
-        free_text: list[str] = []
-        problems: list[Problem] = []
-        known = {i.link_id: i for i in instrument.items}
-
-        def walk(nodes: Any, at: tuple[int | str, ...]) -> None:
-            if not isinstance(nodes, list):
-                return
-            for n, node in enumerate(nodes):
-                here = (*at, n)
-                if not isinstance(node, dict):
-                    continue
-                link_id = node.get("linkId")
-                walk(node.get("item"), (*here, "item"))
-                given = node.get("answer") or []
-                if not isinstance(link_id, str) or not given:
-                    continue
-                if link_id.startswith(SCORE_LINK_PREFIX):
-                    continue
-                if len(given) > 1:
-                    field = f"answers.{link_id}"
-                    problems.append(self.problem((*here, "answer"), field, "more than one answer"))
-                    continue
-                answer = given[0] if isinstance(given[0], dict) else {}
-                line = self.pos.line((*here, "answer", 0))
-                if line is not None:
-                    lines[link_id] = line
-                value = self._value(instrument, known.get(link_id), answer)
-                if value is None:
-                    problems.append(
-                        self.problem(
-                            (*here, "answer", 0),
-                            f"answers.{link_id}",
-                            "expected valueCoding, valueDecimal, valueInteger or valueString",
-                        )
-                    )
-                    continue
-                if "valueString" in answer and isinstance(value, str):
-                    free_text.append(value)
-                answers[link_id] = value
-
-        walk(items, (*where, "item"))
-        if problems:
-            raise InvalidInputError(problems)
-        return answers, lines, free_text
-
-    def _value(
-        self, instrument: Instrument, item: Any, answer: Mapping[str, Any]
-    ) -> RawAnswer | None:
-        if isinstance(answer.get("valueCoding"), dict):
-            code = answer["valueCoding"].get("code")
-            if not isinstance(code, str):
-                return None
-            if item is not None and item.scale:
-                point = point_for_code(instrument, instrument.scale(item.scale), code)
-                if point is not None:
-                    return point.code
-            return code
-        for key in ("valueDecimal", "valueInteger"):
-            value = answer.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return value
-        value = answer.get("valueString")
-        return value if isinstance(value, str) else None
-
-
-# -- dispatch ------------------------------------------------------------------------------
-
-
-def read_assessments(
-    path: Path,
-    *,
-    instruments: Iterable[Instrument] = (),
-    csv_map: CsvColumnMap | None = None,
-    canonical_base: str = DEFAULT_CANONICAL_BASE,
-    namespace: str = DEFAULT_NAMESPACE,
-    resolve_reference: ReferenceResolver | None = None,
-) -> Result:
-    """Assessments from any supported file, chosen by its suffix (and, for JSON, content)."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return read_csv(path, csv_map)
-    if suffix == ".json":
-        try:
-            data, _ = load_document(path)
-        except InvalidInputError as exc:
-            return [], exc.problems
-        if isinstance(data, dict) and data.get("resourceType") in (
-            "QuestionnaireResponse",
-            "Bundle",
-        ):
-            return read_questionnaire_responses(
-                path,
-                instruments,
-                canonical_base=canonical_base,
-                namespace=namespace,
-                resolve_reference=resolve_reference,
-            )
-        return read_records(path)
-    if suffix in (".yaml", ".yml"):
-        return read_records(path)
-    return [], [Problem(str(path), "", "unsupported file type (expected .yaml, .json or .csv)")]

@@ -1,5 +1,9 @@
 """QuestionnaireResponses read back from the server, for monitoring: pure mapping, no I/O.
 
+Responses are read by :mod:`alliance_fhir.adapters.response`, the reader the file importer
+uses too; this module adds the server's view (references to its Patients and clinicians,
+``ext-<id>`` keys), the pull's search parameters and watermark, and scoring.
+
 The monitor (``monitoring.service``) pulls the responses to *our* instruments (their
 ``questionnaire`` canonical names a loaded instrument's URL) and needs three things from each:
 
@@ -19,7 +23,6 @@ the rule broken; never an answer, a name or an identifier value of a person.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,15 +32,18 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from alliance_fhir.adapters.assessment import score_observation
-from alliance_fhir.adapters.codesystem import SCORE_LINK_PREFIX, point_for_code, rebase
-from alliance_fhir.adapters.identity import (
-    DEFAULT_CANONICAL_BASE,
-    DEFAULT_NAMESPACE,
-    identifier_system,
+from alliance_fhir.adapters.codesystem import rebase
+from alliance_fhir.adapters.response import (
+    EXTERNAL_PREFIX,
+    Origin,
+    external_key,
+    instruments_by_url,
+    read_questionnaire_response,
 )
 from alliance_fhir.assessments.check import prepare
-from alliance_fhir.assessments.model import KEY, Assessment, Identifier, RawAnswer
-from alliance_fhir.exceptions import InvalidInputError, Problem
+from alliance_fhir.assessments.model import Assessment, Identifier, RawAnswer
+from alliance_fhir.defaults import DEFAULT_CANONICAL_BASE, DEFAULT_NAMESPACE
+from alliance_fhir.exceptions import InvalidInputError
 from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.instruments.scoring import score
 from alliance_fhir.log import register_sensitive
@@ -67,14 +73,13 @@ WATERMARK = "pull:qr"
 #: Searches must see the server's current data, not a cached result page.
 NO_CACHE = {"Cache-Control": "no-cache"}
 
-#: Key prefix of a response completed elsewhere (``ext-<server id>``).
-EXTERNAL_PREFIX = "ext-"
-
 #: Response statuses that count as a check-in (an ``in-progress`` form is not done yet).
 COUNTED_STATUSES = ("completed", "amended")
 
 #: System of the stand-in identifiers that carry server references through ``Assessment``.
 _REF_SYSTEM = "urn:alliance-fhir:server-reference"
+_SUBJECT = Identifier(system=_REF_SYSTEM, value="subject")
+_AUTHOR = Identifier(system=_REF_SYSTEM, value="author")
 
 _LITERAL = re.compile(
     r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
@@ -124,17 +129,6 @@ class ScoredResponse:
 
 
 # -- query building ----------------------------------------------------------------------
-
-
-def instruments_by_url(
-    instruments: Iterable[Instrument], canonical_base: str = DEFAULT_CANONICAL_BASE
-) -> dict[str, Instrument]:
-    """Instrument by Questionnaire URL: as defined and as rebased under ``canonical_base``."""
-    out: dict[str, Instrument] = {}
-    for inst in instruments:
-        out[inst.url] = inst
-        out[rebase(inst.url, canonical_base)] = inst
-    return out
 
 
 def questionnaire_urls(
@@ -194,15 +188,6 @@ def newest_update(resources: Iterable[Mapping[str, Any]], current: str | None = 
 # -- reading one response -----------------------------------------------------------------
 
 
-def external_key(qr_id: str) -> str:
-    """The assessment key of a response completed elsewhere: ``ext-<server id>`` (a hash of
-    the id when that would be too long for a key)."""
-    key = f"{EXTERNAL_PREFIX}{qr_id}"
-    if re.fullmatch(KEY, key):
-        return key
-    return f"{EXTERNAL_PREFIX}{hashlib.sha256(qr_id.encode()).hexdigest()[:32]}"
-
-
 def patient_id_of(ref: Any) -> str | None:
     """The server id of the Patient a Reference points at (``Patient/1``, absolute URLs)."""
     if not isinstance(ref, Mapping):
@@ -222,76 +207,19 @@ def _clinician_ref(ref: Any) -> dict[str, Any] | None:
     return {"reference": f"{match.group('type')}/{match.group('id')}", "type": match.group("type")}
 
 
-def _our_key(qr: Mapping[str, Any], namespace: str) -> str | None:
-    system = identifier_system("assessment", namespace)
-    ident = qr.get("identifier")
-    for i in ident if isinstance(ident, list) else [ident]:
-        if isinstance(i, Mapping) and i.get("system") == system and i.get("value"):
-            return str(i["value"])
-    return None
+class _ServerPeople:
+    """People on the server are references to its resources; the Assessment carries
+    stand-in identifiers that :func:`_refs` turns back into those references."""
 
+    def patient(self, qr: Mapping[str, Any], origin: Origin) -> Identifier:
+        if patient_id_of(qr.get("subject")) is None:
+            raise origin.fail("subject", "no reference to a Patient on this server")
+        return _SUBJECT
 
-def _fail(qr_id: str, field: str, reason: str) -> InvalidInputError:
-    return InvalidInputError(Problem(f"QuestionnaireResponse/{qr_id}", field, reason))
-
-
-def _answer(instrument: Instrument, link_id: str, answer: Mapping[str, Any]) -> RawAnswer | None:
-    coding = answer.get("valueCoding")
-    if isinstance(coding, Mapping):
-        code = coding.get("code")
-        if not isinstance(code, str):
-            return None
-        item = next((i for i in instrument.items if i.link_id == link_id), None)
-        if item is not None and item.scale:
-            point = point_for_code(instrument, instrument.scale(item.scale), code)
-            if point is not None:
-                return point.code
-        return code
-    for name in ("valueDecimal", "valueInteger"):
-        value = answer.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return value
-    value = answer.get("valueString")
-    return value if isinstance(value, str) else None
-
-
-def _answers(qr_id: str, instrument: Instrument, items: Any) -> dict[str, RawAnswer]:
-    """linkId -> answer; items the instrument does not know (a header, an EHR's own
-    question) are left out: they cannot change a score."""
-    known = {i.link_id for i in instrument.items}
-    out: dict[str, RawAnswer] = {}
-    free_text: list[str] = []
-
-    def walk(nodes: Any) -> None:
-        if not isinstance(nodes, list):
-            return
-        for node in nodes:
-            if not isinstance(node, Mapping):
-                continue
-            walk(node.get("item"))
-            link_id = node.get("linkId")
-            given = node.get("answer") or []
-            if not isinstance(link_id, str) or link_id not in known or not given:
-                continue
-            if link_id.startswith(SCORE_LINK_PREFIX):
-                continue
-            if len(given) > 1:
-                raise _fail(qr_id, f"answers.{link_id}", "more than one answer")
-            first = given[0] if isinstance(given[0], Mapping) else {}
-            value = _answer(instrument, link_id, first)
-            if value is None:
-                raise _fail(
-                    qr_id,
-                    f"answers.{link_id}",
-                    "expected valueCoding, valueDecimal, valueInteger or valueString",
-                )
-            if "valueString" in first and isinstance(value, str):
-                free_text.append(value)
-            out[link_id] = value
-
-    walk(items)
-    register_sensitive(*free_text)
-    return out
+    def practitioner(
+        self, qr: Mapping[str, Any], origin: Origin, patient: Identifier | None
+    ) -> Identifier | None:
+        return _AUTHOR if _clinician_ref(qr.get("author")) is not None else None
 
 
 def read_response(
@@ -300,44 +228,40 @@ def read_response(
     *,
     namespace: str = DEFAULT_NAMESPACE,
 ) -> ServerResponse | None:
-    """``qr`` as a :class:`ServerResponse`.
+    """``qr`` as a :class:`ServerResponse`, read by the one response reader.
 
     None when it is not a check-in to one of our instruments (another questionnaire, or a
     status other than completed/amended). InvalidInputError (naming the response, never its
-    content) when it is one of ours but cannot be read: no patient reference, no usable
-    ``authored``, an answer of an unreadable type.
+    content, with every problem found) when it is one of ours but cannot be read: no patient
+    reference, no usable ``authored``, an answer of an unreadable type. Answers to items the
+    instrument does not have are ignored: they cannot change a score.
     """
     qr_id = str(qr.get("id") or "")
     if qr.get("resourceType") != "QuestionnaireResponse" or not qr_id:
         return None
     canonical = qr.get("questionnaire")
-    if not isinstance(canonical, str):
-        return None
-    url, _, version = canonical.partition("|")
-    instrument = by_url.get(url)
-    if instrument is None:
+    if not isinstance(canonical, str) or canonical.partition("|")[0] not in by_url:
         return None
     status = qr.get("status")
     if status not in COUNTED_STATUSES:
         return None
+    read = read_questionnaire_response(
+        qr, Origin.server(qr_id), by_url, _ServerPeople(), namespace=namespace
+    )
+    register_sensitive(*read.free_text)
     patient_id = patient_id_of(qr.get("subject"))
-    if patient_id is None:
-        raise _fail(qr_id, "subject", "no reference to a Patient on this server")
-    authored_text = qr.get("authored")
-    authored = _parse_instant(authored_text) if isinstance(authored_text, str) else None
-    if authored is None or not isinstance(authored_text, str) or "T" not in authored_text:
-        raise _fail(qr_id, "authored", "needs a date and time with a timezone offset")
-    our_key = _our_key(qr, namespace)
+    assert patient_id is not None  # _ServerPeople refused the response otherwise
+    assessment = read.assessment
     return ServerResponse(
         qr_id=qr_id,
-        key=our_key if our_key is not None else external_key(qr_id),
-        ours=our_key is not None,
-        instrument=instrument,
+        key=assessment.key,
+        ours=read.ours,
+        instrument=read.instrument,
         patient_id=patient_id,
-        authored=authored,
+        authored=assessment.authored,
         status="completed" if status == "completed" else "amended",
-        answers=_answers(qr_id, instrument, qr.get("item")),
-        version=version or None,
+        answers=dict(assessment.answers),
+        version=read.version,
         author_ref=_clinician_ref(qr.get("author")),
         last_updated=(qr.get("meta") or {}).get("lastUpdated"),
     )
@@ -353,10 +277,8 @@ def _assessment(resp: ServerResponse) -> Assessment:
         key=resp.key,
         instrument=resp.instrument.id,
         instrument_version=resp.version,
-        patient=Identifier(system=_REF_SYSTEM, value="subject"),
-        practitioner=(
-            Identifier(system=_REF_SYSTEM, value="author") if resp.author_ref is not None else None
-        ),
+        patient=_SUBJECT,
+        practitioner=_AUTHOR if resp.author_ref is not None else None,
         authored=resp.authored,
         status=resp.status,
         answers=dict(resp.answers),

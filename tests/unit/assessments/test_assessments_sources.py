@@ -6,14 +6,9 @@ import json
 from pathlib import Path
 
 from alliance_fhir.adapters.assessment import questionnaire_response
-from alliance_fhir.assessments import (
-    check_assessment,
-    load_csv_map,
-    read_assessments,
-    read_csv,
-    read_questionnaire_responses,
-    read_records,
-)
+from alliance_fhir.adapters.assessment_files import read_assessments
+from alliance_fhir.adapters.response_files import read_questionnaire_responses
+from alliance_fhir.assessments import check_assessment, load_csv_map, read_csv, read_records
 from alliance_fhir.assessments.model import Identifier
 from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.log import scrub
@@ -25,7 +20,8 @@ MRN = "http://example-clinic.org/mrn"
 def test_example_clinic_imports_cleanly_and_checks(library: InstrumentLibrary) -> None:
     everything = []
     for path in sorted(EXAMPLES.iterdir()):
-        assessments, problems = read_assessments(path, instruments=library.all())
+        assessments, problems, notes = read_assessments(path, instruments=library.all())
+        assert notes == [], path
         assert problems == [], path
         everything += assessments
     assert {a.patient.value for a in everything} == {f"MRN-100{n}" for n in range(1, 5)}
@@ -164,7 +160,7 @@ def test_questionnaire_response_round_trip(library: InstrumentLibrary, tmp_path:
     path.write_text(json.dumps(bundle, indent=2))
     who = {"Patient/p3": Identifier(system=MRN, value="MRN-1003")}
     who["Practitioner/n1"] = Identifier(system="http://hl7.org/fhir/sid/us-npi", value="1234567893")
-    back, problems = read_questionnaire_responses(path, library.all(), resolve_reference=who.get)
+    back, problems, _ = read_questionnaire_responses(path, library.all(), resolve_reference=who.get)
     assert problems == []
     assert [a.key for a in back] == [a.key for a in originals]
     for a, b in zip(originals, back, strict=True):
@@ -200,7 +196,7 @@ def test_questionnaire_response_problems_do_not_stop_the_bundle(
         ],
     }
     no_subject = {**good, "id": "x", "identifier": None, "subject": {"reference": "Patient/9"}}
-    naive = {**good, "identifier": {"value": "q-3"}, "authored": "2024-03-04"}
+    naive = {**good, "identifier": {"value": "q-3"}, "authored": "2024-03-04T17:00:00"}
     path = tmp_path / "qrs.json"
     bundle = {
         "resourceType": "Bundle",
@@ -208,7 +204,7 @@ def test_questionnaire_response_problems_do_not_stop_the_bundle(
         "entry": [{"resource": good}, {"resource": no_subject}, {"resource": naive}],
     }
     path.write_text(json.dumps(bundle, indent=2))
-    back, problems = read_questionnaire_responses(path, library.all())
+    back, problems, _ = read_questionnaire_responses(path, library.all())
     assert [a.key for a in back] == ["q-1"]
     assert back[0].answers == {"q1": 9.1, "q2": 9}
     assert [(p.field, p.path) for p in problems] == [

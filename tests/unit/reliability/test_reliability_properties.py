@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alliance_fhir.assessments import read_assessments
+from alliance_fhir.adapters.assessment_files import read_assessments
 from alliance_fhir.exceptions import InvalidInputError
 from alliance_fhir.goals import load_plans
 from alliance_fhir.inputs import parse_yaml
@@ -96,8 +96,8 @@ def _comparable(assessment: Any) -> dict[str, Any]:
 def test_a_valid_record_reads_back_identically_from_yaml_and_csv(rec: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        from_yaml, yaml_problems = read_assessments(_write_yaml(folder, rec))
-        from_csv, csv_problems = read_assessments(_write_csv(folder, rec))
+        from_yaml, yaml_problems, _ = read_assessments(_write_yaml(folder, rec))
+        from_csv, csv_problems, _ = read_assessments(_write_csv(folder, rec))
     assert yaml_problems == []
     assert csv_problems == []
     assert len(from_yaml) == len(from_csv) == 1
@@ -142,7 +142,7 @@ def test_arbitrary_text_never_crashes_an_importer(suffix: str, text: str) -> Non
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"input{suffix}"
         path.write_text(text, encoding="utf-8")
-        found, problems = read_assessments(path, instruments=LIBRARY.all())
+        found, problems, _ = read_assessments(path, instruments=LIBRARY.all())
         _plans, plan_problems = load_plans(path)
     assert all(p.location == str(path) for p in problems + plan_problems)
     if not found:
@@ -155,7 +155,7 @@ def test_arbitrary_bytes_are_text_or_one_problem(raw: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "input.yaml"
         path.write_bytes(raw)
-        found, problems = read_assessments(path)
+        found, problems, _ = read_assessments(path)
     assert found or problems
 
 
