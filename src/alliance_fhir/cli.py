@@ -591,10 +591,8 @@ def _print_monitor(result: Any) -> None:
 @handles_errors
 def report_cmd(ctx: Ctx, patient: str, out_file: Path, png_file: Path | None) -> None:
     """Write a clinician's alliance report (self-contained HTML, optional PNG) for one patient."""
-    from alliance_fhir.app.monitor import Monitor
-
     with _api(ctx) as api:
-        written = Monitor.from_api(api).write_report(patient, out_file, png=png_file)
+        written = api.write_report(patient, out_file, png=png_file)
     for path in written:
         out.print(f"wrote {path}", markup=False)
 
