@@ -17,29 +17,27 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from alliance_fhir.adapters.fhirjson import dumps
-from alliance_fhir.adapters.goals import (
-    KIND_GOAL,
-    KIND_PLAN,
-    merge_onto_server,
-)
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
 from alliance_fhir.adapters.record import Desired
 from alliance_fhir.app.connect import connect
+from alliance_fhir.app.engine import sync_engine
+from alliance_fhir.app.goal_pull import pull_plans, resolve_patient
+from alliance_fhir.app.monitor import Monitor, MonitorResult, PatientOutcome, configured_rules
 from alliance_fhir.app.records import (
     Records,
     assessment_records,
     assessment_windows,
-    goal_options,
     goal_records,
     instrument_records,
     read_assessment_files,
     read_goal_files,
 )
+from alliance_fhir.app.reports import Reports
 from alliance_fhir.app.validation import validate_files
 from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
@@ -55,13 +53,22 @@ from alliance_fhir.instruments.overlay import load_overlay
 from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.instruments.scoring import Scores, score
 from alliance_fhir.log import get_logger
+from alliance_fhir.monitoring.rules import Rule
 from alliance_fhir.sync.engine import Progress, SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.plan import SyncPlan
 from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore
 
-if TYPE_CHECKING:
-    from alliance_fhir.app.monitor import MonitorResult
+__all__ = [
+    "AllianceFhir",
+    "Doctor",
+    "MonitorResult",
+    "PatientOutcome",
+    "Report",
+    "ScoredAssessment",
+    "Status",
+    "as_json",
+]
 
 log = get_logger("alliance_fhir.api")
 
@@ -134,6 +141,7 @@ class AllianceFhir:
         self._library: InstrumentLibrary | None = None
         self._client: FhirClient | None = None
         self._store: StateStore | None = None
+        self._rules: list[Rule] | None = None
         self.progress: Progress | None = None
 
     def __enter__(self) -> AllianceFhir:
@@ -171,21 +179,16 @@ class AllianceFhir:
             self._store = StateStore(self.settings.state_path)
         return self._store
 
+    @property
+    def rules(self) -> list[Rule]:
+        """The monitoring rules: bundled plus ``settings.mappings_dir``'s (read once)."""
+        if self._rules is None:
+            self._rules = configured_rules(self.library, self.settings)
+        return self._rules
+
     def engine(self) -> SyncEngine:
-        options = goal_options(self.settings)
-
-        def merge(server: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
-            return merge_onto_server(server, ours, options)
-
-        return SyncEngine(
-            self.client,
-            self.store,
-            bundle_size=self.settings.bundle_size,
-            concurrency=self.settings.concurrency,
-            conflict_policy=self.settings.conflict_policy,
-            mergers={KIND_GOAL: merge, KIND_PLAN: merge},
-            progress=self.progress,
-        )
+        """A sync engine on this connection (building it connects the client)."""
+        return sync_engine(self.settings, self.client, self.store, progress=self.progress)
 
     # Instruments
 
@@ -320,22 +323,34 @@ class AllianceFhir:
     def pull_plans(self, patient: str) -> list[Plan]:
         """The goal plans of one patient as on the server, including goals the EHR created
         and linked to a plan. ``patient`` is ``system|value`` or a server id."""
-        from alliance_fhir.app.monitor import Monitor
+        return pull_plans(self.client, self.settings, resolve_patient(self.client, patient))
 
-        monitor = Monitor.from_api(self)
-        return monitor.plans(monitor.resolve_patient(patient))
+    # Monitoring
 
     def monitor(self, *, all_patients: bool = False) -> MonitorResult:
         """Pull new check-ins, score them, evaluate the rules, raise or close alerts."""
-        from alliance_fhir.app.monitor import Monitor
+        monitor = Monitor(
+            self.client,
+            self.store,
+            self.library,
+            self.settings,
+            self.rules,
+            progress=self.progress,
+        )
+        return monitor.run(all_patients=all_patients)
 
-        return Monitor.from_api(self).run(all_patients=all_patients)
+    def _reports(self) -> Reports:
+        return Reports(self.client, self.library, self.settings, self.rules)
+
+    def report_html(self, patient: str) -> str:
+        """The clinician's report of one patient (``system|value``, ``Patient/<id>`` or an
+        id) as a self-contained HTML page naming the client only as ``Client <server id>``."""
+        return self._reports().report_html(patient)
 
     def write_report(self, patient: str, out: Path, *, png: Path | None = None) -> list[Path]:
-        """Write one patient's clinician report (HTML, optional PNG); the paths written."""
-        from alliance_fhir.app.monitor import Monitor
-
-        return Monitor.from_api(self).write_report(patient, out, png=png)
+        """Write the report to ``out`` (and a Chromium screenshot to ``png``); the paths
+        written."""
+        return self._reports().write_report(patient, out, png=png)
 
     def score_files(self, paths: Sequence[Path]) -> tuple[list[ScoredAssessment], list[Problem]]:
         """Score assessment files without any server: for ``alliance-fhir score``."""

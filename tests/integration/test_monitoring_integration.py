@@ -17,8 +17,7 @@ import structlog
 import yaml
 
 from alliance_fhir import log as alog
-from alliance_fhir.api import AllianceFhir
-from alliance_fhir.app.monitor import Monitor, MonitorResult
+from alliance_fhir.api import AllianceFhir, MonitorResult
 
 from .clinickit import PHI, make_api
 
@@ -106,7 +105,7 @@ def _direct_srs(
 
 
 def _monitor(api: AllianceFhir) -> MonitorResult:
-    result = Monitor.from_api(api).run()
+    result = api.monitor()
     assert result.ok, result.failures
     return result
 
@@ -209,9 +208,7 @@ def test_after_the_demo_the_falling_client_has_an_active_flag_and_a_requested_ta
     out = tmp_path / "report" / "mrn-1003.html"
     png = tmp_path / "report" / "mrn-1003.png"
     with_png = shutil.which("chromium") is not None
-    written = Monitor.from_api(api).write_report(
-        f"{MRN}|MRN-1003", out, png=png if with_png else None
-    )
+    written = api.write_report(f"{MRN}|MRN-1003", out, png=png if with_png else None)
     page = out.read_text(encoding="utf-8")
     assert "<svg" in page
     assert "Therapeutic Relationship Check-in" in page
@@ -273,16 +270,15 @@ def test_the_pull_is_incremental_and_keeps_a_server_clock_watermark(
 ) -> None:
     patient = _new_patient(fhir_http, "SYN-0004")
     _direct_srs(fhir_http, patient, {"q1": 9.0, "q2": 9.0, "q3": 9.0, "q4": 9.0}, days_ago=7)
-    monitor = Monitor.from_api(api)
-    first = monitor.run()
+    first = api.monitor()
     watermark = api.store.watermark("pull:qr")
     assert first.pulled == 1
     assert watermark is not None
     api.settings.pull_overlap_seconds = 0
     # nothing changed since: nothing new to pull (the overlap window is closed here)
-    assert monitor.run().pulled <= 1
+    assert api.monitor().pulled <= 1
     _direct_srs(fhir_http, patient, {"q1": 9.5, "q2": 9.0, "q3": 9.0, "q4": 9.0})
-    third = monitor.run()
+    third = api.monitor()
     assert 1 <= third.pulled <= 2
     newer = api.store.watermark("pull:qr")
     assert newer is not None

@@ -2,7 +2,7 @@
 
 One cycle runs a list of steps in order (default: ``probe`` the server, ``publish`` changed
 instruments, ingest the ``inbox``, push the ``configured`` assessment and goal paths, run
-``monitoring`` when that service is installed). Between cycles it sleeps the configured
+``monitoring`` unless switched off). Between cycles it sleeps the configured
 interval with jitter; after a cycle that could not reach the server it backs off
 exponentially up to a cap instead, and returns to the normal interval after the first good
 cycle. Sleeps wait on an event, so a stop request ends them at once: there is no busy loop.
@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from alliance_fhir.exceptions import (
     FatalError,
@@ -39,15 +39,13 @@ from alliance_fhir.exceptions import (
 from alliance_fhir.log import get_logger
 
 if TYPE_CHECKING:
-    from alliance_fhir.api import AllianceFhir
+    from alliance_fhir.api import AllianceFhir, MonitorResult
     from alliance_fhir.app.records import Records
     from alliance_fhir.config import Settings
     from alliance_fhir.daemon.inbox import Inbox
     from alliance_fhir.daemon.metrics import DaemonMetrics
 
 log = get_logger("alliance_fhir.daemon")
-
-MONITORING_MODULE = "alliance_fhir.app.monitor"
 
 
 @dataclass(frozen=True)
@@ -258,73 +256,25 @@ class StepIncomplete(Exception):
         self.counts = dict(counts)
 
 
-def _ints(value: Any) -> dict[str, int]:
-    return {
-        str(k): int(v)
-        for k, v in value.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-
-
-def _as_counts(value: Any) -> dict[str, int]:
-    """A monitoring run's result as counts. A mapping gives its numbers; an object gives its
-    numeric attributes (``pulled``), its mappings of numbers prefixed (``alerts_new``), and
-    the ``summary()`` of a sync result attribute (``created``, ``updated``, ...)."""
-    if value is None:
-        return {}
-    if isinstance(value, Mapping):
-        return _ints(value)
-    attrs = getattr(value, "__dict__", {})
-    counts = _ints(attrs)
-    for name, inner in attrs.items():
-        if isinstance(inner, Mapping):
-            counts.update({f"{name}_{k}": v for k, v in _ints(inner).items()})
-        summary = getattr(inner, "summary", None)
-        if callable(summary):
-            found = summary()
-            if isinstance(found, Mapping):
-                for k, v in _ints(found).items():
-                    counts[k] = counts.get(k, 0) + v
+def monitor_counts(result: MonitorResult) -> dict[str, int]:
+    """A monitoring run as cycle counts: ``pulled``, ``external``, ``alerts_<state>`` and the
+    sync summary of the score Observations written (``created``, ``updated``, ...)."""
+    counts = {"pulled": result.pulled, "external": result.external}
+    counts.update({f"alerts_{k}": v for k, v in result.alerts.items()})
+    if result.sync is not None:
+        for key, value in result.sync.summary().items():
+            counts[key] = counts.get(key, 0) + value
     return counts
 
 
-def monitoring_step() -> Step | None:
-    """The monitoring service as a step, when ``alliance_fhir.app.monitor`` has a
-    ``Monitor``: built once with ``Monitor.from_api(api)`` or ``Monitor(api)``, run with
-    ``run_once()`` or ``run()``; a ``pulled`` count feeds the metrics, a result whose ``ok``
-    is False marks the step failed. Otherwise None."""
-    import importlib
-
-    try:
-        module = importlib.import_module(MONITORING_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name not in (MONITORING_MODULE, "alliance_fhir.monitoring"):
-            raise
-        log.debug("daemon.monitoring_unavailable", reason=f"no module {MONITORING_MODULE}")
-        return None
-    factory = getattr(module, "Monitor", None)
-    if factory is None:
-        log.debug("daemon.monitoring_unavailable", reason="no Monitor in the module")
-        return None
-    instances: dict[int, Any] = {}
-
-    def run(ctx: CycleContext) -> Mapping[str, int]:
-        monitor = instances.get(id(ctx.api))
-        if monitor is None:
-            build = getattr(factory, "from_api", None)
-            monitor = build(ctx.api) if callable(build) else factory(ctx.api)
-            instances.clear()
-            instances[id(ctx.api)] = monitor
-        method = getattr(monitor, "run_once", None) or getattr(monitor, "run", None)
-        if not callable(method):
-            raise TypeError("Monitor has neither run_once() nor run()")
-        result = method()
-        counts = _as_counts(result)
-        if getattr(result, "ok", True) is False:
-            raise StepIncomplete("the monitoring run reported failures", counts)
-        return counts
-
-    return Step("monitoring", run)
+def monitoring_step(ctx: CycleContext) -> Mapping[str, int]:
+    """One monitor run through the API; a ``pulled`` count feeds the metrics, a run whose
+    ``ok`` is False (failed patients, refused writes) marks the step failed."""
+    result = ctx.api.monitor()
+    counts = monitor_counts(result)
+    if not result.ok:
+        raise StepIncomplete("the monitoring run reported failures", counts)
+    return counts
 
 
 def default_steps(options: DaemonOptions, inbox: Inbox) -> list[Step]:
@@ -335,9 +285,7 @@ def default_steps(options: DaemonOptions, inbox: Inbox) -> list[Step]:
         Step("configured", configured_step),
     ]
     if options.monitoring:
-        monitor = monitoring_step()
-        if monitor is not None:
-            steps.append(monitor)
+        steps.append(Step("monitoring", monitoring_step))
     return steps
 
 

@@ -1,10 +1,12 @@
-"""Ongoing evaluation of the alliance: rules over clients' check-ins, alerts for the
-clinician (FHIR Flag + Task), and a one-page report.
+"""Ongoing evaluation of the alliance: rules over clients' check-ins, alert decisions for
+the clinician (FHIR Flag + Task), and the one-page report's HTML.
 
 The path of the data: ``rules`` (validated rule files) -> ``evaluate`` (a patient's check-ins
 -> triggers) -> ``alerts`` (triggers + open alerts -> decisions; Flag/Task JSON) and
-``report`` (HTML, PNG). Everything here is free of I/O except reading rule files and writing
-the report's screenshot.
+``report`` (HTML). ``pull`` reads and scores QuestionnaireResponses the caller fetched.
+Everything here is free of I/O except reading rule files: the server requests, alert writes,
+report files and the report's screenshot belong to ``alliance_fhir.app``. Nothing here
+imports ``sync``, ``fhir``, ``config`` or ``app``.
 """
 
 from alliance_fhir.monitoring.alerts import (
@@ -34,7 +36,6 @@ from alliance_fhir.monitoring.report import (
     ReportGoal,
     ReportMilestone,
     ReportSeries,
-    render_png,
     render_report_html,
     series_for,
 )
@@ -73,7 +74,6 @@ __all__ = [
     "load_rules",
     "load_rules_file",
     "recovery_note",
-    "render_png",
     "render_report_html",
     "rule_code",
     "rule_concepts",

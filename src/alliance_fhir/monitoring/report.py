@@ -10,22 +10,19 @@ Every piece of text is escaped, and nothing depends on the clock or the environm
 input gives the same bytes. ``patient_label`` is whatever pseudonymous label the caller
 chooses; the report prints nothing else about the client.
 
-:func:`render_png` screenshots a saved page with headless Chromium (``chromium`` on PATH).
+Pure: no I/O. The screenshot of a saved page (headless Chromium) is taken by
+``alliance_fhir.app.reports.render_png``.
 """
 
 from __future__ import annotations
 
 import html
 import math
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
 
-from alliance_fhir.exceptions import ConfigError, RenderError
+from alliance_fhir.exceptions import RenderError
 from alliance_fhir.instruments.schema import Instrument, ScoreDef
 from alliance_fhir.monitoring.evaluate import CheckIn, flagged_points
 from alliance_fhir.monitoring.rules import Rule
@@ -37,7 +34,6 @@ __all__ = [
     "ReportGoal",
     "ReportMilestone",
     "ReportSeries",
-    "render_png",
     "render_report_html",
     "series_for",
 ]
@@ -48,9 +44,6 @@ TOTAL_COLOUR = "#1e3a8a"
 _SUB_COLOURS = ("#60a5fa", "#34d399", "#f59e0b", "#a78bfa", "#f472b6", "#2dd4bf")
 _CUTOFF_COLOUR = "#4b5563"
 _MUTED = "#9ca3af"
-
-#: Seconds a Chromium screenshot may take before it is abandoned.
-CHROMIUM_TIMEOUT = 90
 
 
 # -- input -------------------------------------------------------------------------------
@@ -537,62 +530,3 @@ def render_report_html(
         f"{_alerts(open_alerts)}\n{sections}\n{_goals(goals)}\n"
         "</body></html>\n"
     )
-
-
-# -- PNG ---------------------------------------------------------------------------------
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium")
-    if found is None:
-        raise ConfigError(
-            "chromium is not installed or not on PATH; it is needed to render the report "
-            "as PNG (Debian/Ubuntu: apt-get install chromium)"
-        )
-    return found
-
-
-def render_png(
-    html_path: Path, png_path: Path, *, window_size: tuple[int, int] = (1200, 1600)
-) -> Path:
-    """Screenshot the page at ``html_path`` into ``png_path`` with headless Chromium.
-
-    Raises ``ConfigError`` when chromium is not on PATH and ``RenderError`` when it fails or
-    writes no image. Nothing is fetched from the network: the page is self-contained and
-    Chromium's background services are switched off.
-    """
-    binary = _chromium()
-    page = html_path.resolve()
-    target = png_path.resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        target.unlink()
-    width, height = window_size
-    with tempfile.TemporaryDirectory(prefix="alliance-chromium-") as profile:
-        argv = [
-            binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--force-device-scale-factor=1",
-            f"--user-data-dir={profile}",
-            f"--screenshot={target}",
-            f"--window-size={width},{height}",
-            page.as_uri(),
-        ]
-        try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise RenderError(f"chromium did not finish within {CHROMIUM_TIMEOUT}s") from exc
-    if done.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-        raise RenderError(f"chromium exited with {done.returncode} and no screenshot: {tail}")
-    return target

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import sys
-import types
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from alliance_fhir.sync.apply import SyncResult
 
+from alliance_fhir.api import MonitorResult
 from alliance_fhir.config import Settings
-from alliance_fhir.daemon import loop
+from alliance_fhir.daemon.inbox import Inbox
 from alliance_fhir.daemon.loop import (
     Backoff,
     CycleContext,
     Daemon,
     DaemonOptions,
     Step,
+    default_steps,
     jittered,
     monitoring_step,
 )
@@ -69,9 +71,19 @@ def test_options_derive_from_settings() -> None:
 
 
 class FakeApi:
+    """The API as the daemon sees it: settings, a state store, and ``monitor()``, which
+    returns the queued results in turn."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = StateStore(settings.state_path)
+        self.monitor_results: list[MonitorResult] = []
+        self.monitor_calls = 0
+
+    def monitor(self) -> MonitorResult:
+        result = self.monitor_results[self.monitor_calls]
+        self.monitor_calls += 1
+        return result
 
 
 @pytest.fixture
@@ -205,68 +217,50 @@ def test_once_exit_code_says_whether_the_cycle_succeeded(api: FakeApi) -> None:
     assert bad.run_forever() == 1
 
 
-def test_monitoring_is_skipped_when_the_service_is_absent(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(loop, "MONITORING_MODULE", "alliance_fhir.monitoring.no_such_service")
-    assert monitoring_step() is None
-
-
-def _fake_module(monkeypatch: pytest.MonkeyPatch, **attrs: Any) -> None:
-    name = "alliance_fhir_test_fake_monitoring"
-    module = types.ModuleType(name)
-    for key, value in attrs.items():
-        setattr(module, key, value)
-    monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(loop, "MONITORING_MODULE", name)
-
-
-def test_monitoring_module_without_monitor_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_module(monkeypatch)
-    assert monitoring_step() is None
-
-
-def test_monitoring_service_plugs_in_as_a_step(
-    api: FakeApi, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    built: list[object] = []
-
-    class Monitor:
-        def __init__(self, given: object) -> None:
-            built.append(given)
-
-        def run_once(self) -> dict[str, Any]:
-            return {"pulled": 4, "flags": 1, "note": "ignored"}
-
-    _fake_module(monkeypatch, Monitor=Monitor)
-    step = monitoring_step()
-    assert step is not None
-    assert step.name == "monitoring"
-    daemon, _ = make_daemon(api, [step], cycles=2)
+def test_monitoring_step_runs_the_api_monitor_every_cycle(api: FakeApi) -> None:
+    api.monitor_results = [MonitorResult(pulled=4, alerts=Counter(new=1))] * 2
+    daemon, waits = make_daemon(api, [Step("monitoring", monitoring_step)], cycles=2)
     daemon.run_forever()
-    assert built == [api]  # built once, reused
-    assert "alliance_fhir_resources_pulled_total 8" in daemon.metrics.registry.render()
+    assert api.monitor_calls == 2
+    assert waits == [60, 60]
+    text = daemon.metrics.registry.render()
+    assert "alliance_fhir_resources_pulled_total 8" in text
+    assert 'alliance_fhir_cycles_total{outcome="ok"} 2' in text
+    assert "alliance_fhir_errors_total{" not in text
 
 
-def test_monitoring_result_object_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Result:
-        def __init__(self) -> None:
-            self.pulled = 2
-            self.scored = 2
+def test_monitoring_counts_are_the_runs_numbers_alerts_and_sync_summary(api: FakeApi) -> None:
+    sync = SyncResult(run_id="r", counts=Counter(created=1, unchanged=2))
+    api.monitor_results = [
+        MonitorResult(
+            pulled=5,
+            external=1,
+            not_scored=["QuestionnaireResponse/9 (k): q1: no answer"],
+            alerts=Counter(new=1, unchanged=3),
+            sync=sync,
+            watermark="2024-02-19T10:00:00Z",
+        )
+    ]
+    ctx = CycleContext(api=cast(Any, api), settings=api.settings, stopping=lambda: False)
+    assert monitoring_step(ctx) == {
+        "pulled": 5,
+        "external": 1,
+        "alerts_new": 1,
+        "alerts_unchanged": 3,
+        "created": 1,
+        "updated": 0,
+        "unchanged": 2,
+        "conflict": 0,
+        "rejected": 0,
+    }
 
-    class Monitor:
-        @classmethod
-        def from_api(cls, api: object) -> Monitor:
-            return cls()
 
-        def run(self) -> Result:
-            return Result()
-
-    _fake_module(monkeypatch, Monitor=Monitor)
-    step = monitoring_step()
-    assert step is not None
-    ctx = CycleContext(api=object(), settings=Settings(), stopping=lambda: False)  # type: ignore[arg-type]
-    assert step.run(ctx) == {"pulled": 2, "scored": 2}
+def test_monitoring_is_a_default_step_unless_switched_off(tmp_path: Path) -> None:
+    inbox = Inbox(tmp_path / "inbox")
+    names = [s.name for s in default_steps(DaemonOptions(), inbox)]
+    assert names == ["probe", "publish", "inbox", "configured", "monitoring"]
+    off = default_steps(DaemonOptions(monitoring=False), inbox)
+    assert "monitoring" not in [s.name for s in off]
 
 
 def test_sleeping_is_an_event_wait_not_a_busy_loop(api: FakeApi) -> None:
@@ -287,34 +281,17 @@ def test_sleeping_is_an_event_wait_not_a_busy_loop(api: FakeApi) -> None:
 
 
 def test_monitor_result_with_failures_marks_the_step_failed_but_keeps_counts(
-    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+    api: FakeApi,
 ) -> None:
-    from collections import Counter
-
-    from alliance_fhir.sync.engine import SyncResult
-
-    class Result:
-        def __init__(self) -> None:
-            self.pulled = 3
-            self.alerts: Counter[str] = Counter(new=2)
-            self.sync = SyncResult(run_id="r", counts=Counter(created=4))
-            self.failures = ["Patient/1: FatalError"]
-
-        @property
-        def ok(self) -> bool:
-            return not self.failures
-
-    class Monitor:
-        def __init__(self, api: object) -> None:
-            pass
-
-        def run(self) -> Result:
-            return Result()
-
-    _fake_module(monkeypatch, Monitor=Monitor)
-    step = monitoring_step()
-    assert step is not None
-    daemon, waits = make_daemon(api, [step], cycles=1)
+    api.monitor_results = [
+        MonitorResult(
+            pulled=3,
+            alerts=Counter(new=2),
+            sync=SyncResult(run_id="r", counts=Counter(created=4)),
+            failures=["Patient/1: FatalError"],
+        )
+    ]
+    daemon, waits = make_daemon(api, [Step("monitoring", monitoring_step)], cycles=1)
     daemon.run_forever()
     assert waits == [60]  # a failed step, not an outage: no back-off
     text = daemon.metrics.registry.render()
@@ -322,3 +299,15 @@ def test_monitor_result_with_failures_marks_the_step_failed_but_keeps_counts(
     assert "alliance_fhir_resources_pulled_total 3" in text
     assert 'alliance_fhir_resources_pushed_total{operation="created"} 4' in text
     assert 'alliance_fhir_cycles_total{outcome="failed"} 1' in text
+
+
+def test_monitor_run_with_a_refused_score_write_fails_the_step(api: FakeApi) -> None:
+    refused = SyncResult(run_id="r", counts=Counter(rejected=1), failures=["score ext-7"])
+    api.monitor_results = [MonitorResult(pulled=1, external=1, sync=refused)]
+    daemon, _ = make_daemon(
+        api, [Step("monitoring", monitoring_step)], cycles=1, options=DaemonOptions(once=True)
+    )
+    assert daemon.run_forever() == 1
+    text = daemon.metrics.registry.render()
+    assert 'alliance_fhir_errors_total{step="monitoring"} 1' in text
+    assert "alliance_fhir_rejected_total 1" in text

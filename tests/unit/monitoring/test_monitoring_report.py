@@ -21,15 +21,15 @@ from monitoringkit import (
     when,
 )
 
+from alliance_fhir.app import reports
+from alliance_fhir.app.reports import render_png
 from alliance_fhir.exceptions import ConfigError
-from alliance_fhir.monitoring import report
 from alliance_fhir.monitoring.evaluate import evaluate
 from alliance_fhir.monitoring.report import (
     FLAG_COLOUR,
     TOTAL_COLOUR,
     ReportGoal,
     ReportMilestone,
-    render_png,
     render_report_html,
     series_for,
 )
@@ -152,7 +152,7 @@ def test_png_shows_the_chart_with_red_flagged_points(tmp_path: Path) -> None:
 def test_missing_chromium_is_a_config_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(report.shutil, "which", lambda _: None)
+    monkeypatch.setattr(reports.shutil, "which", lambda _: None)
     page = tmp_path / "r.html"
     page.write_text("<p>x</p>", encoding="utf-8")
     with pytest.raises(ConfigError, match="chromium is not installed"):

@@ -8,6 +8,7 @@ conditional creates, to check what the monitor writes and how often.
 from __future__ import annotations
 
 import copy
+import html
 import itertools
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -18,7 +19,8 @@ import pytest
 from monitoringkit import default_rules
 
 from alliance_fhir.adapters.codesystem import codesystem_for_instruments
-from alliance_fhir.app.monitor import RECOVERED_REASON, Monitor, report_goals
+from alliance_fhir.app.monitor import RECOVERED_REASON, Monitor
+from alliance_fhir.app.reports import Reports, report_goals
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import ConfigError, ConflictError, InvalidInputError
 from alliance_fhir.fhir import ReadResult
@@ -338,6 +340,43 @@ def test_a_failed_patient_keeps_the_watermark_where_it_was(
 
 
 # -- report goals and the CodeSystem -------------------------------------------------------
+
+
+def test_the_report_shows_the_open_alerts_and_trend_of_a_patient_found_by_identifier(
+    server: FakeServer, monitor: Monitor, tmp_path: Path
+) -> None:
+    _falling(server)
+    monitor.run()
+    mrn = "http://example-clinic.org/mrn|MRN-9"
+    server.db.setdefault("Patient", {})["p1"] = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "identifier": [{"system": "http://example-clinic.org/mrn", "value": "MRN-9"}],
+    }
+    reports = Reports(
+        cast(Any, server), monitor.library, monitor.settings, monitor.rules, now=lambda: NOW
+    )
+    out = tmp_path / "r" / "p1.html"
+
+    assert reports.write_report(mrn, out) == [out]
+
+    page = out.read_text(encoding="utf-8")
+    assert page == reports.report_html("Patient/p1")
+    assert "Therapeutic alliance report: Client p1" in page
+    assert "as of 2024-03-01" in page
+    assert page.count("<svg") == 1  # one instrument answered: one chart
+    open_tasks = [t["description"] for t in server.all("Task")]
+    assert len(open_tasks) == 2
+    assert all(html.escape(d, quote=False) in page for d in open_tasks)
+    assert "MRN-9" not in page
+
+
+def test_an_unknown_patient_identifier_is_one_input_problem(
+    server: FakeServer, monitor: Monitor
+) -> None:
+    reports = Reports(cast(Any, server), monitor.library, monitor.settings, monitor.rules)
+    with pytest.raises(InvalidInputError, match="no such patient"):
+        reports.report_html("http://example-clinic.org/mrn|MRN-404")
 
 
 def test_report_goals_show_current_plans_in_the_clients_words() -> None:

@@ -1,0 +1,326 @@
+"""Alerts on the server: reading the open ones, raising, changing and closing Flag + Task.
+
+What to do is decided in ``monitoring.alerts`` (pure); this module does it:
+
+* ``new`` -> Flag (active) + Task (requested) in one transaction, each created only if no
+  *open* one with its identifier exists. A rule that fires again after recovering reopens
+  its Flag (one Flag per alert key: R4 Flag has no ``status`` search parameter) and opens a
+  new Task (the completed one stays as history). An alert the clinician closed by hand is
+  not raised again for the same check-in (a new check-in that fires the rule raises it).
+* ``changed`` -> the open Flag's text and Task's description/focus/priority patched under
+  If-Match.
+* ``recovered`` -> Flag inactive with ``period.end``, Task completed with the recovery note
+  and ``statusReason`` :data:`RECOVERED_REASON`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from alliance_fhir.adapters import fhirjson
+from alliance_fhir.adapters.identity import identifier_system, search_token
+from alliance_fhir.adapters.record import record_uuid
+from alliance_fhir.app.patient_view import PatientView, identifier_value, parse_when
+from alliance_fhir.config import Settings
+from alliance_fhir.exceptions import ConflictError
+from alliance_fhir.fhir import FhirClient
+from alliance_fhir.instruments.library import InstrumentLibrary
+from alliance_fhir.log import get_logger
+from alliance_fhir.monitoring.alerts import (
+    FLAG_KIND,
+    PRIORITY,
+    TASK_KIND,
+    AlertDecision,
+    AlertState,
+    OpenAlert,
+    closed_flag,
+    completed_task,
+    flag_resource,
+    task_resource,
+)
+from alliance_fhir.monitoring.evaluate import Trigger, recovery_note
+from alliance_fhir.monitoring.pull import NO_CACHE, ServerResponse
+from alliance_fhir.monitoring.rules import Rule
+
+__all__ = ["OPEN_TASK_STATUSES", "RECOVERED_REASON", "AlertWriter", "OpenOnServer"]
+
+log = get_logger("alliance_fhir.monitoring")
+
+#: Task statuses that mean the clinician still has it to do.
+OPEN_TASK_STATUSES = ("requested", "received", "accepted", "ready", "in-progress", "on-hold")
+
+#: ``Task.statusReason.text`` of a Task we completed because the scores recovered (a Task
+#: closed without it was closed by a person: not raised again for the same check-in).
+RECOVERED_REASON = "Closed by alliance-fhir: the rule no longer applies."
+
+
+@dataclass
+class OpenOnServer:
+    """An alert open on the server: the decision's view plus the resources to edit."""
+
+    alert: OpenAlert
+    flag: dict[str, Any] | None = None
+    task: dict[str, Any] | None = None
+
+
+def _editable(resource: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: copy.deepcopy(v) for k, v in resource.items() if k not in ("meta", "text")}
+
+
+def _stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AlertWriter:
+    """Reads and writes our alert Flags and Tasks (identifiers ``alert-flag``/``alert-task``
+    in the configured namespace)."""
+
+    def __init__(
+        self,
+        client: FhirClient,
+        library: InstrumentLibrary,
+        settings: Settings,
+        rules: Sequence[Rule],
+    ) -> None:
+        self.client = client
+        self.library = library
+        self._ns = settings.identifier_namespace
+        self._base = settings.canonical_base
+        self._flag_system = identifier_system(FLAG_KIND, self._ns)
+        self._task_system = identifier_system(TASK_KIND, self._ns)
+        self._rules_by_id = {r.id: r for r in rules}
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def open_alerts(self, patient_id: str | None = None) -> dict[str, list[OpenOnServer]]:
+        """Alerts open on the server (active Flag or open Task of ours), by patient id."""
+        found: dict[str, OpenOnServer] = {}
+        subject = {"subject": f"Patient/{patient_id}"} if patient_id else {}
+        # Flag has no ``status`` search parameter in R4: one Flag per alert key (it is reopened
+        # when the rule fires again), so filtering here stays cheap.
+        flags = self.client.search(
+            "Flag", {"identifier": f"{self._flag_system}|", **subject}, headers=NO_CACHE
+        )
+        for flag in flags:
+            key = identifier_value(flag, self._flag_system)
+            if key and flag.get("status") == "active":
+                entry = found.setdefault(key, OpenOnServer(OpenAlert("", "")))
+                entry.flag = entry.flag or flag
+        tasks = self.client.search(
+            "Task",
+            {
+                "identifier": f"{self._task_system}|",
+                "status": ",".join(OPEN_TASK_STATUSES),
+                **subject,
+            },
+            headers=NO_CACHE,
+        )
+        for task in tasks:
+            key = identifier_value(task, self._task_system)
+            if not key:
+                continue
+            entry = found.setdefault(key, OpenOnServer(OpenAlert("", "")))
+            entry.task = entry.task or task
+        out: dict[str, list[OpenOnServer]] = defaultdict(list)
+        for key, entry in sorted(found.items()):
+            rule_id, sep, pid = key.partition(":")
+            if not sep or not pid:
+                continue
+            open_flag, open_task = entry.flag or {}, entry.task or {}
+            description = open_task.get("description") or (open_flag.get("code") or {}).get("text")
+            since = parse_when((open_flag.get("period") or {}).get("start")) or parse_when(
+                open_task.get("authoredOn")
+            )
+            entry.alert = OpenAlert(
+                rule_id=rule_id,
+                patient_key=pid,
+                flag_id=str(open_flag["id"]) if open_flag else None,
+                task_id=str(open_task["id"]) if open_task else None,
+                description=str(description) if description else None,
+                since=since,
+            )
+            out[pid].append(entry)
+        return dict(out)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def apply(
+        self,
+        decision: AlertDecision,
+        current: OpenOnServer | None,
+        info: PatientView,
+        now: datetime,
+    ) -> str:
+        """Carry out one decision; what happened (``new``, ``changed``, ``unchanged``,
+        ``recovered`` or ``dismissed``)."""
+        if decision.state == AlertState.UNCHANGED:
+            return "unchanged"
+        if decision.state == AlertState.NEW:
+            assert decision.trigger is not None
+            return self._raise(decision.trigger, info, now)
+        assert current is not None
+        if decision.state == AlertState.CHANGED:
+            assert decision.trigger is not None
+            self._change(decision.trigger, current, info, now)
+            return "changed"
+        self._recover(current, info, now)
+        return "recovered"
+
+    def _focus(self, trigger: Trigger, info: PatientView) -> ServerResponse | None:
+        if trigger.focus_key is None:
+            return None
+        return next((r for r in info.responses if r.key == trigger.focus_key), None)
+
+    def _owner(self, focus: ServerResponse | None, info: PatientView) -> dict[str, Any] | None:
+        if focus is not None and focus.author_ref is not None:
+            return {"reference": str(focus.author_ref["reference"])}
+        return info.plan_owner
+
+    def _dismissed(self, trigger: Trigger, focus: ServerResponse | None, info: PatientView) -> bool:
+        """Whether the clinician closed this alert by hand and nothing new fired it since."""
+        token = search_token(TASK_KIND, trigger.key, self._ns)
+        params = {"identifier": token, "_sort": "-_lastUpdated", "_count": "1"}
+        page = self.client.search_page("Task", params, headers=NO_CACHE)
+        latest = next(
+            (e["resource"] for e in page.get("entry") or [] if isinstance(e.get("resource"), dict)),
+            None,
+        )
+        if latest is None or latest.get("status") in OPEN_TASK_STATUSES:
+            return False
+        if (latest.get("statusReason") or {}).get("text") == RECOVERED_REASON:
+            return False
+        if focus is not None:
+            return (latest.get("focus") or {}).get("reference") == focus.reference
+        closed = parse_when((latest.get("meta") or {}).get("lastUpdated"))
+        checkins = info.series.get(trigger.instrument, [])
+        last = max((c.authored for c in checkins), default=None)
+        return closed is not None and (last is None or last <= closed)
+
+    def _raise(self, trigger: Trigger, info: PatientView, now: datetime) -> str:
+        focus = self._focus(trigger, info)
+        if self._dismissed(trigger, focus, info):
+            log.info("monitoring.alert_dismissed", alert=trigger.key)
+            return "dismissed"
+        subject = {"reference": f"Patient/{info.patient_id}"}
+        focus_ref = {"reference": focus.reference} if focus is not None else None
+        flag = flag_resource(
+            trigger, subject_ref=subject, namespace=self._ns, canonical_base=self._base, now=now
+        )
+        task = task_resource(
+            trigger,
+            subject_ref=subject,
+            owner_ref=self._owner(focus, info),
+            focus_ref=focus_ref,
+            namespace=self._ns,
+            canonical_base=self._base,
+            now=now,
+        )
+        flag_token = search_token(FLAG_KIND, trigger.key, self._ns)
+        task_token = search_token(TASK_KIND, trigger.key, self._ns)
+        open_tasks = ",".join(OPEN_TASK_STATUSES)
+        entries: list[dict[str, Any]] = []
+        earlier = list(self.client.search("Flag", {"identifier": flag_token}, headers=NO_CACHE))
+        if earlier:
+            # The rule fired before and recovered: reopen its Flag (the last episode stays
+            # in the Flag's history) rather than a second Flag with the same identifier.
+            def reopen(old: dict[str, Any]) -> dict[str, Any]:
+                return {**flag, "id": old["id"]}
+
+            self._write("Flag", str(earlier[0]["id"]), reopen)
+        else:
+            entries.append(
+                {
+                    "fullUrl": record_uuid(FLAG_KIND, trigger.key),
+                    "resource": flag,
+                    "request": {
+                        "method": "POST",
+                        "url": "Flag",
+                        "ifNoneExist": f"identifier={flag_token}",
+                    },
+                }
+            )
+        entries.append(
+            {
+                "fullUrl": record_uuid(TASK_KIND, trigger.key),
+                "resource": task,
+                "request": {
+                    "method": "POST",
+                    "url": "Task",
+                    "ifNoneExist": f"identifier={task_token}&status={open_tasks}",
+                },
+            }
+        )
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        self.client.transaction(bundle)
+        log.info("monitoring.alert_raised", alert=trigger.key, severity=trigger.severity)
+        return "new"
+
+    def _write(
+        self, resource_type: str, resource_id: str, edit: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> None:
+        """Read, edit and write back under If-Match; one retry when someone else wrote in
+        between (the edit is applied again to their version)."""
+        for attempt in (1, 2):
+            current = self.client.read(resource_type, resource_id, headers=NO_CACHE)
+            updated = edit(current.resource)
+            try:
+                self.client.update(updated, if_match=current.version_id)
+                return
+            except ConflictError:
+                if attempt == 2:
+                    raise
+
+    def _change(
+        self, trigger: Trigger, current: OpenOnServer, info: PatientView, now: datetime
+    ) -> None:
+        focus = self._focus(trigger, info)
+
+        def edit_flag(flag: dict[str, Any]) -> dict[str, Any]:
+            out = _editable(flag)
+            out["code"] = {**(out.get("code") or {}), "text": trigger.message}
+            return fhirjson.validate(out, source=f"Flag {trigger.key}")
+
+        def edit_task(task: dict[str, Any]) -> dict[str, Any]:
+            out = _editable(task)
+            out["description"] = trigger.message
+            out["priority"] = PRIORITY[trigger.severity]
+            out["lastModified"] = _stamp(now)
+            if focus is not None:
+                out["focus"] = {"reference": focus.reference}
+            return fhirjson.validate(out, source=f"Task {trigger.key}")
+
+        if current.alert.flag_id:
+            self._write("Flag", current.alert.flag_id, edit_flag)
+        if current.alert.task_id:
+            self._write("Task", current.alert.task_id, edit_task)
+        log.info("monitoring.alert_updated", alert=trigger.key)
+
+    def _recover(self, current: OpenOnServer, info: PatientView, now: datetime) -> None:
+        alert = current.alert
+        rule = self._rules_by_id[alert.rule_id]
+        instrument = self.library.get(rule.instrument)
+        note = recovery_note(
+            rule,
+            instrument,
+            info.series.get(instrument.id, []),
+            care_plan_active=info.care_plan_active,
+        )
+
+        def close_flag(flag: dict[str, Any]) -> dict[str, Any]:
+            return closed_flag(flag, now=now)
+
+        def complete_task(task: dict[str, Any]) -> dict[str, Any]:
+            out = completed_task(task, now=now, note=note)
+            out["statusReason"] = {"text": RECOVERED_REASON}
+            return fhirjson.validate(out, source=f"Task {alert.key}")
+
+        if alert.flag_id:
+            self._write("Flag", alert.flag_id, close_flag)
+        if alert.task_id:
+            self._write("Task", alert.task_id, complete_task)
+        log.info("monitoring.alert_closed", alert=alert.key)

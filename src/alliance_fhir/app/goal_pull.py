@@ -1,0 +1,68 @@
+"""Finding a patient on the server and pulling their goal plans back from it.
+
+Used by ``alliance-fhir pull goals`` and by the clinician's report. The plans are read as the
+server holds them, EHR-made goals linked to a plan included; a plan that cannot be read (for
+example one naming no clinician) is left out with a warning naming only its server id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alliance_fhir.adapters.goals import plan_from_fhir
+from alliance_fhir.app.records import goal_options
+from alliance_fhir.config import Settings
+from alliance_fhir.exceptions import InvalidInputError, Problem
+from alliance_fhir.fhir import FhirClient
+from alliance_fhir.goals import Plan
+from alliance_fhir.log import get_logger, register_sensitive
+from alliance_fhir.monitoring.pull import NO_CACHE
+
+__all__ = ["GAS_CODES", "care_plans", "pull_plans", "resolve_patient"]
+
+log = get_logger("alliance_fhir.monitoring")
+
+#: Observation codes of goal attainment scaling, read back with the goals.
+GAS_CODES = ("gas-rating", "gas-t-score")
+
+
+def resolve_patient(client: FhirClient, patient: str) -> str:
+    """The server id of ``patient``: ``system|value`` (an identifier), ``Patient/123`` or
+    ``123``. The identifier's value is registered as sensitive before any request."""
+    if "|" in patient:
+        register_sensitive(patient, patient.split("|", 1)[1])
+        hits = list(client.search("Patient", {"identifier": patient}, headers=NO_CACHE))
+        if not hits:
+            raise InvalidInputError(Problem("--patient", "patient", "no such patient"))
+        return str(hits[0]["id"])
+    return patient.removeprefix("Patient/")
+
+
+def care_plans(client: FhirClient, patient_id: str) -> list[dict[str, Any]]:
+    """Every CarePlan of the patient (ours and the EHR's), fresh from the server."""
+    params = {"subject": f"Patient/{patient_id}", "_count": "100"}
+    return list(client.search("CarePlan", params, headers=NO_CACHE))
+
+
+def pull_plans(client: FhirClient, settings: Settings, patient_id: str) -> list[Plan]:
+    """The patient's care plans with their goals, as on the server (EHR-made included;
+    a plan that cannot be read, e.g. one naming no clinician, is left out)."""
+    subject = f"Patient/{patient_id}"
+    goals = list(client.search("Goal", {"subject": subject}, headers=NO_CACHE))
+    observations = [
+        o
+        for o in client.search("Observation", {"subject": subject}, headers=NO_CACHE)
+        if any(c.get("code") in GAS_CODES for c in (o.get("code") or {}).get("coding") or [])
+    ]
+    options = goal_options(settings)
+    out: list[Plan] = []
+    for cp in care_plans(client, patient_id):
+        try:
+            out.append(plan_from_fhir(cp, goals, observations, None, options))
+        except InvalidInputError as exc:
+            log.warning(
+                "monitoring.plan_unreadable",
+                careplan=f"CarePlan/{cp.get('id')}",
+                reason=str(exc.problems[0].reason),
+            )
+    return out
