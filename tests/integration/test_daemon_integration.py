@@ -288,7 +288,7 @@ def test_inbox_files_reach_the_server_exactly_once_across_a_sigterm_mid_cycle(
 def test_one_cycle_with_the_monitoring_step_plugged_in(
     fhir_base_url: str, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
-    """``--once`` with the monitoring service installed: it runs after the pushes and pulls
+    """``--once`` with the monitor on: it runs after the pushes and pulls
     the responses just written; the cycle succeeds."""
     clinic = Clinic(tmp_path, fhir_base_url)
     clinic.seed()

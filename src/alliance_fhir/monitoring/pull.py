@@ -4,7 +4,7 @@ Responses are read by :mod:`alliance_fhir.adapters.response`, the reader the fil
 uses too; this module adds the server's view (references to its Patients and clinicians,
 ``ext-<id>`` keys), the pull's search parameters and watermark, and scoring.
 
-The monitor (``monitoring.service``) pulls the responses to *our* instruments (their
+The monitor (``app.monitor``) pulls the responses to *our* instruments (their
 ``questionnaire`` canonical names a loaded instrument's URL) and needs three things from each:
 
 * a :class:`ServerResponse`: which instrument, which patient (the server's ``Patient`` id),

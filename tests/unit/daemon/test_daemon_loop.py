@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from alliance_fhir.sync.apply import SyncResult
 
 from alliance_fhir.api import MonitorResult
 from alliance_fhir.config import Settings
@@ -25,6 +24,7 @@ from alliance_fhir.daemon.loop import (
 )
 from alliance_fhir.daemon.metrics import DaemonMetrics
 from alliance_fhir.exceptions import FatalError, RetriableError
+from alliance_fhir.sync.engine import SyncResult
 from alliance_fhir.sync.state import StateStore
 
 
