@@ -263,3 +263,19 @@ def fhir_reset(fhir_base_url: str) -> Callable[[], None]:
 
     reset()
     return reset
+
+
+@pytest.fixture(scope="session")
+def fhir_profile_url(fhir_base_url: str) -> Callable[[str], str]:
+    """``fhir_profile_url("batch-only")`` -> the base URL of that EHR-like profile.
+
+    The test server mounts every profile (see ``scripts/fhir-server --help``) next to
+    ``/fhir`` at ``/profiles/<name>/fhir``, over the same database, so one server start
+    serves them all.
+    """
+    origin = fhir_base_url.rstrip("/").removesuffix("/fhir")
+
+    def url(profile: str) -> str:
+        return f"{origin}/profiles/{profile}/fhir"
+
+    return url
