@@ -286,3 +286,19 @@ def published_clinic(fhir_base_url: str, clinic: Path, tmp_path: Path) -> Path:
     with make_api(fhir_base_url, tmp_path / "seed.sqlite3") as api:
         assert api.publish(labels_only=True).ok
     return clinic
+
+
+@pytest.fixture(scope="session")
+def fhir_profile_url(fhir_base_url: str) -> Callable[[str], str]:
+    """``fhir_profile_url("batch-only")`` -> the base URL of that EHR-like profile.
+
+    The test server mounts every profile (see ``scripts/fhir-server --help``) next to
+    ``/fhir`` at ``/profiles/<name>/fhir``, over the same database, so one server start
+    serves them all.
+    """
+    origin = fhir_base_url.rstrip("/").removesuffix("/fhir")
+
+    def url(profile: str) -> str:
+        return f"{origin}/profiles/{profile}/fhir"
+
+    return url

@@ -2,7 +2,8 @@
 
 Each cycle publishes changed instruments, ingests the inbox folder, pushes the configured
 inputs and runs the monitor (``api.monitor()``) unless told not to; it sleeps the interval
-with jitter and backs off while the FHIR server is unreachable. One instance per state store (a lock file);
+with jitter and backs off while the FHIR server is unreachable. One instance per state store
+(a lock file);
 ``/healthz``, ``/readyz`` and ``/metrics`` on a local port. See docs/daemon.md.
 """
 

@@ -19,6 +19,7 @@ import ca.uhn.fhir.jpa.provider.JpaCapabilityStatementProvider;
 import ca.uhn.fhir.jpa.search.DatabaseBackedPagingProvider;
 import ca.uhn.fhir.jpa.subscription.channel.config.SubscriptionChannelConfig;
 import ca.uhn.fhir.rest.api.EncodingEnum;
+import ca.uhn.fhir.rest.server.ETagSupportEnum;
 import ca.uhn.fhir.rest.server.IncomingRequestAddressStrategy;
 import ca.uhn.fhir.rest.server.RestfulServer;
 import ca.uhn.fhir.rest.server.interceptor.RequestValidatingInterceptor;
@@ -142,7 +143,7 @@ public class FhirServerConfig {
 	}
 
 	@Bean
-	public RestfulServer restfulServer(
+	public RestfulServerFactory restfulServerFactory(
 			IFhirSystemDao<?, ?> theSystemDao,
 			ResourceProviderFactory theResourceProviderFactory,
 			IJpaSystemProvider theJpaSystemProvider,
@@ -151,17 +152,33 @@ public class FhirServerConfig {
 			IValidationSupport theValidationSupport,
 			DatabaseBackedPagingProvider thePagingProvider,
 			@Qualifier("allianceRequestValidatingInterceptor") RequestValidatingInterceptor theRequestValidator) {
-		RestfulServer server = new RestfulServer(theSystemDao.getContext());
-		server.registerProviders(theResourceProviderFactory.createProviders());
-		server.registerProvider(theJpaSystemProvider);
-		server.setServerConformanceProvider(new JpaCapabilityStatementProvider(
-				server, theSystemDao, theStorageSettings, theSearchParamRegistry, theValidationSupport));
-		server.setDefaultResponseEncoding(EncodingEnum.JSON);
-		server.setDefaultPrettyPrint(false);
-		server.setPagingProvider(thePagingProvider);
-		server.setServerAddressStrategy(new IncomingRequestAddressStrategy());
-		server.registerInterceptor(theRequestValidator);
-		server.registerInterceptor(new IfMatchPreconditionInterceptor());
-		return server;
+		return theProfile -> {
+			RestfulServer server = new RestfulServer(theSystemDao.getContext());
+			server.registerProviders(theResourceProviderFactory.createProviders());
+			server.registerProvider(theJpaSystemProvider);
+			server.setServerConformanceProvider(new JpaCapabilityStatementProvider(
+					server, theSystemDao, theStorageSettings, theSearchParamRegistry, theValidationSupport));
+			server.setDefaultResponseEncoding(EncodingEnum.JSON);
+			server.setDefaultPrettyPrint(false);
+			server.setPagingProvider(thePagingProvider);
+			server.setServerAddressStrategy(new IncomingRequestAddressStrategy());
+			if (ServerOptions.current().isValidation()) {
+				server.registerInterceptor(theRequestValidator);
+			}
+			server.registerInterceptor(new IfMatchPreconditionInterceptor());
+			if (theProfile != ServerProfile.FULL) {
+				server.registerInterceptor(new ProfileInterceptor(theProfile));
+				if (!theProfile.sendsVersions()) {
+					server.setETagSupport(ETagSupportEnum.DISABLED);
+				}
+			}
+			return server;
+		};
+	}
+
+	/** One RestfulServer per mounted profile, all over the same DAOs and database. */
+	@FunctionalInterface
+	public interface RestfulServerFactory {
+		RestfulServer create(ServerProfile theProfile);
 	}
 }

@@ -2,8 +2,11 @@ package org.alliancefhir.testserver;
 
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.validation.FhirValidator;
+import jakarta.servlet.DispatcherType;
 import jakarta.servlet.http.HttpServlet;
+import java.util.EnumSet;
 import ca.uhn.fhir.rest.server.interceptor.RequestValidatingInterceptor;
+import org.eclipse.jetty.ee10.servlet.FilterHolder;
 import org.eclipse.jetty.ee10.servlet.ServletContextHandler;
 import org.eclipse.jetty.ee10.servlet.ServletHolder;
 import org.eclipse.jetty.server.HttpConfiguration;
@@ -20,11 +23,14 @@ import org.springframework.context.annotation.AnnotationConfigApplicationContext
  *
  * <pre>
  *   java -cp ... org.alliancefhir.testserver.Main [--port N] [--host H] [--db-dir DIR]
+ *        [--profile NAME] [--no-validation]
  * </pre>
  *
  * Without {@code --db-dir} the data lives in an in-memory H2 database (lost on exit);
  * with it, an H2 file database under DIR is used, so data survives a restart.
- * The FHIR base is always {@code http://HOST:PORT/fhir}.
+ * The FHIR base is always {@code http://HOST:PORT/fhir}, behaving as {@code --profile};
+ * every profile is also mounted at {@code /profiles/<name>/fhir} over the same database,
+ * so one JVM (one slow start) serves tests of all of them.
  */
 public final class Main {
 
@@ -37,19 +43,23 @@ public final class Main {
 		ServerOptions options = ServerOptions.parse(theArgs);
 		ServerOptions.setCurrent(options);
 		ourLog.info(
-				"Starting alliance-fhir test server: port={} host={} database={}",
+				"Starting alliance-fhir test server: port={} host={} database={} profile={} validation={}",
 				options.getPort(),
 				options.getHost(),
-				options.getJdbcUrl());
+				options.getJdbcUrl(),
+				options.getProfile().getName(),
+				options.isValidation());
 
 		AnnotationConfigApplicationContext springContext = new AnnotationConfigApplicationContext();
 		springContext.register(FhirServerConfig.class);
 		springContext.refresh();
 		springContext.registerShutdownHook();
 
-		warmUpValidator(springContext);
+		if (options.isValidation()) {
+			warmUpValidator(springContext);
+		}
 
-		HttpServlet fhirServlet = springContext.getBean("restfulServer", HttpServlet.class);
+		FhirServerConfig.RestfulServerFactory servers = springContext.getBean(FhirServerConfig.RestfulServerFactory.class);
 
 		QueuedThreadPool threadPool = new QueuedThreadPool(64, 4);
 		threadPool.setName("fhir-http");
@@ -64,9 +74,11 @@ public final class Main {
 
 		ServletContextHandler contextHandler = new ServletContextHandler();
 		contextHandler.setContextPath("/");
-		ServletHolder holder = new ServletHolder("fhir", fhirServlet);
-		holder.setInitOrder(1);
-		contextHandler.addServlet(holder, "/fhir/*");
+		mount(contextHandler, "fhir", "/fhir", servers.create(options.getProfile()), options.getProfile());
+		for (ServerProfile profile : ServerProfile.values()) {
+			mount(contextHandler, "profile-" + profile.getName(), "/profiles/" + profile.getName() + "/fhir",
+					servers.create(profile), profile);
+		}
 		jetty.setHandler(contextHandler);
 		jetty.setStopAtShutdown(true);
 		jetty.setStopTimeout(5000);
@@ -80,6 +92,18 @@ public final class Main {
 				options.getPort(),
 				System.currentTimeMillis() - start);
 		jetty.join();
+	}
+
+	private static void mount(
+			ServletContextHandler theHandler, String theName, String thePath, HttpServlet theServlet,
+			ServerProfile theProfile) {
+		ServletHolder holder = new ServletHolder(theName, theServlet);
+		holder.setInitOrder(1);
+		theHandler.addServlet(holder, thePath + "/*");
+		if (theProfile != ServerProfile.FULL) {
+			theHandler.addFilter(
+					new FilterHolder(new ProfileFilter(theProfile)), thePath + "/*", EnumSet.of(DispatcherType.REQUEST));
+		}
 	}
 
 	/**

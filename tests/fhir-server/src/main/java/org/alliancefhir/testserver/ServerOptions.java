@@ -9,40 +9,53 @@ import java.io.File;
  *   <li>{@code --port N} (or system property {@code alliance.fhir.port}), default 8080</li>
  *   <li>{@code --host H} (or {@code alliance.fhir.host}), default 127.0.0.1</li>
  *   <li>{@code --db-dir DIR} (or {@code alliance.fhir.db-dir}); absent = in-memory H2</li>
+ *   <li>{@code --profile NAME} (or {@code alliance.fhir.profile}): how {@code /fhir} behaves,
+ *       default {@code full} (see {@link ServerProfile})</li>
+ *   <li>{@code --no-validation}: leave the request-validating interceptor out (every servlet)</li>
  * </ul>
  */
 public final class ServerOptions {
 
-	private static volatile ServerOptions ourCurrent = new ServerOptions(8080, "127.0.0.1", null);
+	private static volatile ServerOptions ourCurrent =
+			new ServerOptions(8080, "127.0.0.1", null, ServerProfile.FULL, true);
 
 	private final int myPort;
 	private final String myHost;
 	private final String myDbDir;
+	private final ServerProfile myProfile;
+	private final boolean myValidation;
 
-	private ServerOptions(int thePort, String theHost, String theDbDir) {
+	private ServerOptions(
+			int thePort, String theHost, String theDbDir, ServerProfile theProfile, boolean theValidation) {
 		myPort = thePort;
 		myHost = theHost;
 		myDbDir = theDbDir;
+		myProfile = theProfile;
+		myValidation = theValidation;
 	}
 
 	public static ServerOptions parse(String[] theArgs) {
 		int port = Integer.parseInt(System.getProperty("alliance.fhir.port", "8080"));
 		String host = System.getProperty("alliance.fhir.host", "127.0.0.1");
 		String dbDir = System.getProperty("alliance.fhir.db-dir");
+		ServerProfile profile = ServerProfile.fromName(System.getProperty("alliance.fhir.profile", "full"));
+		boolean validation = true;
 		for (int i = 0; i < theArgs.length; i++) {
 			String arg = theArgs[i];
 			switch (arg) {
 				case "--port" -> port = Integer.parseInt(requireValue(theArgs, ++i, arg));
 				case "--host" -> host = requireValue(theArgs, ++i, arg);
 				case "--db-dir" -> dbDir = requireValue(theArgs, ++i, arg);
+				case "--profile" -> profile = ServerProfile.fromName(requireValue(theArgs, ++i, arg));
+				case "--no-validation" -> validation = false;
 				default -> throw new IllegalArgumentException("Unknown argument: " + arg
-						+ " (usage: [--port N] [--host H] [--db-dir DIR])");
+						+ " (usage: [--port N] [--host H] [--db-dir DIR] [--profile NAME] [--no-validation])");
 			}
 		}
 		if (dbDir != null && dbDir.isBlank()) {
 			dbDir = null;
 		}
-		return new ServerOptions(port, host, dbDir);
+		return new ServerOptions(port, host, dbDir, profile, validation);
 	}
 
 	private static String requireValue(String[] theArgs, int theIndex, String theArg) {
@@ -70,6 +83,16 @@ public final class ServerOptions {
 
 	public String getDbDir() {
 		return myDbDir;
+	}
+
+	/** How {@code /fhir} behaves; every profile is also mounted at {@code /profiles/<name>/fhir}. */
+	public ServerProfile getProfile() {
+		return myProfile;
+	}
+
+	/** False when {@code --no-validation}: no request-validating interceptor anywhere. */
+	public boolean isValidation() {
+		return myValidation;
 	}
 
 	/** JDBC URL of the H2 database: in-memory unless a db directory was given. */
