@@ -64,6 +64,7 @@ __all__ = [
     "Doctor",
     "MonitorResult",
     "PatientOutcome",
+    "Records",
     "Report",
     "ScoredAssessment",
     "Status",
@@ -245,10 +246,17 @@ class AllianceFhir:
         out_dir: Path | None = None,
     ) -> Report:
         """Publish our CodeSystem and the instruments' Questionnaires."""
-        records = instrument_records(
+        records = self.instrument_records(labels_only=labels_only, instruments=instruments)
+        return self.run(records, command="publish", dry_run=dry_run, out_dir=out_dir)
+
+    def instrument_records(
+        self, *, labels_only: bool = False, instruments: Sequence[str] | None = None
+    ) -> Records:
+        """Our CodeSystem and the Questionnaires as records (a licensed instrument with no
+        overlay and no ``labels_only`` is skipped with the reason)."""
+        return instrument_records(
             self.library, self.settings, labels_only=labels_only, only=instruments
         )
-        return self.run(records, command="publish", dry_run=dry_run, out_dir=out_dir)
 
     def assessment_records(self, paths: Sequence[Path]) -> Records:
         """Read, check and score assessment files into records (problems kept aside)."""

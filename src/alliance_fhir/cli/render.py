@@ -19,7 +19,7 @@ from alliance_fhir.api import Report, ScoredAssessment, Status
 from alliance_fhir.exceptions import Problem
 
 if TYPE_CHECKING:
-    from alliance_fhir.app.monitor import MonitorResult
+    from alliance_fhir.api import MonitorResult
 
 # Wide enough for tables when piped or captured (no terminal to measure).
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)

@@ -39,8 +39,7 @@ from alliance_fhir.exceptions import (
 from alliance_fhir.log import get_logger
 
 if TYPE_CHECKING:
-    from alliance_fhir.api import AllianceFhir, MonitorResult
-    from alliance_fhir.app.records import Records
+    from alliance_fhir.api import AllianceFhir, MonitorResult, Records
     from alliance_fhir.config import Settings
     from alliance_fhir.daemon.inbox import Inbox
     from alliance_fhir.daemon.metrics import DaemonMetrics
@@ -207,9 +206,7 @@ def push_if_changed(ctx: CycleContext, records: Records, command: str) -> Mappin
 
 def publish_step(labels_only: bool) -> StepFn:
     def run(ctx: CycleContext) -> Mapping[str, int]:
-        from alliance_fhir.app.records import instrument_records
-
-        records = instrument_records(ctx.api.library, ctx.settings, labels_only=labels_only)
+        records = ctx.api.instrument_records(labels_only=labels_only)
         for skipped in records.skipped:
             log.debug("daemon.publish_skipped", reason=skipped)
         return push_if_changed(ctx, records, "publish")

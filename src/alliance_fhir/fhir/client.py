@@ -14,6 +14,10 @@ Safety rules enforced here rather than left to callers:
 * responses are size-bounded and must be JSON objects;
 * the one log line per request names method, interaction, resource type, status, duration,
   attempt and request id: never the query string, body or headers.
+
+It is one module (a little over 600 lines) on purpose: these rules hold only if every
+request goes through the one ``_execute`` path, so the interactions stay beside it; transport,
+auth, errors, paging and retries already live in the private modules around it.
 """
 
 from __future__ import annotations
