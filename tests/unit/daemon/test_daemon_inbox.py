@@ -305,7 +305,8 @@ def test_a_hostile_file_fails_alone_and_the_good_one_beside_it_is_pushed(
     assert [r.outcome for r in results] == ["failed", "processed"]
     assert (inbox.failed_dir / name).exists()
     assert (inbox.processed_dir / "good.yaml").exists()
-    assert not bad.exists() and not good.exists()
+    assert not bad.exists()
+    assert not good.exists()
     report = json.loads((inbox.failed_dir / f"{name}.report.json").read_text())
     assert report["problems"][0]["reason"]
 
@@ -353,9 +354,11 @@ def test_names_are_logged_and_reported_as_a_hash(
     inbox.scan()
     inbox.process(FakeApi(), path)  # type: ignore[arg-type]
     ref = file_ref("Okafor_Adaeze_plan.yaml")
-    assert ref.endswith(".yaml") and len(ref) == 17
+    assert ref.endswith(".yaml")
+    assert len(ref) == 17
     report = (inbox.processed_dir / "Okafor_Adaeze_plan.yaml.report.json").read_text()
-    assert "Okafor" not in report and ref in report
+    assert "Okafor" not in report
+    assert ref in report
     out = capsys.readouterr()
     assert "Okafor" not in out.out + out.err
     assert ref in out.out + out.err
@@ -411,7 +414,9 @@ def test_server_text_in_failures_is_replaced_by_the_redacted_dead_letter(inbox: 
     inbox.scan()
     inbox.process(api, path)  # type: ignore[arg-type]
     text = (inbox.failed_dir / "x.yaml.report.json").read_text()
-    assert "Jane Roe" not in text and "1980-02-03" not in text and "MRN-4242" not in text
+    assert "Jane Roe" not in text
+    assert "1980-02-03" not in text
+    assert "MRN-4242" not in text
     assert json.loads(text)["failures"] == [
         "assessment/k1: POST /Observation -> 422 Unprocessable Entity: "
         "error: invalid (Observation.subject)"
@@ -429,7 +434,8 @@ def test_archives_and_reports_are_private_under_umask_022(inbox: Inbox) -> None:
         result = box.process(FakeApi(), path)  # type: ignore[arg-type]
     finally:
         os.umask(old)
-    assert result.moved_to is not None and result.report_path is not None
+    assert result.moved_to is not None
+    assert result.report_path is not None
     for folder in (box.root, box.processed_dir, box.failed_dir):
         assert folder.stat().st_mode & 0o777 == 0o700
     assert result.moved_to.stat().st_mode & 0o777 == 0o600
