@@ -109,9 +109,9 @@ def _stop_signals(daemon: _HangupDaemon) -> Iterator[None]:
 def run(settings: Settings, options: DaemonOptions | None = None) -> int:
     """Run the daemon until SIGTERM/SIGINT/SIGHUP (or one cycle with ``options.once``).
 
-    Exit codes: 0 stopped on request or after a SIGHUP (or ``--once`` succeeded), 1 ``--once`` cycle failed,
-    2 configuration unusable (auth settings, metrics port taken), 3 another daemon holds
-    this state store.
+    Exit codes: 0 stopped on request or after a SIGHUP (or ``--once`` succeeded), 1 ``--once``
+    cycle failed, 2 configuration unusable (auth settings, metrics port taken), 3 another
+    daemon holds this state store.
     """
     from alliance_fhir.api import AllianceFhir
 
