@@ -11,14 +11,22 @@ Rules, in the order they matter:
 * **Atomic moves.** After the push the file goes to ``processed/`` or ``failed/`` inside the
   inbox with ``os.replace`` (same filesystem, so the file is either here or there, never
   half-copied), followed by ``<name>.report.json`` (written to a temporary name, then
-  renamed). A name already taken gets a UTC timestamp suffix, so nothing is overwritten.
-* **``failed/`` is for bad input only** — a parse error, a record that fails its checks, a
-  record the server refused as invalid. When the *server* is down, slow or refusing us
-  (``FhirError`` other than a rejected record), the file stays in the inbox, the error goes
-  up to the cycle (which backs off), and the next cycle tries it again. Writes are
+  renamed). A name already taken gets a UTC timestamp suffix, and a name that would pass
+  NAME_MAX (with its report suffix) is cut and tagged with a short hash: nothing is
+  overwritten, no move fails for length.
+* **One file, one fate.** Whatever is wrong with a file itself — a symlink or a file with
+  other hard links (refused unread), unreadable, unparseable, an unforeseen check, a change
+  between taking it (size, mtime_ns, sha256) and archiving it, a failed move — sends *that*
+  file to ``failed/`` with a reason; the cycle goes on.
+* **``failed/`` is for the file, not the server.** When the *server* is down, slow or
+  refusing us (``FhirError`` other than a rejected record), the file stays in the inbox, the
+  error goes up to the cycle (which backs off), and the next cycle tries it again. Writes are
   conditional, so a retried file never duplicates what already landed.
-* **PHI-free reports.** Counts, and problems as file / line / path / field / reason, with
-  every registered sensitive value masked. Never answer text.
+* **PHI-free reports and logs.** Counts, and problems as file / line / path / field / reason,
+  with every registered sensitive value masked; never answer text, never the server's
+  diagnostics (dead letters' redacted reasons replace them). File names may be people's
+  names: logs and reports carry ``file_ref`` (short hash + extension). Archives and reports
+  are 0600 in 0700 folders.
 
 What a file holds is decided by content, not by name: a YAML/JSON document with ``goals:``
 or ``plans:`` at the top, or a CSV whose header has the goal map's ``plan`` and ``goal``

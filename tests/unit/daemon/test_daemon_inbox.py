@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from alliance_fhir import log as alog
 from alliance_fhir.api import Report
 from alliance_fhir.assessments import read_assessments
 from alliance_fhir.daemon.inbox import Inbox, classify, file_ref, is_ignored
@@ -347,21 +349,23 @@ def test_symlinks_and_hard_links_are_refused_with_a_reason(inbox: Inbox, tmp_pat
     assert outside.read_text() == "assessments: []\n"
 
 
-def test_names_are_logged_and_reported_as_a_hash(
-    inbox: Inbox, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = _drop(inbox.root, "Okafor_Adaeze_plan.yaml")
-    inbox.scan()
-    inbox.process(FakeApi(), path)  # type: ignore[arg-type]
+def test_names_are_logged_and_reported_as_a_hash(inbox: Inbox) -> None:
+    stream = io.StringIO()
+    alog.configure(level="DEBUG", json=True, stream=stream)
+    try:
+        path = _drop(inbox.root, "Okafor_Adaeze_plan.yaml")
+        inbox.scan()
+        inbox.process(FakeApi(), path)  # type: ignore[arg-type]
+    finally:
+        alog.configure()
     ref = file_ref("Okafor_Adaeze_plan.yaml")
     assert ref.endswith(".yaml")
     assert len(ref) == 17
     report = (inbox.processed_dir / "Okafor_Adaeze_plan.yaml.report.json").read_text()
     assert "Okafor" not in report
     assert ref in report
-    out = capsys.readouterr()
-    assert "Okafor" not in out.out + out.err
-    assert ref in out.out + out.err
+    assert "Okafor" not in stream.getvalue()
+    assert f'"file": "{ref}"' in stream.getvalue()
 
 
 def test_a_file_that_cannot_be_moved_goes_to_failed(
