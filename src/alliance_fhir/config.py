@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     verify_tls: bool = True
     ca_bundle: Path | None = None
     timeout_seconds: float = Field(default=30.0, gt=0)
-    retry_attempts: int = Field(default=6, ge=1)
+    retry_attempts: int | None = Field(default=None, ge=1)
     retry_deadline_seconds: float = Field(default=120.0, gt=0)
 
     # Our namespace

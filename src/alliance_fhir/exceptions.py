@@ -47,6 +47,7 @@ __all__ = [
     "UnknownInstrumentError",
     "UnresolvedPerson",
     "outcome_summary",
+    "redact_outcome",
 ]
 
 
@@ -181,18 +182,55 @@ class FatalError(FhirError):
     """Retrying will not help: authentication, authorization, misuse, or an unsafe request."""
 
 
-def outcome_summary(outcome: Mapping[str, Any] | None, limit: int = 3) -> str:
-    """The first few issues of an OperationOutcome as one line: ``error: text (expression)``."""
+def outcome_summary(
+    outcome: Mapping[str, Any] | None, limit: int = 3, *, redact_text: bool = False
+) -> str:
+    """The first few issues of an OperationOutcome as one line: ``error: text (expression)``.
+
+    ``redact_text`` keeps only severity, code and expression/location: a server's
+    ``diagnostics``/``details.text`` may echo the request (MRN, name, birth date), so it never
+    goes where it would rest (dead letters, inbox reports).
+    """
     if not outcome or outcome.get("resourceType") != "OperationOutcome":
         return ""
     parts: list[str] = []
     rank = {"fatal": 0, "error": 1, "warning": 2, "information": 3}
     issues = sorted(outcome.get("issue") or [], key=lambda i: rank.get(i.get("severity"), 4))
     for issue in issues[:limit]:
-        text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or ""
+        if redact_text:
+            text = str(issue.get("code") or "")
+        else:
+            text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or ""
         where = ", ".join(issue.get("expression") or issue.get("location") or [])
         part = f"{issue.get('severity', '?')}: {text}".strip()
         if where:
             part += f" ({where})"
         parts.append(part)
     return "; ".join(parts)
+
+
+def redact_outcome(outcome: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """An OperationOutcome with only what is safe to keep at rest: per issue its severity,
+    code, expression and location (and details' codings, which are codes, not text)."""
+    if not outcome:
+        return None
+    if outcome.get("resourceType") != "OperationOutcome":
+        return {"resourceType": str(outcome.get("resourceType") or "unknown")}
+    issues: list[dict[str, Any]] = []
+    for issue in outcome.get("issue") or []:
+        if not isinstance(issue, Mapping):
+            continue
+        kept: dict[str, Any] = {
+            k: issue[k] for k in ("severity", "code", "expression", "location") if k in issue
+        }
+        details = issue.get("details")
+        if isinstance(details, Mapping) and details.get("coding"):
+            kept["details"] = {
+                "coding": [
+                    {k: c[k] for k in ("system", "code") if k in c}
+                    for c in details["coding"]
+                    if isinstance(c, Mapping)
+                ]
+            }
+        issues.append(kept)
+    return {"resourceType": "OperationOutcome", "issue": issues}

@@ -91,9 +91,7 @@ def _walk(node: yaml.Node, path: PathKey, loader: _LineLoader, pos: Positions) -
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if isinstance(key, int | float | bool):
-                key = str(key)
+            key = _key(key_node, path, loader, pos)
             if key in out:
                 raise InvalidInputError(
                     Problem(
@@ -109,18 +107,51 @@ def _walk(node: yaml.Node, path: PathKey, loader: _LineLoader, pos: Positions) -
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_walk(child, (*path, i), loader, pos) for i, child in enumerate(node.value)]
+    return _scalar(node, path, loader, pos, "not a valid value")
+
+
+def _scalar(node: yaml.Node, path: PathKey, loader: _LineLoader, pos: Positions, what: str) -> Any:
+    """Construct one scalar; a value YAML resolves but Python cannot hold (2024-02-30, an
+    int of 5,000 digits) is a problem with its line, not a ValueError."""
     try:
         return loader.construct_object(node, deep=True)
-    except (ValueError, OverflowError) as exc:  # e.g. a timestamp like 2024-02-30
+    except (ValueError, OverflowError, TypeError) as exc:  # e.g. a timestamp like 2024-02-30
         raise InvalidInputError(
             Problem(
                 pos.source,
                 next((str(p) for p in reversed(path) if isinstance(p, str)), ""),
-                f"not a valid value: {exc}",
+                f"{what}: {str(exc)[:200]}",
                 line=node.start_mark.line + 1,
                 path=format_path(path) or None,
             )
         ) from exc
+
+
+def _key(key_node: yaml.Node, path: PathKey, loader: _LineLoader, pos: Positions) -> str:
+    """A mapping key as text: only plain scalars are keys (``? [a, b]`` is refused), and a
+    number, boolean, date or null key becomes its text."""
+    if not isinstance(key_node, yaml.ScalarNode):
+        raise InvalidInputError(
+            Problem(
+                pos.source,
+                "",
+                "a mapping key must be a plain value, not a list or mapping",
+                line=key_node.start_mark.line + 1,
+                path=format_path(path) or None,
+            )
+        )
+    key = _scalar(key_node, path, loader, pos, "not a valid key")
+    if isinstance(key, bytes):
+        raise InvalidInputError(
+            Problem(
+                pos.source,
+                "",
+                "a mapping key must be text",
+                line=key_node.start_mark.line + 1,
+                path=format_path(path) or None,
+            )
+        )
+    return key if isinstance(key, str) else str(key)
 
 
 def parse_yaml(text: str, source: str) -> tuple[Any, Positions]:
@@ -188,6 +219,10 @@ def load_document(path: Path) -> tuple[Any, Positions]:
         except json.JSONDecodeError as exc:
             raise InvalidInputError(
                 Problem(str(path), "", f"not valid JSON: {exc.msg}", line=exc.lineno)
+            ) from exc
+        except ValueError as exc:  # an integer too long to convert, for one
+            raise InvalidInputError(
+                Problem(str(path), "", f"not valid JSON: {str(exc)[:200]}")
             ) from exc
         except RecursionError as exc:
             raise InvalidInputError(

@@ -1,4 +1,11 @@
-"""Starting and stopping the daemon: lock, inbox folders, metrics server, signals, loop."""
+"""Starting and stopping the daemon: lock, inbox folders, metrics server, signals, loop.
+
+SIGHUP (a terminal closing, ``systemctl reload``, an operator asking for the new config)
+finishes the cycle in flight, logs ``daemon.stopped`` with ``reason=hangup`` and exits 0; the
+service manager (``Restart=always``) starts it again with the new configuration. Reloading
+in-process was not chosen: settings reach the client, auth, metrics server and inbox, and a
+fresh process is the one way to be sure every part sees the new ones.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+import structlog
+
 from alliance_fhir.config import Settings
 from alliance_fhir.daemon.inbox import Inbox
 from alliance_fhir.daemon.lock import InstanceLock, lock_path_for
-from alliance_fhir.daemon.loop import Daemon, DaemonOptions, default_steps
+from alliance_fhir.daemon.loop import CycleResult, Daemon, DaemonOptions, default_steps
 from alliance_fhir.daemon.metrics import DaemonMetrics, MetricsServer
 from alliance_fhir.exceptions import AlreadyRunningError, ConfigError
 from alliance_fhir.exit_codes import ExitCode
@@ -34,10 +43,44 @@ def _say(message: str) -> None:
     print(f"alliance-fhir daemon: {scrub(message)}", file=sys.stderr, flush=True)
 
 
+class _HangupDaemon(Daemon):
+    """A Daemon that, after a SIGHUP, stops at the end of the cycle in flight (or at once
+    when it is sleeping between cycles)."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]  # passed through unchanged
+        self._hangup = threading.Event()
+        self._in_cycle = threading.Event()
+
+    def run_cycle(self) -> CycleResult:
+        self._in_cycle.set()
+        try:
+            return super().run_cycle()
+        finally:
+            self._in_cycle.clear()
+            if self._hangup.is_set():
+                self._stop_for_hangup()
+
+    def hangup_from_signal(self) -> None:
+        """Safe inside a signal handler: only sets events (from a helper thread)."""
+        self._hangup.set()
+        if not self._in_cycle.is_set():
+            self._stop_for_hangup(from_signal=True)
+
+    def _stop_for_hangup(self, *, from_signal: bool = False) -> None:
+        # every later line of this run (daemon.stopped among them) says why it stopped
+        structlog.contextvars.bind_contextvars(reason="hangup")
+        if from_signal:
+            self.request_stop_from_signal()
+        else:
+            self.request_stop()
+
+
 @contextmanager
-def _stop_signals(daemon: Daemon) -> Iterator[None]:
+def _stop_signals(daemon: _HangupDaemon) -> Iterator[None]:
     """SIGTERM/SIGINT: first one asks the loop to stop after the batch in flight; a second
-    one abandons that batch. Installed only on the main thread (tests may run elsewhere)."""
+    one abandons that batch. SIGHUP: stop after the cycle in flight. Installed only on the
+    main thread (tests may run elsewhere)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -45,11 +88,15 @@ def _stop_signals(daemon: Daemon) -> Iterator[None]:
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)
-        if len(received) > 1:
+        if len([s for s in received if s != signal.SIGHUP]) > 1:
             raise _Abandon
-        daemon.request_stop_from_signal()
+        if signum == signal.SIGHUP:
+            daemon.hangup_from_signal()
+        else:
+            daemon.request_stop_from_signal()
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {s: signal.signal(s, handler) for s in stops}
     try:
         yield
     finally:
@@ -57,14 +104,15 @@ def _stop_signals(daemon: Daemon) -> Iterator[None]:
             signal.signal(signum, old)
         if received:
             log.info("daemon.signal", signals=[signal.Signals(s).name for s in received])
+        structlog.contextvars.unbind_contextvars("reason")
 
 
 def run(settings: Settings, options: DaemonOptions | None = None) -> int:
-    """Run the daemon until SIGTERM/SIGINT (or one cycle with ``options.once``).
+    """Run the daemon until SIGTERM/SIGINT/SIGHUP (or one cycle with ``options.once``).
 
-    Exit codes: 0 stopped on request (or ``--once`` succeeded), 1 ``--once`` cycle failed,
-    2 configuration unusable (auth settings, metrics port taken), 3 another daemon holds
-    this state store.
+    Exit codes: 0 stopped on request or after a SIGHUP (or ``--once`` succeeded), 1 ``--once``
+    cycle failed, 2 configuration unusable (auth settings, metrics port taken), 3 another
+    daemon holds this state store.
     """
     from alliance_fhir.api import AllianceFhir
 
@@ -97,7 +145,7 @@ def run(settings: Settings, options: DaemonOptions | None = None) -> int:
                     )
                     return EXIT_CONFIG
                 server.start()
-            daemon = Daemon(
+            daemon = _HangupDaemon(
                 api,
                 options,
                 steps=default_steps(options, inbox),

@@ -2,7 +2,9 @@
 never sooner than the server's Retry-After, never past a total deadline.
 
 When the next sleep would cross the deadline we stop *before* sleeping and re-raise the last
-RetriableError (its ``retry_after`` tells a scheduler when to come back).
+RetriableError (its ``retry_after`` tells a scheduler when to come back). The deadline is the
+budget: a server restarting for 20-40 s is waited for. ``max_attempts`` is an optional extra
+cap (None, the default, means "until the deadline"); a count alone ran out in ~25 s.
 """
 
 from __future__ import annotations
@@ -23,15 +25,16 @@ _rng = random.SystemRandom()
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try: attempts (including the first), delays and total deadline (seconds)."""
+    """How hard to try: total deadline (seconds), delays, and optionally a cap on attempts
+    (including the first; None: as many as fit in the deadline)."""
 
-    max_attempts: int = 5
+    max_attempts: int | None = None
     base_delay: float = 0.5
     max_delay: float = 30.0
     deadline: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
+        if self.max_attempts is not None and self.max_attempts < 1:
             raise ConfigError("RetryPolicy.max_attempts must be at least 1")
         if self.base_delay < 0 or self.max_delay < self.base_delay or self.deadline <= 0:
             raise ConfigError("RetryPolicy needs 0 <= base_delay <= max_delay and deadline > 0")
@@ -65,7 +68,7 @@ def call_with_retry(
         return delay
 
     def stop(state: tenacity.RetryCallState) -> bool:
-        if state.attempt_number >= policy.max_attempts:
+        if policy.max_attempts is not None and state.attempt_number >= policy.max_attempts:
             return True
         return (clock() - start) + (state.upcoming_sleep or 0.0) > policy.deadline
 

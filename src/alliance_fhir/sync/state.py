@@ -8,6 +8,8 @@ the content we last wrote. A record whose hash is unchanged costs no request on 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alliance_fhir.exceptions import StateError
+from alliance_fhir.exceptions import StateError, outcome_summary, redact_outcome
+from alliance_fhir.private_files import FILE_MODE, private_dir
 
 SCHEMA_VERSION = 1
 
@@ -58,6 +61,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_open ON dead_letters (resolved, kind, key);
 CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+#: Columns added to ``runs`` after schema 1 (added on open, so old stores keep working):
+#: which process runs it, so a run whose process died can be told from one in progress.
+_RUN_OWNER_COLUMNS = {"pid": "INTEGER", "host": "TEXT"}
+
+#: Outcome of a run whose process ended without finishing it (killed, crashed, power cut).
+INTERRUPTED = "interrupted"
 
 #: Record statuses: ``synced`` (server matches our hash), ``conflict`` (someone else changed
 #: it; we did not overwrite), ``rejected`` (the server refused it; see dead_letters).
@@ -105,7 +115,7 @@ class StateStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
         try:
             self._db = sqlite3.connect(
                 str(path), check_same_thread=False, isolation_level=None, timeout=30
@@ -116,6 +126,10 @@ class StateStore:
             self._db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+            for name, sql_type in _RUN_OWNER_COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql_type}")
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state store {self.path} is unusable: {exc}") from exc
         self._lock = threading.RLock()
@@ -251,9 +265,12 @@ class StateStore:
         outcome: Mapping[str, Any] | None,
         db: sqlite3.Connection | None = None,
     ) -> None:
-        """Quarantine a rejected record with the server's OperationOutcome; an older open
-        letter for the same record is superseded."""
+        """Quarantine a rejected record; an older open letter for the same record is
+        superseded. The server's OperationOutcome is kept without its free text (it may echo
+        the request: MRN, name, birth date): severity, code and expression/location only."""
         conn = db if db is not None else self._db
+        reason = redact_reason(reason, outcome)
+        outcome = redact_outcome(outcome)
         with self._lock:
             conn.execute(
                 "UPDATE dead_letters SET resolved=1 WHERE kind=? AND key=? AND resolved=0",
@@ -308,11 +325,34 @@ class StateStore:
     # Runs
 
     def start_run(self, run_id: str, command: str) -> None:
+        """Record a run as ours (pid, host); runs left ``running`` by a process that is gone
+        are marked interrupted first."""
+        self.mark_interrupted()
         with self._lock:
             self._db.execute(
-                "INSERT INTO runs (run_id, command, started) VALUES (?,?,?)",
-                (run_id, command, time.time()),
+                "INSERT INTO runs (run_id, command, started, pid, host) VALUES (?,?,?,?,?)",
+                (run_id, command, time.time(), os.getpid(), socket.gethostname()),
             )
+
+    def mark_interrupted(self) -> list[str]:
+        """Close every unfinished run whose process on this host no longer exists (killed
+        mid-way) as ``interrupted``; returns their ids. Runs of other hosts are left alone:
+        we cannot see their processes."""
+        dead = [run_id for run_id, owner in self._unfinished() if not _still_running(*owner)]
+        if dead:
+            with self._lock:
+                self._db.executemany(
+                    "UPDATE runs SET outcome=? WHERE run_id=? AND outcome IS NULL",
+                    [(INTERRUPTED, run_id) for run_id in dead],
+                )
+        return dead
+
+    def _unfinished(self) -> list[tuple[str, tuple[int | None, str | None, float]]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, pid, host, started FROM runs WHERE outcome IS NULL"
+            ).fetchall()
+        return [(r[0], (r[1], r[2], r[3])) for r in rows]
 
     def finish_run(self, run_id: str, outcome: str, counts: Mapping[str, int]) -> None:
         with self._lock:
@@ -328,7 +368,20 @@ class StateStore:
                 " ORDER BY started DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+        unfinished = dict(self._unfinished())
+        return [
+            RunRecord(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                INTERRUPTED
+                if r[4] is None and r[0] in unfinished and not _still_running(*unfinished[r[0]])
+                else r[4],
+                json.loads(r[5]),
+            )
+            for r in rows
+        ]
 
     # Watermarks (incremental pulls)
 
@@ -344,3 +397,58 @@ class StateStore:
                 " SET value=excluded.value",
                 (name, value),
             )
+
+
+def redact_reason(reason: str, outcome: Mapping[str, Any] | None) -> str:
+    """``reason`` with the OperationOutcome's text (as ``str(FhirError)`` embeds it) replaced
+    by its codes: a server may echo the request back in ``diagnostics``."""
+    clear = outcome_summary(outcome)
+    if not clear:
+        return reason
+    safe = outcome_summary(outcome, redact_text=True)
+    return reason.replace(clear, safe)
+
+
+def _still_running(pid: int | None, host: str | None, started: float) -> bool:
+    """Whether the process that started a run may still be running it. Runs without an
+    owner (older stores) or of another host are given the benefit of the doubt."""
+    if pid is None or host is None or host != socket.gethostname():
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    born = _process_start(pid)
+    return born is None or born <= started + 1.0  # a newer process reusing the pid is not it
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), from /proc; None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _create_private(path: Path) -> None:
+    """Create the state file 0600 in a 0700 folder before SQLite opens it: SQLite gives its
+    -wal and -shm files the database file's mode."""
+    private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StateError(f"state store {path} cannot be created: {exc.strerror}") from exc
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
