@@ -10,7 +10,9 @@ What to do is decided in ``monitoring.alerts`` (pure); this module does it:
 * ``changed`` -> the open Flag's text and Task's description/focus/priority patched under
   If-Match.
 * ``recovered`` -> Flag inactive with ``period.end``, Task completed with the recovery note
-  and ``statusReason`` :data:`RECOVERED_REASON`.
+  and ``statusReason`` :data:`RECOVERED_REASON`. When the Task's focus is a response since
+  entered in error, the note says the response was withdrawn (:func:`withdrawn_note`), not
+  that the scores recovered: nothing improved, the evidence went away.
 """
 
 from __future__ import annotations
@@ -47,7 +49,13 @@ from alliance_fhir.monitoring.evaluate import Trigger, recovery_note
 from alliance_fhir.monitoring.pull import NO_CACHE, ServerResponse
 from alliance_fhir.monitoring.rules import Rule
 
-__all__ = ["OPEN_TASK_STATUSES", "RECOVERED_REASON", "AlertWriter", "OpenOnServer"]
+__all__ = [
+    "OPEN_TASK_STATUSES",
+    "RECOVERED_REASON",
+    "AlertWriter",
+    "OpenOnServer",
+    "withdrawn_note",
+]
 
 log = get_logger("alliance_fhir.monitoring")
 
@@ -66,6 +74,14 @@ class OpenOnServer:
     alert: OpenAlert
     flag: dict[str, Any] | None = None
     task: dict[str, Any] | None = None
+
+
+def withdrawn_note(response_ref: str) -> str:
+    """The closing note of an alert whose check-in was withdrawn (entered in error)."""
+    return (
+        f"Closed: the check-in this alert was raised on ({response_ref}) was withdrawn "
+        "(entered in error); the remaining check-ins no longer meet the rule."
+    )
 
 
 def _editable(resource: Mapping[str, Any]) -> dict[str, Any]:
@@ -304,12 +320,16 @@ class AlertWriter:
         alert = current.alert
         rule = self._rules_by_id[alert.rule_id]
         instrument = self.library.get(rule.instrument)
-        note = recovery_note(
-            rule,
-            instrument,
-            info.series.get(instrument.id, []),
-            care_plan_active=info.care_plan_active,
-        )
+        focus = str(((current.task or {}).get("focus") or {}).get("reference") or "")
+        if focus in info.withdrawn:
+            note = withdrawn_note(focus)
+        else:
+            note = recovery_note(
+                rule,
+                instrument,
+                info.series.get(instrument.id, []),
+                care_plan_active=info.care_plan_active,
+            )
 
         def close_flag(flag: dict[str, Any]) -> dict[str, Any]:
             return closed_flag(flag, now=now)
