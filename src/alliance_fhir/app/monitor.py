@@ -269,7 +269,9 @@ class Monitor:
         if open_alerts is None:
             open_alerts = self.alerts.open_alerts(patient_id).get(patient_id, [])
         info = self.patients.view(patient_id, as_of)
-        evaluated = set(info.series)
+        # an instrument whose check-in was withdrawn is evaluated again even when none is left,
+        # so the alerts that check-in raised are closed
+        evaluated = set(info.series) | set(info.withdrawn.values())
         if info.care_plan_active:
             evaluated |= self.expected_instruments & {i.id for i in self.library.all()}
         outcome = PatientOutcome(patient_id)

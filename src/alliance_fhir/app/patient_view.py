@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -69,9 +69,9 @@ def not_scored_line(problems: list[Problem]) -> str:
 
 @dataclass
 class PatientView:
-    """Everything one patient's evaluation reads from the server. ``withdrawn`` holds the
-    references of responses entered in error; ``not_scored`` the lines of responses that
-    could not be read (:func:`not_scored_line`)."""
+    """Everything one patient's evaluation reads from the server. ``withdrawn`` maps the
+    references of responses entered in error to their instrument id; ``not_scored`` the
+    lines of responses that could not be read (:func:`not_scored_line`)."""
 
     patient_id: str
     responses: list[ServerResponse]
@@ -79,7 +79,7 @@ class PatientView:
     care_plan_active: bool
     care_plan_start: datetime | None
     plan_owner: dict[str, Any] | None
-    withdrawn: frozenset[str] = frozenset()
+    withdrawn: Mapping[str, str] = field(default_factory=dict)
     not_scored: tuple[str, ...] = ()
 
 
@@ -140,7 +140,7 @@ class PatientReader:
         """The patient's check-ins by instrument and their care-plan state on ``as_of``."""
         every, not_scored = self.responses_and_problems(patient_id)
         responses = [r for r in every if not r.withdrawn]
-        withdrawn = frozenset(r.reference for r in every if r.withdrawn)
+        withdrawn = {r.reference: r.instrument.id for r in every if r.withdrawn}
         series: dict[str, list[CheckIn]] = defaultdict(list)
         for resp in responses:
             series[resp.instrument.id].append(score_response(resp).checkin)

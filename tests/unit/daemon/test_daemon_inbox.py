@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from alliance_fhir import log as alog
+from alliance_fhir.adapters.assessment_files import read_assessments
 from alliance_fhir.api import Report
-from alliance_fhir.assessments import read_assessments
 from alliance_fhir.daemon.inbox import Inbox, classify, file_ref, is_ignored
 from alliance_fhir.exceptions import Problem, RetriableError
 from alliance_fhir.log import register_sensitive
