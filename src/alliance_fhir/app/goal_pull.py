@@ -86,8 +86,9 @@ def pull_goal_plans(client: FhirClient, settings: Settings, patient_id: str) -> 
         out.problems.extend(found)
         if plan is not None:
             out.plans.append(plan)
+    # the callers show the problems (pull goals as error lines, the report on the page)
     for problem in out.problems:
-        log.warning(
+        log.info(
             "monitoring.record_unreadable",
             record=problem.location,
             path=problem.path,

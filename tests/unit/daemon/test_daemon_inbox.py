@@ -298,7 +298,7 @@ def test_a_hostile_file_fails_alone_and_the_good_one_beside_it_is_pushed(
         """Reads the file with the real importer, as AllianceFhir.push_assessments does."""
 
         def push_assessments(self, paths: Sequence[Path]) -> Report:
-            _found, problems = read_assessments(paths[0])
+            _found, problems, _notes = read_assessments(paths[0])
             self.report = Report(problems=problems, result=_result(created=2))
             return super().push_assessments(paths)
 
