@@ -233,6 +233,19 @@ def test_an_external_response_gets_an_observation_keyed_by_its_server_id() -> No
     assert len(external_key("x" * 64)) <= 64
 
 
+def test_a_withdrawn_response_gives_its_observation_entered_in_error() -> None:
+    by_url = instruments_by_url(load_library().all())
+    qr = {**_qr("7", NOW, [9.0, 8.5, 9.5, 9.0], None), "id": "48", "status": "entered-in-error"}
+    assert read_response(qr, by_url) is None
+    resp = read_response(qr, by_url, withdrawn=True)
+    assert resp is not None
+    assert resp.withdrawn
+    obs = score_response(resp, observation=True).observation
+    assert obs is not None
+    assert obs["status"] == "entered-in-error"
+    assert obs["identifier"][0]["value"] == "ext-48"
+
+
 def test_watermark_overlap_and_pull_parameters() -> None:
     assert since_for(None, 300) is None
     assert since_for("2024-03-01T10:05:00.250+00:00", 300) == "2024-03-01T10:00:00Z"
