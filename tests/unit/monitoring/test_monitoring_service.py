@@ -337,6 +337,42 @@ def test_recovery_closes_flag_and_task_with_our_reason(
         assert task["note"][-1]["text"].startswith("Scores recovered:")
 
 
+def test_a_withdrawn_checkin_closes_its_alerts_saying_so(
+    server: FakeServer, monitor: Monitor
+) -> None:
+    ids = _falling(server)
+    monitor.run()
+    server.db["QuestionnaireResponse"][ids[-1]]["status"] = "entered-in-error"
+    result = monitor.run(all_patients=True)
+    assert result.alerts["recovered"] == 2
+    assert result.pulled == 3
+    for task in server.all("Task"):
+        assert task["status"] == "completed"
+        assert task["statusReason"]["text"] == RECOVERED_REASON
+        note = task["note"][-1]["text"]
+        assert f"(QuestionnaireResponse/{ids[-1]}) was withdrawn" in note
+        assert not note.startswith("Scores recovered")
+
+
+def test_a_task_with_our_identifier_system_and_a_foreign_value_is_a_problem(
+    server: FakeServer, monitor: Monitor
+) -> None:
+    _falling(server)
+    odd = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "identifier": [{"system": f"{NS}/alert-task", "value": "EHR task 12"}],
+        "description": 42,
+    }
+    task_id = server.add(odd)
+    result = monitor.run()
+    assert result.alerts["new"] == 2
+    assert [(p.location, p.path) for p in monitor.alerts.problems] == [
+        (f"Task/{task_id}", "Task.identifier")
+    ]
+
+
 def test_a_failed_patient_keeps_the_watermark_where_it_was(
     server: FakeServer, monitor: Monitor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
