@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from alliance_fhir.api import AllianceFhir
@@ -305,6 +306,44 @@ def test_a_withdrawn_response_withdraws_its_score_and_closes_its_alerts(
         note = task["note"][-1]["text"]
         assert f"QuestionnaireResponse/{qr_id}) was withdrawn" in note
         assert "recovered" not in note.lower()
+
+
+def test_a_pushed_response_withdrawn_in_the_ehr_withdraws_the_score_we_pushed(
+    api: AllianceFhir, fhir_http: httpx.Client, cli: Any, tmp_path: Path
+) -> None:
+    pid = _patient(fhir_http, "SYN-EHR-21")
+    records = [
+        {
+            "key": f"syn-ehr-21-{week}",
+            "instrument": "srs",
+            "authored": (NOW - timedelta(weeks=4 - week)).isoformat(),
+            "answers": {q: str(mark) for q in ("q1", "q2", "q3", "q4")},
+        }
+        for week, mark in enumerate([9.6, 9.7, 9.4, 7.8])
+    ]
+    doc = {"defaults": {"patient": {"system": MRN, "value": "SYN-EHR-21"}}, "assessments": records}
+    path = tmp_path / "srs.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert api.push_assessments([path]).ok
+    assert cli("monitor")[0] == 0
+    assert {f["status"] for f in _flags(fhir_http, pid)} == {"active"}
+
+    [last] = _get(fhir_http, "/QuestionnaireResponse", identifier=f"{NS}/assessment|syn-ehr-21-3")
+    last["status"] = "entered-in-error"
+    _put(fhir_http, last)
+    code, out, _ = cli("monitor")
+
+    assert code == 0
+    assert "1 withdrawn" in out
+    [score] = _get(fhir_http, "/Observation", identifier=f"{NS}/score|syn-ehr-21-3")
+    assert score["status"] == "entered-in-error"
+    [earlier] = _get(fhir_http, "/Observation", identifier=f"{NS}/score|syn-ehr-21-2")
+    assert earlier["status"] == "final"
+    assert {f["status"] for f in _flags(fhir_http, pid)} == {"inactive"}
+    tasks = _get(fhir_http, "/Task", identifier=f"{NS}/alert-task|", subject=f"Patient/{pid}")
+    assert tasks
+    for task in tasks:
+        assert f"(QuestionnaireResponse/{last['id']}) was withdrawn" in task["note"][-1]["text"]
 
 
 def _goal(pid: str, **fields: Any) -> dict[str, Any]:
