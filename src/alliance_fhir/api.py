@@ -26,7 +26,7 @@ from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
 from alliance_fhir.adapters.record import Desired
 from alliance_fhir.app.connect import connect
 from alliance_fhir.app.engine import sync_engine
-from alliance_fhir.app.goal_pull import pull_plans, resolve_patient
+from alliance_fhir.app.goal_pull import GoalPull, pull_goal_plans, pull_plans, resolve_patient
 from alliance_fhir.app.monitor import Monitor, MonitorResult, PatientOutcome, configured_rules
 from alliance_fhir.app.records import (
     Records,
@@ -62,6 +62,7 @@ from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateSt
 __all__ = [
     "AllianceFhir",
     "Doctor",
+    "GoalPull",
     "MonitorResult",
     "PatientOutcome",
     "Records",
@@ -332,6 +333,11 @@ class AllianceFhir:
         """The goal plans of one patient as on the server, including goals the EHR created
         and linked to a plan. ``patient`` is ``system|value`` or a server id."""
         return pull_plans(self.client, self.settings, resolve_patient(self.client, patient))
+
+    def pull_goal_plans(self, patient: str) -> GoalPull:
+        """Like :meth:`pull_plans`, with a problem (server id, JSON path, reason) for each
+        Goal or CarePlan that could not be read and was left out."""
+        return pull_goal_plans(self.client, self.settings, resolve_patient(self.client, patient))
 
     # Monitoring
 

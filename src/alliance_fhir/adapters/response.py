@@ -24,10 +24,18 @@ Answers
     whose linkId the instrument does not know (an EHR's own extra question) is left out and
     named in :attr:`ReadResponse.ignored_link_ids`, so the caller can say so (the file importer
     reports a note, the monitor ignores it); unanswered items (headers, groups) are not named.
-    ``valueCoding`` gives its ``code``, mapped to the scale point through
-    :func:`point_for_code` when the item has a scale (:func:`_coded_answer` is the one place a
-    coding-system check belongs); ``valueDecimal``/``valueInteger`` a number;
-    ``valueString`` free text (returned in ``free_text``, for the caller to mask in logs).
+    ``valueCoding`` counts only on a choice item and only when it is one of ours
+    (:func:`_coded_answer`, the one place codings are judged): its ``system`` is our
+    CodeSystem (under the default or the configured canonical base: the one our
+    Questionnaires' answerOptions carry) and its ``code`` a point of the item's scale (bare or
+    qualified, as :func:`point_for_code` reads it). A coding *without* a system (FHIR allows
+    it) counts only when its code is one of that item's scale points: form fillers that drop
+    the system echo the answerOption's code, and nothing else can be meant by a code of the
+    item's own answer list. Any other system (SNOMED, LOINC answer lists, ...) is refused:
+    instrument definitions declare no equivalences yet, so a foreign code is never read as
+    ours (a SNOMED ``1`` is not our ``1``). ``valueDecimal``/``valueInteger`` give a number
+    (the instrument's checks judge its range); ``valueString`` free text (returned in
+    ``free_text``, for the caller to mask in logs).
 Problems
     All at once, each naming the file (line, JSON path) or ``QuestionnaireResponse/<id>``,
     the field and the reason; never an answer value or a person's identifier.
@@ -44,7 +52,12 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from alliance_fhir.adapters.codesystem import SCORE_LINK_PREFIX, point_for_code, rebase
+from alliance_fhir.adapters.codesystem import (
+    SCORE_LINK_PREFIX,
+    codes_system,
+    point_for_code,
+    rebase,
+)
 from alliance_fhir.adapters.identity import identifier_system
 from alliance_fhir.assessments.model import KEY, Assessment, Identifier, RawAnswer
 from alliance_fhir.defaults import DEFAULT_CANONICAL_BASE, DEFAULT_NAMESPACE
@@ -57,6 +70,7 @@ __all__ = [
     "Origin",
     "People",
     "ReadResponse",
+    "Refused",
     "external_key",
     "instruments_by_url",
     "parse_authored",
@@ -230,7 +244,7 @@ def read_questionnaire_response(
     authored = parse_authored(qr.get("authored"))
     if isinstance(authored, str):
         problems.append(origin.problem(("authored",), "authored", authored))
-    answers = _Answers(origin, instrument)
+    answers = _Answers(origin, instrument, _our_systems(by_url))
     answers.walk(qr.get("item"), ("item",))
     problems.extend(answers.problems)
     if problems or key is None or patient is None or isinstance(authored, str):
@@ -276,6 +290,17 @@ def read_questionnaire_response(
     )
 
 
+def _our_systems(by_url: Mapping[str, Instrument]) -> frozenset[str]:
+    """Our CodeSystem URL under the default base and under every base ``by_url`` was rebased
+    to (:func:`instruments_by_url`), so the reader needs no second setting."""
+    systems = {codes_system(DEFAULT_CANONICAL_BASE)}
+    for url, inst in by_url.items():
+        if url != inst.url and inst.url.startswith(DEFAULT_CANONICAL_BASE + "/"):
+            base = url[: len(url) - (len(inst.url) - len(DEFAULT_CANONICAL_BASE))]
+            systems.add(codes_system(base))
+    return frozenset(systems)
+
+
 def _our_key(qr: Mapping[str, Any], namespace: str) -> str | None:
     system = identifier_system("assessment", namespace)
     ident = qr.get("identifier")
@@ -304,6 +329,7 @@ class _Answers:
 
     origin: Origin
     instrument: Instrument
+    our_systems: frozenset[str] = frozenset()
     values: dict[str, RawAnswer] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)
     free_text: list[str] = field(default_factory=list)
@@ -352,11 +378,12 @@ class _Answers:
             )
             return
         answer = given[0] if isinstance(given[0], dict) else {}
-        value = _value(self.instrument, item, answer)
-        if value is None:
-            self.problems.append(
-                self.origin.problem((*here, "answer", 0), field_name, _ANSWER_TYPES)
-            )
+        value = _value(self.instrument, item, answer, self.our_systems)
+        if isinstance(value, Refused):
+            at: JsonPath = (*here, "answer", 0)
+            if value.member:
+                at = (*at, value.member)
+            self.problems.append(self.origin.problem(at, field_name, value.reason))
             return
         if self.origin.pos is not None:
             line = self.origin.pos.line((*self.origin.where, *here, "answer", 0))
@@ -367,29 +394,43 @@ class _Answers:
         self.values[link_id] = value
 
 
-def _value(instrument: Instrument, item: Item, answer: Mapping[str, Any]) -> RawAnswer | None:
+@dataclass(frozen=True)
+class Refused:
+    """Why an answer is not read (``member``: the ``value[x]`` element it is about)."""
+
+    reason: str
+    member: str | None = None
+
+
+def _value(
+    instrument: Instrument, item: Item, answer: Mapping[str, Any], our_systems: frozenset[str]
+) -> RawAnswer | Refused:
     coding = answer.get("valueCoding")
     if isinstance(coding, Mapping):
-        return _coded_answer(instrument, item, coding)
+        return _coded_answer(instrument, item, coding, our_systems)
     for name in ("valueDecimal", "valueInteger"):
         value = answer.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return value
     value = answer.get("valueString")
-    return value if isinstance(value, str) else None
+    return value if isinstance(value, str) else Refused(_ANSWER_TYPES)
 
 
 def _coded_answer(
-    instrument: Instrument, item: Item, coding: Mapping[str, Any]
-) -> RawAnswer | None:
-    """A coded answer: our qualified answer code or the bare scale point code.
-
-    The coding's ``system`` is not checked yet; when it is, the check belongs here."""
+    instrument: Instrument, item: Item, coding: Mapping[str, Any], our_systems: frozenset[str]
+) -> RawAnswer | Refused:
+    """A coded answer, read only when it is ours (see the module doc); else why not."""
     code = coding.get("code")
-    if not isinstance(code, str):
-        return None
-    if item.scale:
-        point = point_for_code(instrument, instrument.scale(item.scale), code)
-        if point is not None:
-            return point.code
-    return code
+    if not isinstance(code, str) or not code:
+        return Refused("a coding without a code", "valueCoding")
+    if not item.scale:
+        return Refused(f"a coding answers a {item.type} item", "valueCoding")
+    scale = instrument.scale(item.scale)
+    system = coding.get("system")
+    if system is not None and system not in our_systems:
+        return Refused(f"coding from {system}, not the {instrument.id} CodeSystem", "valueCoding")
+    point = point_for_code(instrument, scale, code)
+    if point is None:
+        where = "without a system " if system is None else ""
+        return Refused(f"code {where}not on the {scale.id} scale", "valueCoding")
+    return point.code

@@ -10,7 +10,9 @@ What to do is decided in ``monitoring.alerts`` (pure); this module does it:
 * ``changed`` -> the open Flag's text and Task's description/focus/priority patched under
   If-Match.
 * ``recovered`` -> Flag inactive with ``period.end``, Task completed with the recovery note
-  and ``statusReason`` :data:`RECOVERED_REASON`.
+  and ``statusReason`` :data:`RECOVERED_REASON`. When the Task's focus is a response since
+  entered in error, the note says the response was withdrawn (:func:`withdrawn_note`), not
+  that the scores recovered: nothing improved, the evidence went away.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from alliance_fhir.adapters.identity import identifier_system, search_token
 from alliance_fhir.adapters.record import record_uuid
 from alliance_fhir.app.patient_view import PatientView, identifier_value, parse_when
 from alliance_fhir.config import Settings
-from alliance_fhir.exceptions import ConflictError
+from alliance_fhir.exceptions import ConflictError, Problem
 from alliance_fhir.fhir import FhirClient
 from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.log import get_logger
@@ -47,7 +49,13 @@ from alliance_fhir.monitoring.evaluate import Trigger, recovery_note
 from alliance_fhir.monitoring.pull import NO_CACHE, ServerResponse
 from alliance_fhir.monitoring.rules import Rule
 
-__all__ = ["OPEN_TASK_STATUSES", "RECOVERED_REASON", "AlertWriter", "OpenOnServer"]
+__all__ = [
+    "OPEN_TASK_STATUSES",
+    "RECOVERED_REASON",
+    "AlertWriter",
+    "OpenOnServer",
+    "withdrawn_note",
+]
 
 log = get_logger("alliance_fhir.monitoring")
 
@@ -66,6 +74,22 @@ class OpenOnServer:
     alert: OpenAlert
     flag: dict[str, Any] | None = None
     task: dict[str, Any] | None = None
+
+
+def withdrawn_note(response_ref: str) -> str:
+    """The closing note of an alert whose check-in was withdrawn (entered in error)."""
+    return (
+        f"Closed: the check-in this alert was raised on ({response_ref}) was withdrawn "
+        "(entered in error); the remaining check-ins no longer meet the rule."
+    )
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _editable(resource: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,6 +118,8 @@ class AlertWriter:
         self._flag_system = identifier_system(FLAG_KIND, self._ns)
         self._task_system = identifier_system(TASK_KIND, self._ns)
         self._rules_by_id = {r.id: r for r in rules}
+        #: Flags and Tasks with our identifier that could not be used (see ``_unusable``).
+        self.problems: list[Problem] = []
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -129,11 +155,17 @@ class AlertWriter:
         out: dict[str, list[OpenOnServer]] = defaultdict(list)
         for key, entry in sorted(found.items()):
             rule_id, sep, pid = key.partition(":")
-            if not sep or not pid:
-                continue
             open_flag, open_task = entry.flag or {}, entry.task or {}
-            description = open_task.get("description") or (open_flag.get("code") or {}).get("text")
-            since = parse_when((open_flag.get("period") or {}).get("start")) or parse_when(
+            if not sep or not pid:
+                # our identifier system with a value we did not write: not an alert of ours
+                for res in (open_flag, open_task):
+                    if res:
+                        self._unusable(res, "identifier", "not an alert key (rule:patient)")
+                continue
+            description = _text(open_task.get("description")) or _text(
+                _mapping(open_flag.get("code")).get("text")
+            )
+            since = parse_when(_mapping(open_flag.get("period")).get("start")) or parse_when(
                 open_task.get("authoredOn")
             )
             entry.alert = OpenAlert(
@@ -141,11 +173,21 @@ class AlertWriter:
                 patient_key=pid,
                 flag_id=str(open_flag["id"]) if open_flag else None,
                 task_id=str(open_task["id"]) if open_task else None,
-                description=str(description) if description else None,
+                description=description,
                 since=since,
             )
             out[pid].append(entry)
         return dict(out)
+
+    def _unusable(self, resource: Mapping[str, Any], path: str, reason: str) -> None:
+        """A Flag or Task of ours we cannot use: a problem naming its id and JSON path
+        (``problems``, and the log), never an exception."""
+        rtype = str(resource.get("resourceType"))
+        problem = Problem(f"{rtype}/{resource.get('id')}", path, reason, path=f"{rtype}.{path}")
+        self.problems.append(problem)
+        log.warning(
+            "monitoring.alert_unreadable", record=problem.location, path=problem.path, reason=reason
+        )
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -304,12 +346,16 @@ class AlertWriter:
         alert = current.alert
         rule = self._rules_by_id[alert.rule_id]
         instrument = self.library.get(rule.instrument)
-        note = recovery_note(
-            rule,
-            instrument,
-            info.series.get(instrument.id, []),
-            care_plan_active=info.care_plan_active,
-        )
+        focus = str(((current.task or {}).get("focus") or {}).get("reference") or "")
+        if focus in info.withdrawn:
+            note = withdrawn_note(focus)
+        else:
+            note = recovery_note(
+                rule,
+                instrument,
+                info.series.get(instrument.id, []),
+                care_plan_active=info.care_plan_active,
+            )
 
         def close_flag(flag: dict[str, Any]) -> dict[str, Any]:
             return closed_flag(flag, now=now)

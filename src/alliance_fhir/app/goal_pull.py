@@ -1,15 +1,18 @@
 """Finding a patient on the server and pulling their goal plans back from it.
 
 Used by ``alliance-fhir pull goals`` and by the clinician's report. The plans are read as the
-server holds them, EHR-made goals linked to a plan included; a plan that cannot be read (for
-example one naming no clinician) is left out with a warning naming only its server id.
+server holds them, EHR-made goals linked to a plan included, through the one tolerant reader
+(``adapters.goals.from_fhir``): a Goal or CarePlan that cannot be read (our identifier with a
+value in another shape, a plan naming no clinician) is left out and becomes a problem naming
+its server id and JSON path (:class:`GoalPull`); the rest is shown.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from alliance_fhir.adapters.goals import plan_from_fhir
+from alliance_fhir.adapters.goals.from_fhir import read_goals, read_plan
 from alliance_fhir.app.records import goal_options
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import InvalidInputError, Problem
@@ -18,7 +21,14 @@ from alliance_fhir.goals import Plan
 from alliance_fhir.log import get_logger, register_sensitive
 from alliance_fhir.monitoring.pull import NO_CACHE
 
-__all__ = ["GAS_CODES", "care_plans", "pull_plans", "resolve_patient"]
+__all__ = [
+    "GAS_CODES",
+    "GoalPull",
+    "care_plans",
+    "pull_goal_plans",
+    "pull_plans",
+    "resolve_patient",
+]
 
 log = get_logger("alliance_fhir.monitoring")
 
@@ -44,25 +54,44 @@ def care_plans(client: FhirClient, patient_id: str) -> list[dict[str, Any]]:
     return list(client.search("CarePlan", params, headers=NO_CACHE))
 
 
+@dataclass
+class GoalPull:
+    """A patient's plans as on the server, and the problems of the records left out."""
+
+    plans: list[Plan] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
 def pull_plans(client: FhirClient, settings: Settings, patient_id: str) -> list[Plan]:
-    """The patient's care plans with their goals, as on the server (EHR-made included;
-    a plan that cannot be read, e.g. one naming no clinician, is left out)."""
+    """The patient's care plans with their goals (see :func:`pull_goal_plans`; the records
+    that cannot be read are left out here, with a warning naming only their ids)."""
+    return pull_goal_plans(client, settings, patient_id).plans
+
+
+def pull_goal_plans(client: FhirClient, settings: Settings, patient_id: str) -> GoalPull:
+    """The patient's care plans with their goals, as on the server (EHR-made included),
+    and a problem for each Goal or CarePlan that cannot be read."""
     subject = f"Patient/{patient_id}"
-    goals = list(client.search("Goal", {"subject": subject}, headers=NO_CACHE))
+    raw_goals = list(client.search("Goal", {"subject": subject}, headers=NO_CACHE))
     observations = [
         o
         for o in client.search("Observation", {"subject": subject}, headers=NO_CACHE)
         if any(c.get("code") in GAS_CODES for c in (o.get("code") or {}).get("coding") or [])
     ]
     options = goal_options(settings)
-    out: list[Plan] = []
+    goals, problems = read_goals(raw_goals, options)
+    out = GoalPull(problems=problems)
     for cp in care_plans(client, patient_id):
-        try:
-            out.append(plan_from_fhir(cp, goals, observations, None, options))
-        except InvalidInputError as exc:
-            log.warning(
-                "monitoring.plan_unreadable",
-                careplan=f"CarePlan/{cp.get('id')}",
-                reason=str(exc.problems[0].reason),
-            )
+        plan, found = read_plan(cp, goals, observations, None, options)
+        out.problems.extend(found)
+        if plan is not None:
+            out.plans.append(plan)
+    # the callers show the problems (pull goals as error lines, the report on the page)
+    for problem in out.problems:
+        log.info(
+            "monitoring.record_unreadable",
+            record=problem.location,
+            path=problem.path,
+            reason=problem.reason,
+        )
     return out

@@ -9,7 +9,11 @@ One :meth:`Monitor.run` (the CLI's ``alliance-fhir monitor``):
    gets its score Observation (key ``ext-<server id>``, ``derivedFrom`` the response) through
    the sync engine: conditional, tracked in the state store, never duplicated. Ours already
    have theirs (pushed with them). Unscorable responses are logged with their id, key and
-   reason only.
+   reason only, and listed as not scored; so are responses with answers we do not understand
+   (a foreign coding): no score, no alert. A response withdrawn since (``entered-in-error``)
+   withdraws the score Observation we wrote for it (the same record, status
+   ``entered-in-error``, through the sync engine; only when the state store shows we wrote
+   one), leaves the trends, and its patient is evaluated again.
 2. **Evaluate** every patient touched by the pull, every patient with an open alert and every
    patient with an active care plan of ours (so a *missed* check-in is noticed although
    nothing new arrived); ``all_patients`` adds everyone with a response. For each, all of
@@ -85,10 +89,12 @@ class PatientOutcome:
 class MonitorResult:
     """What a monitor run did. ``alerts`` counts decisions (``new``, ``changed``,
     ``unchanged``, ``recovered``) and ``dismissed`` (closed by the clinician, not re-raised).
-    ``not_scored`` lists ``QuestionnaireResponse/<id> (<key>): <reason>`` lines (no PHI)."""
+    ``not_scored`` lists ``QuestionnaireResponse/<id>...: <linkId or field>: <reason>`` lines
+    (no PHI); ``withdrawn`` counts responses entered in error whose score was withdrawn."""
 
     pulled: int = 0
     external: int = 0
+    withdrawn: int = 0
     not_scored: list[str] = field(default_factory=list)
     patients: list[PatientOutcome] = field(default_factory=list)
     alerts: Counter[str] = field(default_factory=Counter)
@@ -153,12 +159,13 @@ class Monitor:
                 "QuestionnaireResponse", pull_params(self.patients.urls, since), headers=NO_CACHE
             )
         )
-        responses = self.patients.read_all(raw, result.not_scored)
+        every = self.patients.read_all(raw, result.not_scored)
+        responses = [r for r in every if not r.withdrawn]
         result.pulled = len(responses)
-        self._score_external(responses, result)
+        self._score_external(every, result)
 
         open_alerts = self.alerts.open_alerts()
-        patients = {r.patient_id for r in responses} | set(open_alerts)
+        patients = {r.patient_id for r in every} | set(open_alerts)
         patients |= self.patients.active_plan_patients()
         for patient_id in sorted(patients):
             try:
@@ -180,6 +187,7 @@ class Monitor:
             pulled=result.pulled,
             external=result.external,
             not_scored=len(result.not_scored),
+            withdrawn=result.withdrawn,
             patients=len(result.patients),
             failures=len(result.failures),
             **{f"alerts_{k}": v for k, v in sorted(result.alerts.items())},
@@ -187,9 +195,16 @@ class Monitor:
         return result
 
     def _score_external(self, responses: Sequence[ServerResponse], result: MonitorResult) -> None:
-        """Score Observations for responses completed elsewhere, through the sync engine."""
+        """Score Observations for responses completed elsewhere, and withdrawn ones for
+        responses entered in error, through the sync engine."""
         desired: list[Desired] = []
         for resp in responses:
+            if resp.withdrawn:
+                withdrawn = self._withdrawn_score(resp)
+                if withdrawn is not None:
+                    result.withdrawn += 1
+                    desired.append(withdrawn)
+                continue
             scored = score_response(
                 resp,
                 observation=not resp.ours,
@@ -222,6 +237,25 @@ class Monitor:
             engine = sync_engine(self.settings, self.client, self.store, progress=self._progress)
             result.sync = engine.run(desired, command="monitor")
 
+    def _withdrawn_score(self, resp: ServerResponse) -> Desired | None:
+        """The score Observation we wrote for ``resp``, now ``entered-in-error``; None when we
+        wrote none (the state store has no such record) or the answers cannot be scored."""
+        if self.store.get("score", resp.key) is None:
+            return None
+        scored = score_response(
+            resp, observation=True, canonical_base=self._base, namespace=self._ns
+        )
+        if scored.observation is None:
+            return None
+        log.info("monitoring.score_withdrawn", response=resp.reference, assessment=resp.key)
+        return Desired.identified(
+            "score",
+            resp.key,
+            scored.observation,
+            namespace=self._ns,
+            group=f"assessment:{resp.key}",
+        )
+
     def evaluate_patient(
         self,
         patient_id: str,
@@ -235,7 +269,9 @@ class Monitor:
         if open_alerts is None:
             open_alerts = self.alerts.open_alerts(patient_id).get(patient_id, [])
         info = self.patients.view(patient_id, as_of)
-        evaluated = set(info.series)
+        # an instrument whose check-in was withdrawn is evaluated again even when none is left,
+        # so the alerts that check-in raised are closed
+        evaluated = set(info.series) | set(info.withdrawn.values())
         if info.care_plan_active:
             evaluated |= self.expected_instruments & {i.id for i in self.library.all()}
         outcome = PatientOutcome(patient_id)

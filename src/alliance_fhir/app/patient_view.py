@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -17,7 +17,7 @@ from alliance_fhir.adapters.goals import KIND_PLAN
 from alliance_fhir.adapters.identity import identifier_system
 from alliance_fhir.app.goal_pull import care_plans
 from alliance_fhir.config import Settings
-from alliance_fhir.exceptions import InvalidInputError
+from alliance_fhir.exceptions import InvalidInputError, Problem
 from alliance_fhir.fhir import FhirClient
 from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.log import get_logger
@@ -32,7 +32,7 @@ from alliance_fhir.monitoring.pull import (
     score_response,
 )
 
-__all__ = ["PatientReader", "PatientView", "identifier_value", "parse_when"]
+__all__ = ["PatientReader", "PatientView", "identifier_value", "not_scored_line", "parse_when"]
 
 log = get_logger("alliance_fhir.monitoring")
 
@@ -59,9 +59,19 @@ def identifier_value(resource: Mapping[str, Any], system: str) -> str | None:
     return None
 
 
+def not_scored_line(problems: list[Problem]) -> str:
+    """``QuestionnaireResponse/<id>: <linkId or field>: <reason>`` (every problem, ``; ``
+    between): what the monitor and the report say about a response they could not score."""
+    location = problems[0].location if problems else "QuestionnaireResponse"
+    parts = [f"{p.field.removeprefix('answers.')}: {p.reason}" for p in problems]
+    return f"{location}: " + "; ".join(parts)
+
+
 @dataclass
 class PatientView:
-    """Everything one patient's evaluation reads from the server."""
+    """Everything one patient's evaluation reads from the server. ``withdrawn`` maps the
+    references of responses entered in error to their instrument id; ``not_scored`` the
+    lines of responses that could not be read (:func:`not_scored_line`)."""
 
     patient_id: str
     responses: list[ServerResponse]
@@ -69,6 +79,8 @@ class PatientView:
     care_plan_active: bool
     care_plan_start: datetime | None
     plan_owner: dict[str, Any] | None
+    withdrawn: Mapping[str, str] = field(default_factory=dict)
+    not_scored: tuple[str, ...] = ()
 
 
 class PatientReader:
@@ -85,33 +97,38 @@ class PatientReader:
     def read_all(
         self, raw: Iterable[Mapping[str, Any]], not_scored: list[str] | None
     ) -> list[ServerResponse]:
-        """The responses that are of our instruments; unreadable ones are logged (id and
-        reason only) and listed in ``not_scored`` when given."""
+        """The responses that are of our instruments, withdrawn ones (entered in error)
+        included; unreadable ones (answers we do not understand among them) are logged (id
+        and reason only) and listed in ``not_scored`` when given."""
         out: list[ServerResponse] = []
         for qr in raw:
             try:
-                resp = read_response(qr, self._by_url, namespace=self._ns)
+                resp = read_response(qr, self._by_url, namespace=self._ns, withdrawn=True)
             except InvalidInputError as exc:
-                problem = exc.problems[0]
-                reason = f"{problem.field}: {problem.reason}"
-                log.warning(
-                    "monitoring.response_unreadable", response=problem.location, reason=reason
-                )
+                line = not_scored_line(exc.problems)
+                location, _, reason = line.partition(": ")
+                log.warning("monitoring.response_unreadable", response=location, reason=reason)
                 if not_scored is not None:
-                    not_scored.append(f"{problem.location}: {reason}")
+                    not_scored.append(line)
                 continue
             if resp is not None:
                 out.append(resp)
         return out
 
     def responses(self, patient_id: str) -> list[ServerResponse]:
+        """The patient's check-ins (withdrawn ones left out)."""
+        return [r for r in self.responses_and_problems(patient_id)[0] if not r.withdrawn]
+
+    def responses_and_problems(self, patient_id: str) -> tuple[list[ServerResponse], list[str]]:
+        """The patient's responses (withdrawn included) and the not-scored lines."""
         params = {
             "subject": f"Patient/{patient_id}",
             "questionnaire": ",".join(self.urls),
             "_count": "100",
         }
         raw = self.client.search("QuestionnaireResponse", params, headers=NO_CACHE)
-        return self.read_all(raw, None)
+        not_scored: list[str] = []
+        return self.read_all(raw, not_scored), not_scored
 
     def active_plan_patients(self) -> set[str]:
         """Server ids of patients with an active CarePlan of ours."""
@@ -121,7 +138,9 @@ class PatientReader:
 
     def view(self, patient_id: str, as_of: datetime) -> PatientView:
         """The patient's check-ins by instrument and their care-plan state on ``as_of``."""
-        responses = self.responses(patient_id)
+        every, not_scored = self.responses_and_problems(patient_id)
+        responses = [r for r in every if not r.withdrawn]
+        withdrawn = {r.reference: r.instrument.id for r in every if r.withdrawn}
         series: dict[str, list[CheckIn]] = defaultdict(list)
         for resp in responses:
             series[resp.instrument.id].append(score_response(resp).checkin)
@@ -147,4 +166,13 @@ class PatientReader:
                 start = begun
         # the clinician of the patient's plan (an active one first) owns its alerts
         owner = {"reference": min(owners)[1]} if owners else None
-        return PatientView(patient_id, responses, dict(series), active, start, owner)
+        return PatientView(
+            patient_id,
+            responses,
+            dict(series),
+            active,
+            start,
+            owner,
+            withdrawn=withdrawn,
+            not_scored=tuple(not_scored),
+        )

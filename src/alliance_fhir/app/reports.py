@@ -15,12 +15,12 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from alliance_fhir.app.alert_writer import AlertWriter
-from alliance_fhir.app.goal_pull import pull_plans, resolve_patient
+from alliance_fhir.app.goal_pull import pull_goal_plans, resolve_patient
 from alliance_fhir.app.patient_view import PatientReader
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import ConfigError, RenderError
 from alliance_fhir.fhir import FhirClient
-from alliance_fhir.goals import Plan
+from alliance_fhir.goals import Goal, Plan, target_text
 from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.monitoring.alerts import PRIORITY
@@ -44,14 +44,17 @@ _GOALS_HIDDEN = ("entered-in-error", "rejected")
 
 def report_goals(plans: Iterable[Plan]) -> list[ReportGoal]:
     """The goals a report shows: those of current plans (active, on hold, draft; all plans
-    when none is current), in the client's words, with agreement and milestones."""
+    when none is current), in the client's words, with agreement, targets and milestones.
+    A Goal several plans link is shown once; entered-in-error and rejected goals are not."""
     plan_list = list(plans)
     current = [p for p in plan_list if str(p.status) in _PLAN_STATUSES_SHOWN] or plan_list
     out: list[ReportGoal] = []
+    seen: set[str] = set()
     for plan in current:
         for goal in plan.goals:
-            if str(goal.lifecycle_status) in _GOALS_HIDDEN:
+            if str(goal.lifecycle_status) in _GOALS_HIDDEN or _goal_id(goal) in seen:
                 continue
+            seen.add(_goal_id(goal))
             agreement = goal.agreement
             milestones = [
                 ReportMilestone(
@@ -76,9 +79,14 @@ def report_goals(plans: Iterable[Plan]) -> list[ReportGoal]:
                     ),
                     milestones=milestones,
                     achievement=str(goal.achievement_status) if goal.achievement_status else None,
+                    targets=[target_text(t) for t in goal.targets],
                 )
             )
     return out
+
+
+def _goal_id(goal: Goal) -> str:
+    return f"Goal/{goal.source_id}" if goal.source_id else goal.key
 
 
 class Reports:
@@ -119,7 +127,10 @@ class Reports:
             for instrument_id, checkins in sorted(info.series.items())
             if checkins
         ]
-        goals = report_goals(pull_plans(self.client, self.settings, patient_id))
+        pulled = pull_goal_plans(self.client, self.settings, patient_id)
+        goals = report_goals(pulled.plans)
+        not_shown = [f"not scored: {line}" for line in info.not_scored]
+        not_shown += [f"not read: {problem}" for problem in pulled.problems]
         alerts: list[tuple[str, str, date | datetime | None]] = []
         for entry in self._alerts.open_alerts(patient_id).get(patient_id, []):
             rule = self._rules_by_id.get(entry.alert.rule_id)
@@ -127,7 +138,12 @@ class Reports:
             severity = rule.severity if rule else _SEVERITY_OF_PRIORITY.get(priority, "medium")
             alerts.append((severity, entry.alert.description or "", entry.alert.since))
         return render_report_html(
-            label or f"Client {patient_id}", series, goals, alerts, as_of=now.date()
+            label or f"Client {patient_id}",
+            series,
+            goals,
+            alerts,
+            as_of=now.date(),
+            not_shown=not_shown,
         )
 
     def write_report(

@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from alliance_fhir.cli.context import Ctx, open_api, pass_ctx
-from alliance_fhir.cli.render import out, print_monitor, print_status
+from alliance_fhir.cli.render import out, print_monitor, print_status, problems
 from alliance_fhir.exit_codes import ExitCode
-from alliance_fhir.goals import render_plan_text
+from alliance_fhir.goals import render_plans_text
 
 patient_option = click.option(
     "--patient",
@@ -28,13 +28,19 @@ def pull() -> None:
 @patient_option
 @pass_ctx
 def pull_goals(ctx: Ctx, patient: str) -> None:
-    """Print a patient's goal plans as a clinician would read them."""
+    """Print a patient's goal plans as a clinician would read them.
+
+    A Goal or CarePlan that cannot be read is one ``error:`` line (server id, JSON path,
+    reason) and exit 1; the rest is printed."""
     with open_api(ctx) as api:
-        plans = api.pull_plans(patient)
-    if not plans:
+        pulled = api.pull_goal_plans(patient)
+    if not pulled.plans:
         out.print("no goal plans on the server for this patient", markup=False)
-    for plan in plans:
-        click.echo(render_plan_text(plan))
+    else:
+        click.echo(render_plans_text(pulled.plans))
+    problems(pulled.problems)
+    if pulled.problems:
+        raise SystemExit(ExitCode.FAILED)
 
 
 @click.command()

@@ -62,10 +62,14 @@ def print_report(report: Report, *, dry_run: bool = False) -> None:
 
 
 def print_monitor(result: MonitorResult) -> None:
+    """The run's one summary line (not-scored and withdrawn responses counted, so a run that
+    scored nothing says so), then one stderr line per response not scored and per failure."""
     alerts = ", ".join(f"{k} {v}" for k, v in sorted(result.alerts.items())) or "none"
+    withdrawn = f", {result.withdrawn} withdrawn" if result.withdrawn else ""
     out.print(
         f"monitor: pulled {result.pulled} responses ({result.external} completed "
-        f"elsewhere scored); {len(result.patients)} patients evaluated; alerts: {alerts}",
+        f"elsewhere scored, {len(result.not_scored)} not scored{withdrawn}); "
+        f"{len(result.patients)} patients evaluated; alerts: {alerts}",
         markup=False,
     )
     for line in result.not_scored:

@@ -39,7 +39,7 @@ from alliance_fhir.goals._model import (
     Stance,
     Target,
 )
-from alliance_fhir.goals._render import render_plan_text
+from alliance_fhir.goals._render import render_plan_text, render_plans_text, target_text
 
 
 def load_plans(path: Path) -> tuple[list[Plan], list[Problem]]:
@@ -82,6 +82,8 @@ __all__ = [
     "load_plans_csv",
     "plans_from_data",
     "render_plan_text",
+    "render_plans_text",
+    "target_text",
     "transition",
     "validate_plan",
 ]

@@ -17,7 +17,7 @@ import re
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -164,6 +164,10 @@ class Target(_Model):
     unit_code: str | None = None
     detail: str | None = None
     due: date | None = None
+    #: Read from an EHR's Goal (``detailQuantity.comparator``, ``dueDuration`` as words, e.g.
+    #: ``12 wk``) so it is shown as written; our own Goals are not written with them.
+    comparator: Literal["<", "<=", ">=", ">"] | None = None
+    due_after: str | None = None
 
     @model_validator(mode="after")
     def _one_kind_of_detail(self) -> Target:

@@ -18,10 +18,21 @@ def _number(value: object) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+_COMPARATOR_WORDS = {"<": "below", "<=": "at most", ">=": "at least", ">": "above"}
+
+
+def target_text(target: Target) -> str:
+    """A target as one line: measure, level (with an EHR's comparator), due date or the
+    duration it is due after (e.g. ``Days sober: at least 30 d within 12 wk``)."""
+    return _target(target)
+
+
 def _target(target: Target) -> str:
     unit = f" {target.unit}" if target.unit else ""
     if target.value is not None:
         level = f"{_number(target.value)}{unit}"
+        if target.comparator:
+            level = f"{_COMPARATOR_WORDS[target.comparator]} {level}"
     elif target.low is not None and target.high is not None:
         level = f"{_number(target.low)} to {_number(target.high)}{unit}"
     elif target.low is not None:
@@ -33,6 +44,8 @@ def _target(target: Target) -> str:
     text = f"{target.measure.text}: {level}" if target.measure else level
     if target.due is not None:
         text += f" by {target.due.isoformat()}"
+    elif target.due_after:
+        text += f" within {target.due_after}"
     return text.strip(": ")
 
 
@@ -98,9 +111,24 @@ def _milestone(goal: Goal, pad: str, lines: list[str]) -> None:
         _milestone(child, inner, lines)
 
 
-def render_plan_text(plan: Plan) -> str:
+def render_plans_text(plans: list[Plan]) -> str:
+    """Several plans, one after the other; a Goal that an earlier plan already showed (the
+    EHR may link one Goal from several CarePlans) is named, not shown again."""
+    shown: dict[str, str] = {}
+    return "\n".join(render_plan_text(plan, shown) for plan in plans)
+
+
+def _goal_id(goal: Goal) -> str:
+    return f"Goal/{goal.source_id}" if goal.source_id else goal.key
+
+
+def render_plan_text(plan: Plan, shown: dict[str, str] | None = None) -> str:
     """Goals in the client's words, each party's agreement, milestones with status and due
-    date, targets, strengths and resources, the last progress note, and the GAS summary."""
+    date, targets, strengths and resources, the last progress note, and the GAS summary.
+
+    ``shown`` (goal id -> plan key) is filled as goals are rendered; a goal already in it is
+    written as one line pointing at the plan that shows it."""
+    seen = shown if shown is not None else {}
     title = f"Goal plan {plan.key}" + (f": {plan.title}" if plan.title else "")
     lines = [title, f"Status: {plan.status}"]
     lines.append(f"Client: {_who(plan.patient)}")
@@ -116,6 +144,13 @@ def render_plan_text(plan: Plan) -> str:
         lines.append(plan.description)
     for number, goal in enumerate(plan.goals, start=1):
         lines.append("")
+        earlier = seen.get(_goal_id(goal))
+        if earlier is not None:
+            lines.append(
+                f"{number}. \u201c{goal.client_words}\u201d (shown under goal plan {earlier})"
+            )
+            continue
+        seen[_goal_id(goal)] = plan.key
         lines.append(f"{number}. \u201c{goal.client_words}\u201d")
         pad = " " * (len(str(number)) + 2)
         facts = [f"Status: {_status(goal)}"]

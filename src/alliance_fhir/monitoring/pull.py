@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
@@ -54,6 +54,7 @@ __all__ = [
     "EXTERNAL_PREFIX",
     "NO_CACHE",
     "WATERMARK",
+    "WITHDRAWN",
     "ScoredResponse",
     "ServerResponse",
     "external_key",
@@ -76,6 +77,9 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 #: Response statuses that count as a check-in (an ``in-progress`` form is not done yet).
 COUNTED_STATUSES = ("completed", "amended")
 
+#: The status of a response withdrawn after it was completed: its score is withdrawn too.
+WITHDRAWN: Final = "entered-in-error"
+
 #: System of the stand-in identifiers that carry server references through ``Assessment``.
 _REF_SYSTEM = "urn:alliance-fhir:server-reference"
 _SUBJECT = Identifier(system=_REF_SYSTEM, value="subject")
@@ -85,6 +89,11 @@ _LITERAL = re.compile(
     r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
 )
 _CLINICIANS = ("Practitioner", "PractitionerRole")
+_STATUS_READ: dict[str, Literal["completed", "amended", "entered-in-error"]] = {
+    "completed": "completed",
+    "amended": "amended",
+    WITHDRAWN: WITHDRAWN,
+}
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,7 @@ class ServerResponse:
     instrument: Instrument
     patient_id: str
     authored: datetime
-    status: Literal["completed", "amended"]
+    status: Literal["completed", "amended", "entered-in-error"]
     answers: Mapping[str, RawAnswer] = field(default_factory=dict)
     version: str | None = None
     author_ref: Mapping[str, Any] | None = None
@@ -111,6 +120,11 @@ class ServerResponse:
     @property
     def reference(self) -> str:
         return f"QuestionnaireResponse/{self.qr_id}"
+
+    @property
+    def withdrawn(self) -> bool:
+        """Entered in error: no check-in any more; its score Observation is withdrawn too."""
+        return self.status == WITHDRAWN
 
     @property
     def subject_ref(self) -> dict[str, Any]:
@@ -227,11 +241,13 @@ def read_response(
     by_url: Mapping[str, Instrument],
     *,
     namespace: str = DEFAULT_NAMESPACE,
+    withdrawn: bool = False,
 ) -> ServerResponse | None:
     """``qr`` as a :class:`ServerResponse`, read by the one response reader.
 
     None when it is not a check-in to one of our instruments (another questionnaire, or a
-    status other than completed/amended). InvalidInputError (naming the response, never its
+    status other than completed/amended; with ``withdrawn``, ``entered-in-error`` is read
+    too, so the caller can withdraw its score). InvalidInputError (naming the response, never its
     content, with every problem found) when it is one of ours but cannot be read: no patient
     reference, no usable ``authored``, an answer of an unreadable type. Answers to items the
     instrument does not have are ignored: they cannot change a score.
@@ -243,10 +259,13 @@ def read_response(
     if not isinstance(canonical, str) or canonical.partition("|")[0] not in by_url:
         return None
     status = qr.get("status")
-    if status not in COUNTED_STATUSES:
+    if status not in COUNTED_STATUSES and not (withdrawn and status == WITHDRAWN):
         return None
+    # A withdrawn response is read as the completed one it was (its answers give the score
+    # Observation to withdraw); the domain Assessment has no withdrawn status.
+    as_read = {**qr, "status": "completed"} if status == WITHDRAWN else qr
     read = read_questionnaire_response(
-        qr, Origin.server(qr_id), by_url, _ServerPeople(), namespace=namespace
+        as_read, Origin.server(qr_id), by_url, _ServerPeople(), namespace=namespace
     )
     register_sensitive(*read.free_text)
     patient_id = patient_id_of(qr.get("subject"))
@@ -259,7 +278,7 @@ def read_response(
         instrument=read.instrument,
         patient_id=patient_id,
         authored=assessment.authored,
-        status="completed" if status == "completed" else "amended",
+        status=_STATUS_READ.get(str(status), "completed"),
         answers=dict(assessment.answers),
         version=read.version,
         author_ref=_clinician_ref(qr.get("author")),
@@ -280,7 +299,7 @@ def _assessment(resp: ServerResponse) -> Assessment:
         patient=_SUBJECT,
         practitioner=_AUTHOR if resp.author_ref is not None else None,
         authored=resp.authored,
-        status=resp.status,
+        status="amended" if resp.status == "amended" else "completed",
         answers=dict(resp.answers),
     )
 
@@ -338,4 +357,6 @@ def score_response(
         canonical_base=canonical_base,
         namespace=namespace,
     )
+    if resp.withdrawn:
+        obs["status"] = WITHDRAWN
     return ScoredResponse(resp, checkin, obs)

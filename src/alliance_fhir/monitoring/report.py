@@ -69,6 +69,7 @@ class ReportGoal:
     clinician_agreement: str | None = None
     milestones: Sequence[ReportMilestone] = ()
     achievement: str | None = None
+    targets: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -430,16 +431,30 @@ def _goals(goals: Sequence[ReportGoal]) -> str:
         achievement = (
             f'<span class="pill light">{_e(goal.achievement)}</span>' if goal.achievement else ""
         )
+        targets = "".join(f'<p class="target">Target: {_e(t)}</p>' for t in goal.targets)
         cards.append(
             '<div class="goal">'
             f'<p class="words">&#8220;{_e(goal.description)}&#8221;</p>'
             f'<p class="meta"><span class="pill">{_e(goal.status)}</span>{achievement}'
             f"{_badge('Client', goal.client_agreement)}"
             f"{_badge('Clinician', goal.clinician_agreement)}</p>"
-            f"{progress}"
+            f"{targets}{progress}"
             f'<ul class="milestones">{"".join(milestones)}</ul></div>'
         )
     return f'<section class="card"><h2>Goals</h2>{"".join(cards)}</section>'
+
+
+def _not_shown(lines: Sequence[str]) -> str:
+    """Records left out (responses not scored, goals or plans that could not be read): a
+    clinician must know the page is not the whole record."""
+    if not lines:
+        return ""
+    items = "".join(f"<li>{_e(line)}</li>" for line in lines)
+    return (
+        f'<section class="card notshown"><h2>Not shown ({len(lines)})</h2>'
+        "<p>These records on the server could not be read and are not part of the "
+        f"scores, alerts or goals above:</p><ul>{items}</ul></section>"
+    )
 
 
 # -- the page ----------------------------------------------------------------------------
@@ -452,6 +467,7 @@ header{display:flex;justify-content:space-between;align-items:baseline;margin-bo
 h1{font-size:24px;margin:0}
 h2{font-size:18px;margin:0 0 8px}
 .sub{color:#6b7280}
+.target{margin:2px 0;color:#374151}
 .card,.alerts{background:#fff;border-radius:10px;padding:16px 20px;margin-bottom:18px;
 box-shadow:0 1px 3px rgba(0,0,0,.12)}
 .alerts ul{list-style:none;margin:0;padding:0}
@@ -511,10 +527,12 @@ def render_report_html(
     *,
     as_of: date | datetime | None = None,
     title: str = "Therapeutic alliance report",
+    not_shown: Sequence[str] = (),
 ) -> str:
     """The whole report as one HTML page (UTF-8, no scripts, no external assets).
 
     ``open_alerts`` are ``(severity, message, since)``; they are shown most severe first.
+    ``not_shown`` lists records left out (``not scored: ...`` and unreadable goals), last.
     ``as_of`` is printed in the header when given (the output never reads the clock).
     """
     when = f'<span class="sub">as of {_e(_day(as_of))}</span>' if as_of else ""
@@ -527,6 +545,6 @@ def render_report_html(
         f"<title>{_e(title)}: {_e(patient_label)}</title>"
         f"<style>{_CSS}</style></head>\n<body>\n"
         f"<header><h1>{_e(title)}: {_e(patient_label)}</h1>{when}</header>\n"
-        f"{_alerts(open_alerts)}\n{sections}\n{_goals(goals)}\n"
+        f"{_alerts(open_alerts)}\n{sections}\n{_goals(goals)}\n{_not_shown(not_shown)}"
         "</body></html>\n"
     )

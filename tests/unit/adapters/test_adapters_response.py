@@ -20,6 +20,8 @@ from alliance_fhir.log import scrub
 from alliance_fhir.monitoring.pull import ServerResponse, instruments_by_url, read_response
 
 BASE = "http://alliance-fhir.org/fhir/Questionnaire"
+OURS = "http://alliance-fhir.org/fhir/CodeSystem/alliance-fhir-codes"
+SNOMED = "http://snomed.info/sct"
 MRN = "http://example-clinic.org/mrn"
 SECRET_MRN = "MRN-SECRET-4711"
 
@@ -203,16 +205,11 @@ def test_answer_value_types_and_codings_on_both_paths(both: Both) -> None:
     assert resp.answers == {"q1": 9, "q2": 8.5, "q3": 9.9}
     trc = [
         {"linkId": "heard", "answer": [{"valueCoding": {"code": "trc-client.true5.4"}}]},
-        {"linkId": "trust", "answer": [{"valueCoding": {"system": "urn:other", "code": "5"}}]},
-        {"linkId": "safe", "answer": [{"valueCoding": {"code": "not-on-the-scale"}}]},
+        {"linkId": "trust", "answer": [{"valueCoding": {"system": OURS, "code": "5"}}]},
+        {"linkId": "safe", "answer": [{"valueCoding": {"code": "3"}}]},
         {"linkId": "do-differently", "answer": [{"valueString": "call my aunt Rosalind"}]},
     ]
-    expected = {
-        "heard": "4",
-        "trust": "5",
-        "safe": "not-on-the-scale",  # kept: the instrument's checks refuse it later
-        "do-differently": "call my aunt Rosalind",
-    }
+    expected = {"heard": "4", "trust": "5", "safe": "3", "do-differently": "call my aunt Rosalind"}
     found, problems, _ = both.file(_qr("trc-client", trc))
     assert problems == []
     assert found[0].answers == expected
@@ -260,3 +257,82 @@ def test_a_file_response_names_every_unknown_person_at_once(both: Both) -> None:
         ),
     ]
     assert all("Giulia" not in str(p) for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("coding", "reason"),
+    [
+        ({"system": SNOMED, "code": "1"}, f"coding from {SNOMED}, not the trc-client CodeSystem"),
+        (
+            {"system": "urn:other", "code": "5"},
+            "coding from urn:other, not the trc-client CodeSystem",
+        ),
+        ({"system": OURS, "code": "9"}, "code not on the true5 scale"),
+        ({"code": "not-on-the-scale"}, "code without a system not on the true5 scale"),
+        ({"system": OURS}, "a coding without a code"),
+    ],
+)
+def test_codings_we_do_not_understand_are_refused_on_both_paths(
+    both: Both, coding: dict[str, Any], reason: str
+) -> None:
+    items = [
+        {"linkId": "heard", "answer": [{"valueCoding": {"system": OURS, "code": "4"}}]},
+        {"linkId": "trust", "answer": [{"valueCoding": coding}]},
+    ]
+    _, problems, _ = both.file(_qr("trc-client", items))
+    assert [(p.field, p.reason, p.path) for p in problems] == [
+        ("answers.trust", reason, "QuestionnaireResponse.item[1].answer[0].valueCoding")
+    ]
+    server = both.server(_qr("trc-client", items))
+    assert isinstance(server, list)
+    assert [(p.location, p.field, p.reason) for p in server] == [
+        ("QuestionnaireResponse/77", "answers.trust", reason)
+    ]
+
+
+def test_a_coding_on_a_number_item_is_refused(both: Both) -> None:
+    items = [{"linkId": "q1", "answer": [{"valueCoding": {"system": OURS, "code": "9"}}]}]
+    server = both.server(_qr("srs", items))
+    assert isinstance(server, list)
+    assert [p.reason for p in server] == ["a coding answers a decimal item"]
+
+
+def test_our_codesystem_under_the_configured_canonical_base_is_ours(
+    library: InstrumentLibrary,
+) -> None:
+    base = "https://clinic.example.org/af"
+    by_url = instruments_by_url(library.all(), base)
+    qr = _qr(
+        "trc-client",
+        [
+            {
+                "linkId": "heard",
+                "answer": [
+                    {
+                        "valueCoding": {
+                            "system": f"{base}/CodeSystem/alliance-fhir-codes",
+                            "code": "2",
+                        }
+                    }
+                ],
+            }
+        ],
+        questionnaire=f"{base}/Questionnaire/trc-client|1.0.0",
+    )
+    resp = read_response(qr, by_url)
+    assert resp is not None
+    assert resp.answers == {"heard": "2"}
+    other_base = {"system": "https://elsewhere.example.org/CodeSystem/alliance-fhir-codes"}
+    qr["item"][0]["answer"][0]["valueCoding"].update(other_base)
+    with pytest.raises(InvalidInputError, match="not the trc-client CodeSystem"):
+        read_response(qr, by_url)
+
+
+def test_an_entered_in_error_response_is_read_only_when_asked_for(both: Both) -> None:
+    qr = _qr("srs", _srs(9, 9, 9, 9), status="entered-in-error")
+    by_url = instruments_by_url(both.library.all())
+    assert read_response(qr, by_url) is None
+    withdrawn = read_response(qr, by_url, withdrawn=True)
+    assert withdrawn is not None
+    assert withdrawn.withdrawn
+    assert withdrawn.answers == {"q1": 9, "q2": 9, "q3": 9, "q4": 9}

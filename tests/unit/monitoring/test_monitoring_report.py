@@ -157,3 +157,18 @@ def test_missing_chromium_is_a_config_error(
     page.write_text("<p>x</p>", encoding="utf-8")
     with pytest.raises(ConfigError, match="chromium is not installed"):
         render_png(page, tmp_path / "r.png")
+
+
+def test_targets_and_records_not_shown_are_on_the_page() -> None:
+    goal = ReportGoal("Stay sober", "active", targets=["Days sober: at least 30 d within 12 wk"])
+    page = render_report_html(
+        "Client 7",
+        [],
+        [goal],
+        [],
+        not_shown=["not scored: QuestionnaireResponse/9: heard: coding from urn:x, not ours"],
+    )
+    assert "Target: Days sober: at least 30 d within 12 wk" in page
+    assert "Not shown (1)" in page
+    assert "not scored: QuestionnaireResponse/9: heard: coding from urn:x, not ours" in page
+    assert "Not shown" not in render_report_html("Client 7", [], [goal], [])

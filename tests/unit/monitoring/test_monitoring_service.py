@@ -233,6 +233,19 @@ def test_an_external_response_gets_an_observation_keyed_by_its_server_id() -> No
     assert len(external_key("x" * 64)) <= 64
 
 
+def test_a_withdrawn_response_gives_its_observation_entered_in_error() -> None:
+    by_url = instruments_by_url(load_library().all())
+    qr = {**_qr("7", NOW, [9.0, 8.5, 9.5, 9.0], None), "id": "48", "status": "entered-in-error"}
+    assert read_response(qr, by_url) is None
+    resp = read_response(qr, by_url, withdrawn=True)
+    assert resp is not None
+    assert resp.withdrawn
+    obs = score_response(resp, observation=True).observation
+    assert obs is not None
+    assert obs["status"] == "entered-in-error"
+    assert obs["identifier"][0]["value"] == "ext-48"
+
+
 def test_watermark_overlap_and_pull_parameters() -> None:
     assert since_for(None, 300) is None
     assert since_for("2024-03-01T10:05:00.250+00:00", 300) == "2024-03-01T10:00:00Z"
@@ -322,6 +335,42 @@ def test_recovery_closes_flag_and_task_with_our_reason(
         assert task["status"] == "completed"
         assert task["statusReason"]["text"] == RECOVERED_REASON
         assert task["note"][-1]["text"].startswith("Scores recovered:")
+
+
+def test_a_withdrawn_checkin_closes_its_alerts_saying_so(
+    server: FakeServer, monitor: Monitor
+) -> None:
+    ids = _falling(server)
+    monitor.run()
+    server.db["QuestionnaireResponse"][ids[-1]]["status"] = "entered-in-error"
+    result = monitor.run(all_patients=True)
+    assert result.alerts["recovered"] == 2
+    assert result.pulled == 3
+    for task in server.all("Task"):
+        assert task["status"] == "completed"
+        assert task["statusReason"]["text"] == RECOVERED_REASON
+        note = task["note"][-1]["text"]
+        assert f"(QuestionnaireResponse/{ids[-1]}) was withdrawn" in note
+        assert not note.startswith("Scores recovered")
+
+
+def test_a_task_with_our_identifier_system_and_a_foreign_value_is_a_problem(
+    server: FakeServer, monitor: Monitor
+) -> None:
+    _falling(server)
+    odd = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "identifier": [{"system": f"{NS}/alert-task", "value": "EHR task 12"}],
+        "description": 42,
+    }
+    task_id = server.add(odd)
+    result = monitor.run()
+    assert result.alerts["new"] == 2
+    assert [(p.location, p.path) for p in monitor.alerts.problems] == [
+        (f"Task/{task_id}", "Task.identifier")
+    ]
 
 
 def test_a_failed_patient_keeps_the_watermark_where_it_was(

@@ -2,6 +2,16 @@
 
 Goals written by others are tolerated: no identifier of ours -> key ``ehr-<id>``, and the
 server id is kept in ``source_id`` so pushing the plan again references them directly.
+EHR shapes are read as written: every R4 lifecycle and achievement status, a description as
+text or coding only, targets with ``detailQuantity`` (and its comparator), ``detailRange``,
+``detailString``, ``detailCodeableConcept``, ``detailRatio``, ``detailInteger``,
+``detailBoolean``, ``dueDate`` or ``dueDuration``.
+
+This is the one tolerant reader of Goals and CarePlans from a server (:func:`read_goals`,
+:func:`read_plan`): what cannot be used (our identifier with a value in another shape, an
+unknown status, a target the model refuses, a plan naming no clinician) becomes a
+:class:`Problem` naming ``Goal/<id>`` or ``CarePlan/<id>`` and the JSON path, never an
+exception out of pydantic; the other records are read on.
 """
 
 from __future__ import annotations
@@ -10,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+
+from pydantic import ValidationError
 
 from alliance_fhir.adapters import fhirjson
 from alliance_fhir.adapters.goals.options import (
@@ -50,6 +62,105 @@ from alliance_fhir.goals._model import (
     Target,
     valid_key,
 )
+
+__all__ = [
+    "goal_from_fhir",
+    "is_milestone_link",
+    "plan_from_fhir",
+    "read_goals",
+    "read_plan",
+]
+
+#: Goal model field -> the FHIR element it is read from (for problem paths).
+_GOAL_PATHS = {
+    "key": "identifier",
+    "client_words": "description",
+    "coding": "description.coding",
+    "lifecycle_status": "lifecycleStatus",
+    "achievement_status": "achievementStatus",
+    "start": "startDate",
+    "status_date": "statusDate",
+    "targets": "target",
+    "addresses": "addresses",
+    "notes": "note",
+    "strengths": "extension",
+    "resources": "extension",
+    "agreement": "extension",
+}
+_PLAN_PATHS = {"key": "identifier", "status": "status", "title": "title", "start": "period"}
+
+
+def _where(res: Mapping[str, Any]) -> str:
+    return f"{res.get('resourceType', 'Resource')}/{res.get('id', '?')}"
+
+
+def _pydantic_problems(
+    res: Mapping[str, Any], exc: ValidationError, paths: Mapping[str, str]
+) -> list[Problem]:
+    """pydantic's complaints as Problems on ``res`` (no values: they may be PHI)."""
+    rtype = str(res.get("resourceType"))
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        head = paths.get(loc[0], loc[0]) if loc else ""
+        if head == "target" and len(loc) > 1 and loc[1].isdigit():
+            head = f"target[{loc[1]}]"
+        reason = str(err["msg"]).removeprefix("Value error, ")
+        out.append(Problem(_where(res), head, reason, path=f"{rtype}.{head}" if head else rtype))
+    return out
+
+
+def _read(res: Mapping[str, Any], paths: Mapping[str, str], read: Any) -> tuple[Any, list[Problem]]:
+    """``read()``, or the problems that kept it from reading ``res``."""
+    try:
+        return read(), []
+    except InvalidInputError as exc:
+        return None, exc.problems
+    except ValidationError as exc:
+        return None, _pydantic_problems(res, exc, paths)
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:
+        # An element in a shape FHIR does not allow (a server without validation stores it).
+        reason = f"an element has an unexpected shape ({type(exc).__name__})"
+        return None, [Problem(_where(res), "", reason, path=str(res.get("resourceType")))]
+
+
+def read_goals(
+    resources: Iterable[Mapping[str, Any]], options: GoalOptions | None = None
+) -> tuple[list[Mapping[str, Any]], list[Problem]]:
+    """The Goal resources that can be read, and the problems of those that cannot (each
+    naming ``Goal/<id>`` and the JSON path). Read once per pull, so a Goal several CarePlans
+    link is reported once."""
+    opts = options or GoalOptions()
+    usable: list[Mapping[str, Any]] = []
+    problems: list[Problem] = []
+    for res in resources:
+        if not isinstance(res, Mapping):
+            continue
+        _, found = _read(res, _GOAL_PATHS, lambda r=res: _goal_parts(r, References(), opts, None))
+        if found:
+            problems.extend(found)
+        else:
+            usable.append(res)
+    return usable, problems
+
+
+def read_plan(
+    careplan: Mapping[str, Any],
+    goals: Iterable[Mapping[str, Any]],
+    observations: Iterable[Mapping[str, Any]] = (),
+    refs: References | None = None,
+    options: GoalOptions | None = None,
+) -> tuple[Plan | None, list[Problem]]:
+    """:func:`plan_from_fhir`, or the problems that kept the CarePlan from being read.
+    ``goals`` should have passed :func:`read_goals`."""
+    goal_list = list(goals)
+    obs_list = list(observations)
+    plan, problems = _read(
+        careplan,
+        _PLAN_PATHS,
+        lambda: plan_from_fhir(careplan, goal_list, obs_list, refs, options),
+    )
+    return (plan if isinstance(plan, Plan) else None), problems
 
 
 @dataclass
@@ -152,7 +263,7 @@ def _goal_parts(
             for c in codings
         ],
         proposed_by=proposed,
-        lifecycle_status=_lifecycle(res.get("lifecycleStatus")),
+        lifecycle_status=_lifecycle(res),
         achievement_status=_coded(res.get("achievementStatus"), ACHIEVEMENT_SYSTEM, Achievement),
         priority=_priority_of(res.get("priority")),
         agreement=agreement,
@@ -160,7 +271,7 @@ def _goal_parts(
         resources=resources,
         start=_to_date(res.get("startDate")),
         status_date=_to_date(res.get("statusDate")),
-        targets=[t for t in (_target_from(t) for t in res.get("target") or []) if t is not None],
+        targets=_targets(res),
         addresses=[
             Addressed(text=a.get("display"), reference=a.get("reference"))
             for a in res.get("addresses") or []
@@ -196,7 +307,9 @@ def plan_from_fhir(
     subject = careplan.get("subject")
     _, patient = refs.key_of(subject) if isinstance(subject, Mapping) else (None, None)
     if patient is None:
-        raise InvalidInputError(Problem(where, "subject", "the plan has no usable subject"))
+        raise InvalidInputError(
+            Problem(where, "subject", "the plan has no usable subject", path="CarePlan.subject")
+        )
 
     clinicians: list[str] = []
     people = [careplan.get("author"), *(careplan.get("contributor") or [])]
@@ -210,7 +323,12 @@ def plan_from_fhir(
             clinicians.append(pkey)
     if not clinicians:
         raise InvalidInputError(
-            Problem(where, "author", "the plan names no clinician (author or contributor)")
+            Problem(
+                where,
+                "author",
+                "the plan names no clinician (author or contributor)",
+                path="CarePlan.author",
+            )
         )
 
     goal_index: dict[str, _GoalParts] = {}
@@ -358,12 +476,50 @@ def _priority_of(cc: Any) -> Priority | None:
     return None
 
 
-def _lifecycle(value: Any) -> Lifecycle:
-    if value in Lifecycle._value2member_map_:
+def _lifecycle(res: Mapping[str, Any]) -> Lifecycle:
+    value = res.get("lifecycleStatus")
+    if isinstance(value, str) and value in Lifecycle._value2member_map_:
         return Lifecycle(value)
     raise InvalidInputError(
-        Problem("Goal", "lifecycleStatus", f"unknown lifecycle status {value!r}")
+        Problem(
+            _where(res),
+            "lifecycleStatus",
+            f"unknown lifecycle status {value!r}",
+            path="Goal.lifecycleStatus",
+        )
     )
+
+
+def _targets(res: Mapping[str, Any]) -> list[Target]:
+    out: list[Target] = []
+    problems: list[Problem] = []
+    for n, raw in enumerate(res.get("target") or []):
+        try:
+            target = _target_from(raw)
+        except ValidationError as exc:
+            reasons = "; ".join(
+                str(e["msg"]).removeprefix("Value error, ") for e in exc.errors(include_url=False)
+            )
+            problems.append(Problem(_where(res), f"target[{n}]", reasons, path=f"Goal.target[{n}]"))
+            continue
+        if target is not None:
+            out.append(target)
+    if problems:
+        raise InvalidInputError(problems)
+    return out
+
+
+def _amount(q: Any) -> str | None:
+    """A Quantity or Duration as words (``12 wk``), as the EHR wrote it."""
+    if not isinstance(q, Mapping) or q.get("value") is None:
+        return None
+    unit = q.get("unit") or q.get("code") or ""
+    return f"{q.get('comparator') or ''}{_plain(q['value'])} {unit}".strip()
+
+
+def _plain(value: Any) -> str:
+    text = str(value)
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _target_from(t: Mapping[str, Any]) -> Target | None:
@@ -378,10 +534,19 @@ def _target_from(t: Mapping[str, Any]) -> Target | None:
         # An EHR may send a detail without the measure FHIR's gol-1 requires; keep the detail
         # and say plainly that the measure was not stated (a later update makes it valid).
         measure = Concept(text=UNSTATED_MEASURE)
-    fields: dict[str, Any] = {"measure": measure, "due": _to_date(t.get("dueDate"))}
+    fields: dict[str, Any] = {
+        "measure": measure,
+        "due": _to_date(t.get("dueDate")),
+        "due_after": _amount(t.get("dueDuration")),
+    }
     if "detailQuantity" in t:
         q = t["detailQuantity"]
-        fields.update(value=q.get("value"), unit=q.get("unit"), unit_code=_ucum(q))
+        fields.update(
+            value=q.get("value"),
+            unit=q.get("unit"),
+            unit_code=_ucum(q),
+            comparator=q.get("comparator"),
+        )
     elif "detailRange" in t:
         low, high = t["detailRange"].get("low") or {}, t["detailRange"].get("high") or {}
         fields.update(
@@ -396,6 +561,10 @@ def _target_from(t: Mapping[str, Any]) -> Target | None:
         fields["value"] = t["detailInteger"]
     elif "detailBoolean" in t:
         fields["detail"] = "yes" if t["detailBoolean"] else "no"
+    elif "detailRatio" in t:
+        ratio = t["detailRatio"]
+        num, den = _amount(ratio.get("numerator")), _amount(ratio.get("denominator"))
+        fields["detail"] = f"{num or '?'} per {den or '?'}"
     elif "detailCodeableConcept" in t:
         cc = t["detailCodeableConcept"]
         first: Mapping[str, Any] = next(iter(cc.get("coding") or []), {})
