@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from synckit import REFUSAL, FakeServer, checkin, identifiers, response
+from synckit import FakeServer, checkin, identifiers, response
 
 from alliance_fhir.sync.engine import SyncEngine
 from alliance_fhir.sync.state import StateStore
