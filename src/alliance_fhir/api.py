@@ -246,17 +246,33 @@ class AllianceFhir:
         out_dir: Path | None = None,
     ) -> Report:
         """Publish our CodeSystem and the instruments' Questionnaires."""
-        records = self.instrument_records(labels_only=labels_only, instruments=instruments)
+        records = self.instrument_records(
+            labels_only=labels_only, instruments=instruments, against_state=out_dir is None
+        )
         return self.run(records, command="publish", dry_run=dry_run, out_dir=out_dir)
 
     def instrument_records(
-        self, *, labels_only: bool = False, instruments: Sequence[str] | None = None
+        self,
+        *,
+        labels_only: bool = False,
+        instruments: Sequence[str] | None = None,
+        against_state: bool = True,
     ) -> Records:
         """Our CodeSystem and the Questionnaires as records (a licensed instrument with no
-        overlay and no ``labels_only`` is skipped with the reason)."""
+        overlay and no ``labels_only`` is skipped with the reason). ``against_state``: a
+        Questionnaire whose version the state store holds with the other wording choice is
+        refused as a problem (one content per version); exports to files skip the check."""
         return instrument_records(
-            self.library, self.settings, labels_only=labels_only, only=instruments
+            self.library,
+            self.settings,
+            labels_only=labels_only,
+            only=instruments,
+            published=self._published_hash if against_state else None,
         )
+
+    def _published_hash(self, kind: str, key: str) -> str | None:
+        state = self.store.get(kind, key)
+        return state.content_hash if state is not None else None
 
     def assessment_records(self, paths: Sequence[Path]) -> Records:
         """Read, check and score assessment files into records (problems kept aside)."""
@@ -314,7 +330,9 @@ class AllianceFhir:
         out_dir: Path | None = None,
     ) -> Report:
         """Everything configured, in dependency order: instruments, assessments, goals."""
-        instruments = instrument_records(self.library, self.settings, labels_only=labels_only)
+        instruments = self.instrument_records(
+            labels_only=labels_only, against_state=out_dir is None
+        )
         if dry_run or out_dir is not None:
             records = instruments
             records.extend(self.assessment_records(self.settings.assessments))

@@ -6,7 +6,7 @@ each resource gets its record key, its conditional search and its bundle group.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +14,12 @@ from typing import Any
 from alliance_fhir.adapters.assessment import questionnaire_response, score_observation
 from alliance_fhir.adapters.assessment_files import read_assessments
 from alliance_fhir.adapters.codesystem import codesystem_for_instruments
+from alliance_fhir.adapters.fhirjson import content_hash
 from alliance_fhir.adapters.goals import GoalOptions, plan_to_fhir
-from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
+from alliance_fhir.adapters.questionnaire import (
+    questionnaire_from_instrument,
+    rival_questionnaire,
+)
 from alliance_fhir.adapters.record import Desired, record_uuid
 from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
@@ -64,17 +68,24 @@ def find_overlay(settings: Settings, instrument: Instrument) -> Overlay | None:
     return None
 
 
+#: The content hash we last wrote under a record's (kind, key), if any (the state store's).
+PublishedHash = Callable[[str, str], str | None]
+
+
 def instrument_records(
     library: InstrumentLibrary,
     settings: Settings,
     *,
     labels_only: bool = False,
     only: Iterable[str] | None = None,
+    published: PublishedHash | None = None,
 ) -> Records:
     """Our CodeSystem and one Questionnaire per instrument.
 
     A licensed instrument with neither an overlay nor ``labels_only`` is skipped with the
-    reason, not published with our labels by surprise.
+    reason, not published with our labels by surprise. With ``published`` (what the state
+    store says we wrote), a Questionnaire whose (url, version) already holds the *other*
+    wording choice's content is refused as a problem (:func:`_wording_flip`).
     """
     wanted = set(only) if only is not None else None
     out = Records()
@@ -106,16 +117,58 @@ def instrument_records(
         except InvalidInputError as exc:
             out.problems.extend(exc.problems)
             continue
-        out.desired.append(
-            Desired(
-                kind="questionnaire",
-                key=f"{q['url']}|{q['version']}",
-                resource=q,
-                search=canonical_search(q["url"], q["version"]),
-                group=f"questionnaire:{instrument.id}",
-            )
+        record = Desired(
+            kind="questionnaire",
+            key=f"{q['url']}|{q['version']}",
+            resource=q,
+            search=canonical_search(q["url"], q["version"]),
+            group=f"questionnaire:{instrument.id}",
         )
+        flip = None
+        if published is not None:
+            stored = published(record.kind, record.key)
+            if stored is not None and stored != record.hash:
+                flip = _wording_flip(instrument, record, stored, overlay, labels_only, base)
+        if flip is not None:
+            out.problems.append(flip)
+        else:
+            out.desired.append(record)
     return out
+
+
+def _wording_flip(
+    instrument: Instrument,
+    record: Desired,
+    stored: str,
+    overlay: Overlay | None,
+    labels_only: bool,
+    base: str,
+) -> Problem | None:
+    """The refusal when this run would swap one wording choice for the other under the same
+    (url, version), or None.
+
+    One canonical content per (url, version): a licensed instrument published with the
+    licensee's wording by one run and with our neutral labels by another (``--labels-only``)
+    would be rewritten on every switch. We compare the state store's hash with the hash of the
+    other choice's rendering; any other difference (a new release of this tool changing the
+    Questionnaire on purpose, a corrected overlay) stays an ordinary update.
+    """
+    rival = rival_questionnaire(
+        instrument, overlay=overlay, labels_only=labels_only, canonical_base=base
+    )
+    if rival is None:
+        return None
+    published_as, resource = rival
+    if content_hash(resource) != stored:
+        return None
+    now = "neutral labels (--labels-only)" if labels_only else "the licensee's wording"
+    return Problem(
+        f"Questionnaire {record.key}",
+        "wording",
+        f"published with {published_as}; this run would replace it with {now} under the "
+        "same version. One content per version: publish the way it was published, or give "
+        "the instrument a new version",
+    )
 
 
 def _person_refs(assessment: Assessment) -> dict[tuple[str, str], dict[str, Any]]:
