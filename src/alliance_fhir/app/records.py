@@ -21,6 +21,7 @@ from alliance_fhir.adapters.questionnaire import (
     rival_questionnaire,
 )
 from alliance_fhir.adapters.record import Desired, record_uuid
+from alliance_fhir.adapters.response_files import ReferenceResolver
 from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import (
@@ -187,7 +188,9 @@ def assessment_records(
 
     A record that fails its instrument's checks becomes a problem (file, line, field,
     reason). One whose answers are valid but cannot be scored still sends its answers, and
-    the reason it has no score is reported as skipped.
+    the reason it has no score is reported as skipped. An ``in-progress`` response (a form
+    saved half-filled) is kept the same way but never scored: a score Observation is what
+    the monitor's rules and alerts read, and an unfinished form says nothing yet.
     """
     out = Records()
     ns, base = settings.identifier_namespace, settings.canonical_base
@@ -211,6 +214,11 @@ def assessment_records(
         out.desired.append(
             Desired.identified("assessment", assessment.key, qr, namespace=ns, group=group)
         )
+        if prepared.status == "in-progress":
+            out.skipped.append(
+                f"not scored: {assessment.problem('status', 'in-progress: kept, not scored')}"
+            )
+            continue
         try:
             obs = score_observation(
                 prepared,
@@ -235,6 +243,8 @@ def read_assessment_files(
     library: InstrumentLibrary,
     settings: Settings,
     notes: list[str] | None = None,
+    *,
+    resolve_reference: ReferenceResolver | None = None,
 ) -> tuple[list[Assessment], list[Problem]]:
     """Every assessment in the files (directories walked for .yaml/.yml/.json/.csv).
 
@@ -243,7 +253,7 @@ def read_assessment_files(
     """
     assessments: list[Assessment] = []
     problems: list[Problem] = []
-    for found, bad, left_out in _assessments_by_file(paths, library, settings):
+    for found, bad, left_out in _assessments_by_file(paths, library, settings, resolve_reference):
         assessments.extend(found)
         problems.extend(bad)
         if notes is not None:
@@ -252,7 +262,10 @@ def read_assessment_files(
 
 
 def _assessments_by_file(
-    paths: Iterable[Path], library: InstrumentLibrary, settings: Settings
+    paths: Iterable[Path],
+    library: InstrumentLibrary,
+    settings: Settings,
+    resolve_reference: ReferenceResolver | None = None,
 ) -> Iterator[tuple[list[Assessment], list[Problem], list[str]]]:
     seen: dict[str, str] = {}
     for path in _expand(paths):
@@ -261,6 +274,7 @@ def _assessments_by_file(
             instruments=library.all(),
             canonical_base=settings.canonical_base,
             namespace=settings.identifier_namespace,
+            resolve_reference=resolve_reference,
         )
         kept = []
         for assessment in found:
@@ -275,12 +289,17 @@ def _assessments_by_file(
 
 
 def assessment_windows(
-    paths: Iterable[Path], library: InstrumentLibrary, settings: Settings, *, size: int = 2000
+    paths: Iterable[Path],
+    library: InstrumentLibrary,
+    settings: Settings,
+    *,
+    size: int = 2000,
+    resolve_reference: ReferenceResolver | None = None,
 ) -> Iterator[Records]:
     """Assessment records a few files at a time (at least ``size`` records a window, a file
     never split), so memory stays flat however large the import."""
     window = Records()
-    for found, problems, notes in _assessments_by_file(paths, library, settings):
+    for found, problems, notes in _assessments_by_file(paths, library, settings, resolve_reference):
         window.problems.extend(problems)
         window.skipped.extend(notes)
         window.extend(assessment_records(found, library, settings))
