@@ -24,10 +24,12 @@ import httpx
 from alliance_fhir.adapters.fhirjson import dumps
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
 from alliance_fhir.adapters.record import Desired
+from alliance_fhir.adapters.response_files import ReferenceResolver
 from alliance_fhir.app.connect import connect
 from alliance_fhir.app.engine import sync_engine
 from alliance_fhir.app.goal_pull import GoalPull, pull_goal_plans, pull_plans, resolve_patient
 from alliance_fhir.app.monitor import Monitor, MonitorResult, PatientOutcome, configured_rules
+from alliance_fhir.app.patients import reference_resolver
 from alliance_fhir.app.records import (
     Records,
     assessment_records,
@@ -247,22 +249,45 @@ class AllianceFhir:
         out_dir: Path | None = None,
     ) -> Report:
         """Publish our CodeSystem and the instruments' Questionnaires."""
-        records = self.instrument_records(labels_only=labels_only, instruments=instruments)
+        records = self.instrument_records(
+            labels_only=labels_only, instruments=instruments, against_state=out_dir is None
+        )
         return self.run(records, command="publish", dry_run=dry_run, out_dir=out_dir)
 
     def instrument_records(
-        self, *, labels_only: bool = False, instruments: Sequence[str] | None = None
+        self,
+        *,
+        labels_only: bool = False,
+        instruments: Sequence[str] | None = None,
+        against_state: bool = True,
     ) -> Records:
         """Our CodeSystem and the Questionnaires as records (a licensed instrument with no
-        overlay and no ``labels_only`` is skipped with the reason)."""
+        overlay and no ``labels_only`` is skipped with the reason). ``against_state``: a
+        Questionnaire whose version the state store holds with the other wording choice is
+        refused as a problem (one content per version); exports to files skip the check."""
         return instrument_records(
-            self.library, self.settings, labels_only=labels_only, only=instruments
+            self.library,
+            self.settings,
+            labels_only=labels_only,
+            only=instruments,
+            published=self._published_hash if against_state else None,
         )
+
+    def _resolver(self) -> ReferenceResolver:
+        """References in form fillers' exports: the patient map, then this server (read
+        only when a file needs it)."""
+        return reference_resolver(self.settings, lambda: self.client)
+
+    def _published_hash(self, kind: str, key: str) -> str | None:
+        state = self.store.get(kind, key)
+        return state.content_hash if state is not None else None
 
     def assessment_records(self, paths: Sequence[Path]) -> Records:
         """Read, check and score assessment files into records (problems kept aside)."""
         notes: list[str] = []
-        assessments, problems = read_assessment_files(paths, self.library, self.settings, notes)
+        assessments, problems = read_assessment_files(
+            paths, self.library, self.settings, notes, resolve_reference=self._resolver()
+        )
         records = assessment_records(assessments, self.library, self.settings)
         records.problems[:0] = problems
         records.skipped[:0] = notes
@@ -276,7 +301,9 @@ class AllianceFhir:
         if dry_run or out_dir is not None:
             records = self.assessment_records(paths)
             return self.run(records, command="push assessments", dry_run=dry_run, out_dir=out_dir)
-        windows = assessment_windows(paths, self.library, self.settings)
+        windows = assessment_windows(
+            paths, self.library, self.settings, resolve_reference=self._resolver()
+        )
         return self.run_stream(windows, command="push assessments")
 
     def run_stream(self, windows: Iterable[Records], *, command: str) -> Report:
@@ -315,7 +342,9 @@ class AllianceFhir:
         out_dir: Path | None = None,
     ) -> Report:
         """Everything configured, in dependency order: instruments, assessments, goals."""
-        instruments = instrument_records(self.library, self.settings, labels_only=labels_only)
+        instruments = self.instrument_records(
+            labels_only=labels_only, against_state=out_dir is None
+        )
         if dry_run or out_dir is not None:
             records = instruments
             records.extend(self.assessment_records(self.settings.assessments))
@@ -324,7 +353,12 @@ class AllianceFhir:
 
         def windows() -> Iterator[Records]:
             yield instruments
-            yield from assessment_windows(self.settings.assessments, self.library, self.settings)
+            yield from assessment_windows(
+                self.settings.assessments,
+                self.library,
+                self.settings,
+                resolve_reference=self._resolver(),
+            )
             yield self.goal_records(self.settings.goals)
 
         return self.run_stream(windows(), command="sync")
@@ -368,7 +402,10 @@ class AllianceFhir:
 
     def score_files(self, paths: Sequence[Path]) -> tuple[list[ScoredAssessment], list[Problem]]:
         """Score assessment files without any server: for ``alliance-fhir score``."""
-        assessments, problems = read_assessment_files(paths, self.library, self.settings)
+        offline = reference_resolver(self.settings, None)  # the patient map only
+        assessments, problems = read_assessment_files(
+            paths, self.library, self.settings, resolve_reference=offline
+        )
         scored: list[ScoredAssessment] = []
         for assessment in assessments:
             try:

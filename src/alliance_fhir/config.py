@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     mappings_dir: Path | None = Field(default=None, description="clinic instruments, rules, maps")
     overlay_dir: Path | None = Field(default=None, description="licensee wording overlays")
 
+    # People in form fillers' exports (subject/author given only as a reference)
+    patient_map: dict[str, str] = Field(
+        default_factory=dict, description="reference (Patient/123) -> system|value"
+    )
+    patient_identifier_system: str | None = Field(
+        default=None, description="the identifier of a server Patient we name it by (MRN)"
+    )
+
     # Sync
     state_path: Path = Path(".alliance-fhir/state.sqlite3")
     bundle_size: int = Field(default=100, ge=1, le=1000)

@@ -41,10 +41,15 @@ MAX_DECIMAL_PLACES = "http://hl7.org/fhir/StructureDefinition/maxDecimalPlaces"
 ITEM_CONTROL = "http://hl7.org/fhir/StructureDefinition/questionnaire-itemControl"
 ITEM_CONTROL_SYSTEM = "http://hl7.org/fhir/questionnaire-item-control"
 SLIDER_STEP = "http://hl7.org/fhir/StructureDefinition/questionnaire-sliderStepValue"
+CHOICE_ORIENTATION = "http://hl7.org/fhir/StructureDefinition/questionnaire-choiceOrientation"
+ENTRY_FORMAT = "http://hl7.org/fhir/StructureDefinition/entryFormat"
 HIDDEN = "http://hl7.org/fhir/StructureDefinition/questionnaire-hidden"
 CALCULATED_EXPRESSION = (
     "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-calculatedExpression"
 )
+
+#: Scales of at most this many points are laid out in one row.
+SHORT_SCALE = 5
 
 
 def number(value: float | int | Decimal) -> int | float:
@@ -145,17 +150,17 @@ def _copyright(instrument: Instrument, overlay: Overlay | None, labels_only: boo
 
 def _anchor(link_id: str, control: str, text: str) -> dict[str, Any]:
     return {
-        "extension": [
-            {
-                "url": ITEM_CONTROL,
-                "valueCodeableConcept": {
-                    "coding": [{"system": ITEM_CONTROL_SYSTEM, "code": control}]
-                },
-            }
-        ],
+        "extension": [_control(control)],
         "linkId": f"{link_id}.{control}",
         "text": text,
         "type": "display",
+    }
+
+
+def _control(code: str) -> dict[str, Any]:
+    return {
+        "url": ITEM_CONTROL,
+        "valueCodeableConcept": {"coding": [{"system": ITEM_CONTROL_SYSTEM, "code": code}]},
     }
 
 
@@ -163,13 +168,14 @@ def _item(
     instrument: Instrument,
     item: Item,
     overlay: Overlay | None,
-    labels_only: bool,
     canonical_base: str,
 ) -> dict[str, Any]:
     wording = overlay.items[item.link_id] if overlay is not None else None
+    # Our own items always carry their wording: ``labels_only`` only concerns licensed
+    # instruments (whose items have no text), so both renderings of ours are the same bytes.
     if wording is not None:
         text = wording.text
-    elif labels_only or item.text is None:
+    elif item.text is None:
         text = item.label
     else:
         text = item.text
@@ -179,20 +185,19 @@ def _item(
     if item.type == "decimal":
         analogue = item.analogue
         assert analogue is not None  # guaranteed by Item's validator
+        low_value, high_value = number(analogue.min), number(analogue.max)
         extensions += [
-            {
-                "url": ITEM_CONTROL,
-                "valueCodeableConcept": {
-                    "coding": [{"system": ITEM_CONTROL_SYSTEM, "code": "slider"}]
-                },
-            },
-            {"url": MIN_VALUE, "valueDecimal": number(analogue.min)},
-            {"url": MAX_VALUE, "valueDecimal": number(analogue.max)},
+            _control("slider"),
+            {"url": MIN_VALUE, "valueDecimal": low_value},
+            {"url": MAX_VALUE, "valueDecimal": high_value},
             {"url": MAX_DECIMAL_PLACES, "valueInteger": analogue.decimals},
         ]
         if analogue.decimals == 0:
-            # sliderStepValue is an integer in R4; finer lines rely on maxDecimalPlaces.
+            # sliderStepValue is an integer in R4: a line measured to 0.1 cannot say its
+            # step, and a step of 1 would lose its decimals; maxDecimalPlaces says it.
             extensions.append({"url": SLIDER_STEP, "valueInteger": 1})
+        # A renderer without a slider shows a number box: the hint says what to type.
+        extensions.append({"url": ENTRY_FORMAT, "valueString": f"{low_value}-{high_value}"})
         anchors = wording.answers if wording is not None else {}
         low = anchors.get("low") or analogue.low_label
         high = anchors.get("high") or analogue.high_label
@@ -200,6 +205,15 @@ def _item(
             children.append(_anchor(item.link_id, "lower", low))
         if high:
             children.append(_anchor(item.link_id, "upper", high))
+    if item.type == "choice":
+        assert item.scale is not None  # guaranteed by Item's validator
+        # Radio buttons, not an autocomplete box (a tap must not open a tablet's keyboard);
+        # a short scale reads best as one row.
+        short = len(instrument.scale(item.scale).points) <= SHORT_SCALE
+        extensions += [
+            _control("radio-button"),
+            {"url": CHOICE_ORIENTATION, "valueCode": "horizontal" if short else "vertical"},
+        ]
     if extensions:
         out["extension"] = extensions
     out["linkId"] = item.link_id
@@ -303,7 +317,32 @@ def questionnaire_from_instrument(
     resource["copyright"] = _copyright(instrument, overlay, labels_only)
     resource["code"] = [coding(instrument.code, canonical_base, display=instrument.title)]
     resource["item"] = [
-        *(_item(instrument, i, overlay, labels_only, canonical_base) for i in instrument.items),
+        *(_item(instrument, i, overlay, canonical_base) for i in instrument.items),
         *(_score_item(instrument, s, canonical_base) for s in scores),
     ]
     return fhirjson.validate(resource, source=f"Questionnaire {instrument.id}")
+
+
+def rival_questionnaire(
+    instrument: Instrument,
+    *,
+    overlay: Overlay | None,
+    labels_only: bool,
+    canonical_base: str = DEFAULT_CANONICAL_BASE,
+) -> tuple[str, dict[str, Any]] | None:
+    """The other wording choice for the same (url, version): its name and its Questionnaire.
+
+    Only a licensed instrument with an overlay at hand has two (the licensee's wording, or
+    our labels with ``labels_only``); our own instruments render the same either way.
+    """
+    if instrument.wording != "licensed" or overlay is None:
+        return None
+    if labels_only:
+        rival = questionnaire_from_instrument(
+            instrument, overlay=overlay, canonical_base=canonical_base
+        )
+        return "the licensee's wording", rival
+    rival = questionnaire_from_instrument(
+        instrument, labels_only=True, canonical_base=canonical_base
+    )
+    return "neutral labels (--labels-only)", rival

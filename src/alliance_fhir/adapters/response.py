@@ -11,8 +11,9 @@ Instrument
     rebased under the canonical base (:func:`instruments_by_url`).
 Key
     The value of our ``assessment`` identifier. Without one, a file falls back to any
-    identifier value, then the resource id; a server response is keyed ``ext-<server id>``
-    (:func:`external_key`): it was completed elsewhere.
+    identifier value, then the resource id, then (a form filler's export has neither) a key
+    derived from what the response says: :func:`content_key`. A server response is keyed
+    ``ext-<server id>`` (:func:`external_key`): it was completed elsewhere.
 ``authored``
     A FHIR dateTime with a timezone offset or ``Z`` (seconds may be omitted). A date-only
     value (``2024-03-04``, valid FHIR) is accepted and ordered as 12:00 UTC of that day: it
@@ -44,6 +45,7 @@ Problems
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,11 +68,13 @@ from alliance_fhir.inputs import Positions, format_path
 from alliance_fhir.instruments.schema import Instrument, Item
 
 __all__ = [
+    "CONTENT_PREFIX",
     "EXTERNAL_PREFIX",
     "Origin",
     "People",
     "ReadResponse",
     "Refused",
+    "content_key",
     "external_key",
     "instruments_by_url",
     "parse_authored",
@@ -320,7 +324,27 @@ def _fallback_key(qr: Mapping[str, Any], origin: Origin) -> str:
             return str(i["value"])
     if qr.get("id"):
         return str(qr["id"])
-    raise origin.fail("identifier", "no identifier or id to key the assessment by")
+    return content_key(qr)
+
+
+#: Key prefix of a response keyed by its content (:func:`content_key`).
+CONTENT_PREFIX = "qr-"
+
+
+def content_key(qr: Mapping[str, Any]) -> str:
+    """A stable key for a response with no identifier and no id (a form filler's export).
+
+    sha256 over the response's canonical JSON without ``id``, ``meta`` and ``text`` (what a
+    server or a renderer adds, not what was answered): the same filled form, imported again
+    from another file or folder, gets the same key and is never written twice; any different
+    answer, subject, author, source or time is a different response. The file's name is left
+    out on purpose: inbox files are renamed and moved.
+    """
+    body = {k: v for k, v in qr.items() if k not in ("id", "meta", "text")}
+    canonical = json.dumps(
+        body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
+    )
+    return f"{CONTENT_PREFIX}{hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:40]}"
 
 
 @dataclass

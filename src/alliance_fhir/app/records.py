@@ -6,7 +6,7 @@ each resource gets its record key, its conditional search and its bundle group.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,14 @@ from typing import Any
 from alliance_fhir.adapters.assessment import questionnaire_response, score_observation
 from alliance_fhir.adapters.assessment_files import read_assessments
 from alliance_fhir.adapters.codesystem import codesystem_for_instruments
+from alliance_fhir.adapters.fhirjson import content_hash
 from alliance_fhir.adapters.goals import GoalOptions, plan_to_fhir
-from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
+from alliance_fhir.adapters.questionnaire import (
+    questionnaire_from_instrument,
+    rival_questionnaire,
+)
 from alliance_fhir.adapters.record import Desired, record_uuid
+from alliance_fhir.adapters.response_files import ReferenceResolver
 from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import (
@@ -64,17 +69,24 @@ def find_overlay(settings: Settings, instrument: Instrument) -> Overlay | None:
     return None
 
 
+#: The content hash we last wrote under a record's (kind, key), if any (the state store's).
+PublishedHash = Callable[[str, str], str | None]
+
+
 def instrument_records(
     library: InstrumentLibrary,
     settings: Settings,
     *,
     labels_only: bool = False,
     only: Iterable[str] | None = None,
+    published: PublishedHash | None = None,
 ) -> Records:
     """Our CodeSystem and one Questionnaire per instrument.
 
     A licensed instrument with neither an overlay nor ``labels_only`` is skipped with the
-    reason, not published with our labels by surprise.
+    reason, not published with our labels by surprise. With ``published`` (what the state
+    store says we wrote), a Questionnaire whose (url, version) already holds the *other*
+    wording choice's content is refused as a problem (:func:`_wording_flip`).
     """
     wanted = set(only) if only is not None else None
     out = Records()
@@ -106,16 +118,58 @@ def instrument_records(
         except InvalidInputError as exc:
             out.problems.extend(exc.problems)
             continue
-        out.desired.append(
-            Desired(
-                kind="questionnaire",
-                key=f"{q['url']}|{q['version']}",
-                resource=q,
-                search=canonical_search(q["url"], q["version"]),
-                group=f"questionnaire:{instrument.id}",
-            )
+        record = Desired(
+            kind="questionnaire",
+            key=f"{q['url']}|{q['version']}",
+            resource=q,
+            search=canonical_search(q["url"], q["version"]),
+            group=f"questionnaire:{instrument.id}",
         )
+        flip = None
+        if published is not None:
+            stored = published(record.kind, record.key)
+            if stored is not None and stored != record.hash:
+                flip = _wording_flip(instrument, record, stored, overlay, labels_only, base)
+        if flip is not None:
+            out.problems.append(flip)
+        else:
+            out.desired.append(record)
     return out
+
+
+def _wording_flip(
+    instrument: Instrument,
+    record: Desired,
+    stored: str,
+    overlay: Overlay | None,
+    labels_only: bool,
+    base: str,
+) -> Problem | None:
+    """The refusal when this run would swap one wording choice for the other under the same
+    (url, version), or None.
+
+    One canonical content per (url, version): a licensed instrument published with the
+    licensee's wording by one run and with our neutral labels by another (``--labels-only``)
+    would be rewritten on every switch. We compare the state store's hash with the hash of the
+    other choice's rendering; any other difference (a new release of this tool changing the
+    Questionnaire on purpose, a corrected overlay) stays an ordinary update.
+    """
+    rival = rival_questionnaire(
+        instrument, overlay=overlay, labels_only=labels_only, canonical_base=base
+    )
+    if rival is None:
+        return None
+    published_as, resource = rival
+    if content_hash(resource) != stored:
+        return None
+    now = "neutral labels (--labels-only)" if labels_only else "the licensee's wording"
+    return Problem(
+        f"Questionnaire {record.key}",
+        "wording",
+        f"published with {published_as}; this run would replace it with {now} under the "
+        "same version. One content per version: publish the way it was published, or give "
+        "the instrument a new version",
+    )
 
 
 def _person_refs(assessment: Assessment) -> dict[tuple[str, str], dict[str, Any]]:
@@ -134,7 +188,9 @@ def assessment_records(
 
     A record that fails its instrument's checks becomes a problem (file, line, field,
     reason). One whose answers are valid but cannot be scored still sends its answers, and
-    the reason it has no score is reported as skipped.
+    the reason it has no score is reported as skipped. An ``in-progress`` response (a form
+    saved half-filled) is kept the same way but never scored: a score Observation is what
+    the monitor's rules and alerts read, and an unfinished form says nothing yet.
     """
     out = Records()
     ns, base = settings.identifier_namespace, settings.canonical_base
@@ -158,6 +214,11 @@ def assessment_records(
         out.desired.append(
             Desired.identified("assessment", assessment.key, qr, namespace=ns, group=group)
         )
+        if prepared.status == "in-progress":
+            out.skipped.append(
+                f"not scored: {assessment.problem('status', 'in-progress: kept, not scored')}"
+            )
+            continue
         try:
             obs = score_observation(
                 prepared,
@@ -182,6 +243,8 @@ def read_assessment_files(
     library: InstrumentLibrary,
     settings: Settings,
     notes: list[str] | None = None,
+    *,
+    resolve_reference: ReferenceResolver | None = None,
 ) -> tuple[list[Assessment], list[Problem]]:
     """Every assessment in the files (directories walked for .yaml/.yml/.json/.csv).
 
@@ -190,7 +253,7 @@ def read_assessment_files(
     """
     assessments: list[Assessment] = []
     problems: list[Problem] = []
-    for found, bad, left_out in _assessments_by_file(paths, library, settings):
+    for found, bad, left_out in _assessments_by_file(paths, library, settings, resolve_reference):
         assessments.extend(found)
         problems.extend(bad)
         if notes is not None:
@@ -199,7 +262,10 @@ def read_assessment_files(
 
 
 def _assessments_by_file(
-    paths: Iterable[Path], library: InstrumentLibrary, settings: Settings
+    paths: Iterable[Path],
+    library: InstrumentLibrary,
+    settings: Settings,
+    resolve_reference: ReferenceResolver | None = None,
 ) -> Iterator[tuple[list[Assessment], list[Problem], list[str]]]:
     seen: dict[str, str] = {}
     for path in _expand(paths):
@@ -208,6 +274,7 @@ def _assessments_by_file(
             instruments=library.all(),
             canonical_base=settings.canonical_base,
             namespace=settings.identifier_namespace,
+            resolve_reference=resolve_reference,
         )
         kept = []
         for assessment in found:
@@ -222,12 +289,17 @@ def _assessments_by_file(
 
 
 def assessment_windows(
-    paths: Iterable[Path], library: InstrumentLibrary, settings: Settings, *, size: int = 2000
+    paths: Iterable[Path],
+    library: InstrumentLibrary,
+    settings: Settings,
+    *,
+    size: int = 2000,
+    resolve_reference: ReferenceResolver | None = None,
 ) -> Iterator[Records]:
     """Assessment records a few files at a time (at least ``size`` records a window, a file
     never split), so memory stays flat however large the import."""
     window = Records()
-    for found, problems, notes in _assessments_by_file(paths, library, settings):
+    for found, problems, notes in _assessments_by_file(paths, library, settings, resolve_reference):
         window.problems.extend(problems)
         window.skipped.extend(notes)
         window.extend(assessment_records(found, library, settings))

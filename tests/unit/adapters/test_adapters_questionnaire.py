@@ -11,9 +11,14 @@ from alliance_fhir.adapters import fhirjson
 from alliance_fhir.adapters.codesystem import codes_system, codesystem_for_instruments
 from alliance_fhir.adapters.questionnaire import (
     CALCULATED_EXPRESSION,
+    CHOICE_ORIENTATION,
+    ENTRY_FORMAT,
     HIDDEN,
+    ITEM_CONTROL,
     ORDINAL_VALUE,
+    SLIDER_STEP,
     questionnaire_from_instrument,
+    rival_questionnaire,
     score_expression,
 )
 from alliance_fhir.exceptions import ConfigError, LicensedWordingRequired
@@ -28,6 +33,51 @@ def _ext(node: dict, url: str) -> dict:
 def test_trc_client_questionnaire_matches_golden(library: InstrumentLibrary) -> None:
     q = questionnaire_from_instrument(library.get("trc-client"))
     assert_golden("questionnaire-trc-client.json", q)
+
+
+@pytest.mark.parametrize("instrument_id", ["srs", "ors", "wai-sr"])
+def test_licensed_labels_only_matches_golden(
+    library: InstrumentLibrary, instrument_id: str
+) -> None:
+    q = questionnaire_from_instrument(library.get(instrument_id), labels_only=True)
+    assert_golden(f"questionnaire-{instrument_id}-labels.json", q)
+
+
+@pytest.mark.parametrize("instrument_id", ["trc-client", "trc-clinician"])
+def test_labels_only_leaves_our_own_wording_alone(
+    library: InstrumentLibrary, instrument_id: str
+) -> None:
+    inst = library.get(instrument_id)
+    plain = fhirjson.dumps(questionnaire_from_instrument(inst))
+    assert fhirjson.dumps(questionnaire_from_instrument(inst, labels_only=True)) == plain
+    q = json.loads(plain)
+    texts = [i["text"] for i in q["item"] if not i["linkId"].startswith("score.")]
+    assert texts == [i.text for i in inst.items]
+
+
+def _srs_overlay(library: InstrumentLibrary) -> Overlay:
+    return Overlay(
+        instrument="srs",
+        licence_holder="Example Clinic",
+        items={
+            i.link_id: OverlayItem(text=f"Licensed line {n}", answers={"low": "lo", "high": "hi"})
+            for n, i in enumerate(library.get("srs").items, 1)
+        },
+    )
+
+
+def test_the_rival_rendering_is_the_other_wording_choice(library: InstrumentLibrary) -> None:
+    srs = library.get("srs")
+    overlay = _srs_overlay(library)
+    name, labels = rival_questionnaire(srs, overlay=overlay, labels_only=False) or ("", {})
+    assert name == "neutral labels (--labels-only)"
+    assert labels == questionnaire_from_instrument(srs, labels_only=True)
+    name, worded = rival_questionnaire(srs, overlay=overlay, labels_only=True) or ("", {})
+    assert name == "the licensee's wording"
+    assert worded == questionnaire_from_instrument(srs, overlay=overlay)
+    assert rival_questionnaire(srs, overlay=None, labels_only=True) is None
+    trc = library.get("trc-client")
+    assert rival_questionnaire(trc, overlay=None, labels_only=True) is None
 
 
 def test_output_is_byte_identical_across_runs(library: InstrumentLibrary) -> None:
@@ -112,6 +162,55 @@ def test_decimal_items_are_sliders_with_bounds(library: InstrumentLibrary) -> No
     assert urls["http://hl7.org/fhir/StructureDefinition/maxDecimalPlaces"]["valueInteger"] == 1
     control = urls["http://hl7.org/fhir/StructureDefinition/questionnaire-itemControl"]
     assert control["valueCodeableConcept"]["coding"][0]["code"] == "slider"
+    assert urls[ENTRY_FORMAT]["valueString"] == "0-10"
+    # a line measured to 0.1 has no integer step to state (R4 sliderStepValue is an integer)
+    assert SLIDER_STEP not in urls
+
+
+def _control(node: dict) -> str:
+    return str(_ext(node, ITEM_CONTROL)["valueCodeableConcept"]["coding"][0]["code"])
+
+
+def test_analogue_anchors_are_lower_and_upper_display_items(library: InstrumentLibrary) -> None:
+    q = questionnaire_from_instrument(library.get("srs"), overlay=_srs_overlay(library))
+    for item in (i for i in q["item"] if not i["linkId"].startswith("score.")):
+        assert [(c["type"], _control(c), c["text"]) for c in item["item"]] == [
+            ("display", "lower", "lo"),
+            ("display", "upper", "hi"),
+        ]
+        assert [c["linkId"] for c in item["item"]] == [
+            f"{item['linkId']}.lower",
+            f"{item['linkId']}.upper",
+        ]
+
+
+@pytest.mark.parametrize("instrument_id", ["trc-client", "trc-clinician", "wai-sr"])
+def test_likert_items_are_horizontal_radio_buttons(
+    library: InstrumentLibrary, instrument_id: str
+) -> None:
+    q = questionnaire_from_instrument(library.get(instrument_id), labels_only=True)
+    choices = [i for i in q["item"] if i["type"] == "choice"]
+    assert choices
+    for item in choices:
+        assert _control(item) == "radio-button"
+        assert _ext(item, CHOICE_ORIENTATION)["valueCode"] == "horizontal"
+
+
+def test_answer_display_does_not_reveal_keying(library: InstrumentLibrary) -> None:
+    """A reverse-keyed item shows the very same answers as a plain one; only the
+    ordinalValue (which scoring needs) differs."""
+    q = questionnaire_from_instrument(library.get("trc-client"))
+    by_link = {i["linkId"]: i for i in q["item"]}
+    plain = by_link["trust"]["answerOption"]
+    reverse = by_link["held-back"]["answerOption"]
+    assert [o["valueCoding"] for o in reverse] == [o["valueCoding"] for o in plain]
+    assert [o["valueCoding"]["display"] for o in plain] == [
+        "Not at all true",
+        "A little true",
+        "Partly true",
+        "Mostly true",
+        "Completely true",
+    ]
 
 
 def test_score_items_are_hidden_read_only_and_calculated(library: InstrumentLibrary) -> None:

@@ -36,6 +36,16 @@ def test_render_of_a_licensed_instrument_needs_an_overlay_or_labels_only(run: Ru
     assert json.loads(rendered.out)["resourceType"] == "Questionnaire"
 
 
+@pytest.mark.parametrize("instrument_id", ["trc-client", "trc-clinician"])
+def test_labels_only_renders_our_own_instrument_unchanged(run: Run, instrument_id: str) -> None:
+    plain = run("instruments", "render", instrument_id)
+    labels = run("instruments", "render", instrument_id, "--labels-only")
+    assert (plain.code, labels.code) == (0, 0)
+    assert labels.out == plain.out
+    first = {"trc-client": "When I talk, I feel", "trc-clinician": "I had a good sense"}
+    assert first[instrument_id] in plain.out
+
+
 def test_show_of_an_unknown_instrument_exits_2_naming_the_known_ones(run: Run) -> None:
     result = run("instruments", "show", "nope")
     assert result.code == 2
