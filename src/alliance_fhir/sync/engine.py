@@ -478,8 +478,10 @@ class SyncEngine:
                 self.store.resolve_dead_letters(d.kind, d.key, db=db)
                 if op != "existing":
                     ctx.count("updated" if existing_pass else op)
-                    if d.uuid not in ctx.known and res.resource_id:
-                        ctx.known[d.uuid] = f"{d.resource_type}/{res.resource_id}"
+                # a record found by its identifier is known too: references to it resolve
+                # to its id, as on the server, not to a conditional reference
+                if d.uuid not in ctx.known and res.resource_id:
+                    ctx.known[d.uuid] = f"{d.resource_type}/{res.resource_id}"
 
     def _group_failed(self, entries: list[_Entry], exc: FhirError, ctx: _Context) -> None:
         """One record group was refused: find out which records truly conflict."""
