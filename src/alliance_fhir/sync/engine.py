@@ -38,7 +38,7 @@ from alliance_fhir.exceptions import (
 )
 from alliance_fhir.fhir import ReadResult, entry_results, etag_for
 from alliance_fhir.log import get_logger, new_id
-from alliance_fhir.sync.merge3 import MergeRules, merged_update, policy_of
+from alliance_fhir.sync.merge3 import MergeRules, merged_update, policy_of, with_ids
 from alliance_fhir.sync.plan import Action, SyncPlan, make_plan
 from alliance_fhir.sync.references import PersonResolver, person_keys
 from alliance_fhir.sync.references import resolve_references as _resolve
@@ -456,6 +456,12 @@ class SyncEngine:
                     "the server's answer did not confirm this record"
                 )
             return
+        ids = dict(ctx.known)
+        for entry, res in zip(entries, results, strict=True):
+            if res.resource_id:
+                ids[entry.action.desired.uuid] = (
+                    f"{entry.action.desired.resource_type}/{res.resource_id}"
+                )
         with self.store.transaction() as db:
             for entry, res in zip(entries, results, strict=True):
                 d = entry.action.desired
@@ -473,7 +479,7 @@ class SyncEngine:
                     status="synced",
                     run_id=run_id,
                     db=db,
-                    base=None if op == "existing" else entry.base,
+                    base=None if op == "existing" else with_ids(entry.base, ids),
                 )
                 self.store.resolve_dead_letters(d.kind, d.key, db=db)
                 if op != "existing":

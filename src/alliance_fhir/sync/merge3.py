@@ -34,6 +34,7 @@ __all__ = [
     "merge3",
     "merged_update",
     "policy_of",
+    "with_ids",
 ]
 
 Policy = Literal["skip", "ehr-wins", "ours-wins"]
@@ -151,6 +152,21 @@ def _items(value: Any, key: ItemKey) -> dict[str, Any]:
     for item in items:
         found.setdefault(key(item), item)
     return found
+
+
+def with_ids(node: Any, ids: Mapping[str, str]) -> Any:
+    """``node`` with ``urn:uuid`` references of a transaction replaced by what the server
+    made of them (``Goal/12``): a base must compare with the server's content, not with the
+    bundle we sent."""
+    if isinstance(node, dict):
+        out = {k: with_ids(v, ids) for k, v in node.items()}
+        ref = out.get("reference")
+        if isinstance(ref, str) and ref in ids:
+            out["reference"] = ids[ref]
+        return out
+    if isinstance(node, list):
+        return [with_ids(v, ids) for v in node]
+    return node
 
 
 @dataclass(frozen=True)

@@ -222,3 +222,17 @@ class RacingServer:
 
     def search(self, resource_type: str, params: Any) -> Any:
         return self.server.search(resource_type, params)
+
+
+def test_a_goal_we_unlink_from_our_careplan_goes_and_an_ehr_link_stays(
+    server: FakeServer, store: StateStore
+) -> None:
+    first = [goal("g1"), goal("g2"), careplan("p", ["g1", "g2"])]
+    assert _engine(server, store).run(first).ok  # created in one bundle: urn references
+    links = server.find("CarePlan", "p")["goal"]
+    server.edit("CarePlan", "p", goal=[*links, EHR_LINK])
+
+    result = _engine(server, store).run([goal("g1"), goal("g2"), careplan("p", ["g1"])])
+
+    assert result.ok, result.failures
+    assert server.find("CarePlan", "p")["goal"] == [links[0], EHR_LINK]
