@@ -38,7 +38,8 @@ from alliance_fhir.exceptions import (
 )
 from alliance_fhir.fhir import ReadResult, entry_results, etag_for
 from alliance_fhir.log import get_logger, new_id
-from alliance_fhir.sync.merge3 import MergeRules, merged_update, policy_of, with_ids
+from alliance_fhir.sync.merge3 import MergeRules, policy_of, with_ids
+from alliance_fhir.sync.merged import adopted_note, read_and_merge
 from alliance_fhir.sync.plan import Action, SyncPlan, make_plan
 from alliance_fhir.sync.references import PersonResolver, person_keys
 from alliance_fhir.sync.references import resolve_references as _resolve
@@ -173,7 +174,9 @@ class SyncEngine:
                 if self.progress is not None and plan.writes:
                     self.progress.start(len(plan.writes))
                 self._apply(plan, result, people)
-            self._note_adopted(result)
+            if result.bases_adopted:  # said once per run
+                log.info("sync.base_adopted", run_id=result.run_id, records=result.bases_adopted)
+                result.notes.append(adopted_note(result.bases_adopted))
             outcome = "ok" if result.ok else "partial"
         finally:
             result.seconds = time.monotonic() - started
@@ -187,18 +190,6 @@ class SyncEngine:
                 **result.summary(),
             )
         return result
-
-    @staticmethod
-    def _note_adopted(result: SyncResult) -> None:
-        """Say once per run that records from an older state store were merged with the
-        server's content as their base (from now on they have their own)."""
-        if not result.bases_adopted:
-            return
-        log.info("sync.base_adopted", run_id=result.run_id, records=result.bases_adopted)
-        result.notes.append(
-            f"{result.bases_adopted} record(s) had no stored merge base (state from an earlier "
-            "version): the server's current content was taken as their base"
-        )
 
     def _check_state_matches_server(self) -> None:
         """One read of our latest record: if the server no longer has it (a reset test
@@ -408,28 +399,26 @@ class SyncEngine:
         assert rules is not None
         assert state is not None
         assert state.server_id is not None
-        current = self.client.read(d.resource_type, state.server_id)
-        update = merged_update(
-            self.store.base(d.kind, d.key), current.resource, ours, rules, self.policy
+        update, version = read_and_merge(
+            self.client.read,
+            self.store,
+            d,
+            state.server_id,
+            ours,
+            rules,
+            self.policy,
+            run_id=ctx.result.run_id,
         )
         if update.adopted:
             ctx.adopt()
-        if update.conflicts:
-            log.info(
-                "sync.merge_conflict",
-                run_id=ctx.result.run_id,
-                kind=d.kind,
-                fields=",".join(update.conflicts),
-                policy=self.policy,
-            )
         if update.resource is not None:
             request = {"method": "PUT", "url": f"{d.resource_type}/{state.server_id}"}
-            if current.version_id:
-                request["ifMatch"] = etag_for(current.version_id)
+            if version:
+                request["ifMatch"] = etag_for(version)
             return _Entry(action, update.resource, request, update.base)
         with self.store.transaction() as db:
             if update.unchanged:
-                self._unchanged(d, state.server_id, current.version_id, ours, ctx, db)
+                self._unchanged(d, state.server_id, version, ours, ctx, db)
                 self.store.resolve_dead_letters(d.kind, d.key, db=db)
             else:
                 names = ", ".join(update.conflicts)
