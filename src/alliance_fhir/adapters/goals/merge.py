@@ -1,7 +1,9 @@
 """The merge of our Goal/CarePlan/Observation onto the server's current version.
 
 Clinicians edit the Goals and CarePlans we wrote inside the EHR; an update lays only the
-fields we own over the server's version so their additions survive. The element-order tables
+fields we own over the server's version so their additions survive. ``owned_fields``,
+``set_keys`` and ``lay_fields`` give sync's three-way merge (``sync.merge3``) its view of
+what we own, so a clinician's change to one of those fields is kept too. The element-order tables
 keep the merged JSON in FHIR order, so its bytes (and content hash) are stable.
 """
 
