@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     state_path: Path = Path(".alliance-fhir/state.sqlite3")
     bundle_size: int = Field(default=100, ge=1, le=1000)
     concurrency: int = Field(default=2, ge=1, le=32)
-    conflict_policy: Literal["skip", "overwrite"] = "skip"
+    #: ``overwrite`` is the older name of ``ours-wins`` (kept so old files still load).
+    conflict_policy: Literal["skip", "ehr-wins", "ours-wins", "overwrite"] = "skip"
     assessments: list[Path] = Field(default_factory=list, description="inputs for `sync`")
     goals: list[Path] = Field(default_factory=list, description="goal plans for `sync`")
     pull_overlap_seconds: int = Field(default=300, ge=0)

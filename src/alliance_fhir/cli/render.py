@@ -59,6 +59,7 @@ def print_report(report: Report, *, dry_run: bool = False) -> None:
     )
     for failure in res.failures:
         err.print(f"failed: {failure}", markup=False)
+    notes(res.notes)
 
 
 def print_monitor(result: MonitorResult) -> None:
@@ -111,9 +112,14 @@ def print_status(st: Status) -> None:
     out.print(f"records: {records}", markup=False)
     out.print(f"conflicts: {len(st.conflicts)}", markup=False)
     for c in st.conflicts:
+        what = (
+            f"changed on the server and by us: {', '.join(c.conflict_fields)}"
+            if c.conflict_fields
+            else "changed on the server since our last write"
+        )
         out.print(
-            f"  conflict: {c.kind}/{c.key} ({c.resource_type}/{c.server_id}) changed on "
-            "the server since our last write; not overwritten",
+            f"  conflict: {c.kind}/{c.key} ({c.resource_type}/{c.server_id}) {what}; "
+            "not overwritten",
             markup=False,
         )
     out.print(f"dead letters: {len(st.dead_letters)}", markup=False)

@@ -4,6 +4,10 @@ Safety rules, in the order they matter:
 
 * every create is conditional (``ifNoneExist`` on our identifier) and every update carries
   ``If-Match``: a retried or repeated request never duplicates and never overwrites blindly;
+* a record others may edit (a ``merge`` record: Goal, CarePlan) is merged three ways with
+  its base, what we last wrote (``sync.merge3``): the EHR's changes are kept, a field both
+  sides changed is a conflict settled by the policy, If-Match carries the version the merge
+  was computed on and a 412 is merged again once; a merge that changes nothing is not sent;
 * the state store is written only from what the server answered, in one SQLite transaction
   per bundle, so a crash at any point leaves a state that the next run repairs (a create
   that already landed is found by its identifier; an update that landed is recognised as our
@@ -18,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,16 +38,16 @@ from alliance_fhir.exceptions import (
 )
 from alliance_fhir.fhir import ReadResult, entry_results, etag_for
 from alliance_fhir.log import get_logger, new_id
+from alliance_fhir.sync.merge3 import MergeRules, policy_of, with_ids
+from alliance_fhir.sync.merged import adopted_note, read_and_merge
 from alliance_fhir.sync.plan import Action, SyncPlan, make_plan
 from alliance_fhir.sync.references import PersonResolver, person_keys
 from alliance_fhir.sync.references import resolve_references as _resolve
-from alliance_fhir.sync.state import RecordState, StateStore
+from alliance_fhir.sync.state import RecordState, StateStore, StoreView
 
-__all__ = ["Merger", "Progress", "SyncClient", "SyncEngine", "SyncResult"]
+__all__ = ["MergeRules", "Progress", "SyncClient", "SyncEngine", "SyncResult"]
 
 log = get_logger("alliance_fhir.sync")
-
-Merger = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 
 
 class Progress(Protocol):
@@ -71,8 +75,12 @@ class SyncResult:
     run_id: str
     counts: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    #: Things the user should know that are not failures (one line each).
+    notes: list[str] = field(default_factory=list)
     bundles: int = 0
     seconds: float = 0.0
+    #: Records merged without a stored base (state from before bases were kept).
+    bases_adopted: int = 0
 
     @property
     def ok(self) -> bool:
@@ -90,6 +98,8 @@ class _Entry:
     action: Action
     resource: dict[str, Any]
     request: dict[str, Any]
+    #: The base to store once the server has this write (merge records only).
+    base: dict[str, Any] | None = None
 
 
 class SyncEngine:
@@ -103,19 +113,33 @@ class SyncEngine:
         bundle_size: int = 100,
         concurrency: int = 2,
         conflict_policy: str = "skip",
-        mergers: Mapping[str, Merger] | None = None,
+        mergers: Mapping[str, MergeRules] | None = None,
         progress: Progress | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.bundle_size = bundle_size
         self.concurrency = concurrency
-        self.overwrite = conflict_policy == "overwrite"
+        self.policy = policy_of(conflict_policy)
+        self.overwrite = self.policy == "ours-wins"
         self.mergers = dict(mergers or {})
         self.progress = progress
 
     def plan(self, desired: Sequence[Desired]) -> SyncPlan:
-        return make_plan(desired, self.store.all_records(), overwrite_conflicts=self.overwrite)
+        return make_plan(
+            desired,
+            self.store.all_records(),
+            overwrite_conflicts=self.overwrite,
+            retry_conflict=self._retry_conflict,
+        )
+
+    def _retry_conflict(self, record: Desired) -> bool:
+        """Under ``ehr-wins`` a merged record in conflict is merged again (the EHR's values
+        win); under ``skip`` it waits for a human; ``ours-wins`` retries everything."""
+        return self.policy == "ehr-wins" and self._rules(record) is not None
+
+    def _rules(self, record: Desired) -> MergeRules | None:
+        return self.mergers.get(record.kind) if record.update_mode == "merge" else None
 
     def run(self, desired: Sequence[Desired], *, command: str = "sync") -> SyncResult:
         """One run over records held in memory."""
@@ -137,7 +161,12 @@ class SyncEngine:
             self._check_state_matches_server()
             for window in windows:
                 self._check_unique(window, seen)
-                plan = make_plan(window, _StoreView(self.store), overwrite_conflicts=self.overwrite)
+                plan = make_plan(
+                    window,
+                    StoreView(self.store),
+                    overwrite_conflicts=self.overwrite,
+                    retry_conflict=self._retry_conflict,
+                )
                 for action in plan.actions:
                     if action.op in ("unchanged", "conflict"):
                         result.counts[action.op] += 1
@@ -145,6 +174,9 @@ class SyncEngine:
                 if self.progress is not None and plan.writes:
                     self.progress.start(len(plan.writes))
                 self._apply(plan, result, people)
+            if result.bases_adopted:  # said once per run
+                log.info("sync.base_adopted", run_id=result.run_id, records=result.bases_adopted)
+                result.notes.append(adopted_note(result.bases_adopted))
             outcome = "ok" if result.ok else "partial"
         finally:
             result.seconds = time.monotonic() - started
@@ -218,6 +250,12 @@ class SyncEngine:
             ctx.existing = []
             for group in self._chunk([[a] for a in redo]):
                 self._send(group, ctx, existing_pass=True)
+        # Merged updates refused with 412 (someone wrote between our read and our write):
+        # read and merge again, once; a second 412 is a conflict.
+        while ctx.remerge:
+            again, ctx.remerge = ctx.remerge, []
+            for group in self._chunk([[a] for a in again]):
+                self._send(group, ctx, existing_pass=True)
 
     def _differs_on_server(self, desired: Desired, state: RecordState, ctx: _Context) -> bool:
         """Whether a record found by its identifier holds other content than ours; if not,
@@ -233,18 +271,37 @@ class SyncEngine:
         )
         if content_hash(current.resource) != content_hash(ours):
             return True
+        with self.store.transaction() as db:
+            self._unchanged(desired, state.server_id, current.version_id, ours, ctx, db)
+        return False
+
+    def _unchanged(
+        self,
+        d: Desired,
+        server_id: str,
+        version: str | None,
+        sent: dict[str, Any],
+        ctx: _Context,
+        db: Any,
+    ) -> None:
+        """Record a record the server already holds as in sync, without a write."""
         self.store.record(
-            kind=desired.kind,
-            key=desired.key,
-            resource_type=desired.resource_type,
-            server_id=state.server_id,
-            version_id=current.version_id,
-            content_hash=desired.hash,
+            kind=d.kind,
+            key=d.key,
+            resource_type=d.resource_type,
+            server_id=server_id,
+            version_id=version,
+            content_hash=d.hash,
             status="synced",
             run_id=ctx.result.run_id,
+            db=db,
+            base=self._base_of(d, sent),
         )
         ctx.count("unchanged")
-        return False
+
+    def _base_of(self, desired: Desired, sent: dict[str, Any]) -> dict[str, Any] | None:
+        rules = self._rules(desired)
+        return rules.owned(sent) if rules is not None else None
 
     def _chunk(self, groups: list[list[Action]]) -> Iterator[list[list[Action]]]:
         bundle: list[list[Action]] = []
@@ -308,18 +365,21 @@ class SyncEngine:
                 state = action.state
                 if action.op == "create" or state is None or not state.server_id:
                     request = {"method": "POST", "url": d.resource_type, "ifNoneExist": d.search}
-                else:
-                    resource["id"] = state.server_id
-                    version = state.version_id
-                    if d.update_mode == "merge" or (self.overwrite and state.status == "conflict"):
-                        current = self.client.read(d.resource_type, state.server_id)
-                        merger = self.mergers.get(d.kind)
-                        if merger is not None:
-                            resource = merger(current.resource, resource)
-                        version = current.version_id
-                    request = {"method": "PUT", "url": f"{d.resource_type}/{state.server_id}"}
-                    if version:
-                        request["ifMatch"] = etag_for(version)
+                    entries.append(_Entry(action, resource, request, self._base_of(d, resource)))
+                    continue
+                resource["id"] = state.server_id
+                if self._rules(d) is not None:
+                    merged = self._merged_entry(action, resource, ctx)
+                    if merged is not None:
+                        entries.append(merged)
+                    continue
+                version = state.version_id
+                if d.update_mode == "merge" or (self.overwrite and state.status == "conflict"):
+                    current = self.client.read(d.resource_type, state.server_id)
+                    version = current.version_id
+                request = {"method": "PUT", "url": f"{d.resource_type}/{state.server_id}"}
+                if version:
+                    request["ifMatch"] = etag_for(version)
                 entries.append(_Entry(action, resource, request))
         except UnresolvedPerson as exc:
             reason = f"unknown {exc.key.resource_type}: {exc}"
@@ -328,6 +388,43 @@ class SyncEngine:
                     self._reject(action, reason, ctx, db)
             return None
         return entries
+
+    def _merged_entry(self, action: Action, ours: dict[str, Any], ctx: _Context) -> _Entry | None:
+        """The update of a merged record: read the server's version, merge three ways with
+        the stored base. Nothing is sent when the merge changes nothing (``unchanged``) or
+        when both sides changed a field and the policy is ``skip`` (``conflict``, with the
+        field names; values never leave the server)."""
+        d, state = action.desired, action.state
+        rules = self._rules(d)
+        assert rules is not None
+        assert state is not None
+        assert state.server_id is not None
+        update, version = read_and_merge(
+            self.client.read,
+            self.store,
+            d,
+            state.server_id,
+            ours,
+            rules,
+            self.policy,
+            run_id=ctx.result.run_id,
+        )
+        if update.adopted:
+            ctx.adopt()
+        if update.resource is not None:
+            request = {"method": "PUT", "url": f"{d.resource_type}/{state.server_id}"}
+            if version:
+                request["ifMatch"] = etag_for(version)
+            return _Entry(action, update.resource, request, update.base)
+        with self.store.transaction() as db:
+            if update.unchanged:
+                self._unchanged(d, state.server_id, version, ours, ctx, db)
+                self.store.resolve_dead_letters(d.kind, d.key, db=db)
+            else:
+                names = ", ".join(update.conflicts)
+                reason = f"changed on the server and by us: {names}; not overwritten"
+                self._quarantine(action, "conflict", reason, None, ctx, db, update.conflicts)
+        return None
 
     def _record(
         self,
@@ -348,6 +445,12 @@ class SyncEngine:
                     "the server's answer did not confirm this record"
                 )
             return
+        ids = dict(ctx.known)
+        for entry, res in zip(entries, results, strict=True):
+            if res.resource_id:
+                ids[entry.action.desired.uuid] = (
+                    f"{entry.action.desired.resource_type}/{res.resource_id}"
+                )
         with self.store.transaction() as db:
             for entry, res in zip(entries, results, strict=True):
                 d = entry.action.desired
@@ -365,12 +468,15 @@ class SyncEngine:
                     status="synced",
                     run_id=run_id,
                     db=db,
+                    base=None if op == "existing" else with_ids(entry.base, ids),
                 )
                 self.store.resolve_dead_letters(d.kind, d.key, db=db)
                 if op != "existing":
                     ctx.count("updated" if existing_pass else op)
-                    if d.uuid not in ctx.known and res.resource_id:
-                        ctx.known[d.uuid] = f"{d.resource_type}/{res.resource_id}"
+                # a record found by its identifier is known too: references to it resolve
+                # to its id, as on the server, not to a conditional reference
+                if d.uuid not in ctx.known and res.resource_id:
+                    ctx.known[d.uuid] = f"{d.resource_type}/{res.resource_id}"
 
     def _group_failed(self, entries: list[_Entry], exc: FhirError, ctx: _Context) -> None:
         """One record group was refused: find out which records truly conflict."""
@@ -391,9 +497,12 @@ class SyncEngine:
                             status="synced",
                             run_id=ctx.result.run_id,
                             db=db,
+                            base=entry.base,
                         )
                         ctx.count("updated")
                         continue
+                    if self._rules(d) is not None and ctx.remerge_once(action):
+                        continue  # merged again after this pass, on the new version
                     if verdict == "conflict":
                         reason = "changed on the server since our last write; not overwritten"
                         self._quarantine(action, "conflict", reason, exc, ctx, db)
@@ -428,8 +537,10 @@ class SyncEngine:
         exc: FhirError | None,
         ctx: _Context,
         db: Any,
+        fields: Sequence[str] = (),
     ) -> None:
-        """Record a refused or conflicting record and keep the server's word on it."""
+        """Record a refused or conflicting record and keep the server's word on it;
+        ``fields`` names what both sides changed (a merge conflict)."""
         d = action.desired
         state = action.state
         self.store.record(
@@ -442,6 +553,7 @@ class SyncEngine:
             status=status,
             run_id=ctx.result.run_id,
             db=db,
+            conflict_fields=fields,
         )
         self.store.dead_letter(
             run_id=ctx.result.run_id,
@@ -454,26 +566,8 @@ class SyncEngine:
             db=db,
         )
         ctx.count(status)
-        ctx.fail(f"{d.kind}/{d.key}: {status if status == 'conflict' else reason}")
-
-
-class _StoreView(Mapping[tuple[str, str], RecordState]):
-    """The state store as a read-only mapping, one indexed lookup per record (no full load)."""
-
-    def __init__(self, store: StateStore) -> None:
-        self._store = store
-
-    def __getitem__(self, key: tuple[str, str]) -> RecordState:
-        found = self._store.get(*key)
-        if found is None:
-            raise KeyError(key)
-        return found
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._store.all_records())
-
-    def __len__(self) -> int:
-        return len(self._store.all_records())
+        what = f"conflict ({', '.join(fields)})" if fields else "conflict"
+        ctx.fail(f"{d.kind}/{d.key}: {what if status == 'conflict' else reason}")
 
 
 class _Context:
@@ -491,7 +585,24 @@ class _Context:
         self.conditional = conditional
         self.result = result
         self.existing: list[Action] = []
+        #: Merged updates refused with 412, to merge again on the new version.
+        self.remerge: list[Action] = []
+        self._remerged: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+
+    def remerge_once(self, action: Action) -> bool:
+        """Queue a 412'd merged update for one more merge; False if it had its chance."""
+        ident = (action.desired.kind, action.desired.key)
+        with self._lock:
+            if ident in self._remerged:
+                return False
+            self._remerged.add(ident)
+            self.remerge.append(action)
+            return True
+
+    def adopt(self) -> None:
+        with self._lock:
+            self.result.bases_adopted += 1
 
     def count_bundle(self) -> None:
         with self._lock:

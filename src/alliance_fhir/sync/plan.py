@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -41,6 +41,7 @@ def make_plan(
     states: Mapping[tuple[str, str], RecordState],
     *,
     overwrite_conflicts: bool = False,
+    retry_conflict: Callable[[Desired], bool] | None = None,
 ) -> SyncPlan:
     """Decide per record: create, update, leave alone, or leave in conflict.
 
@@ -48,7 +49,8 @@ def make_plan(
       a record that did reach the server before a crash is found, not duplicated);
     * same hash as last written and in sync -> ``unchanged``: costs no request;
     * in conflict (someone else changed it) -> stays ``conflict`` unless the policy is
-      overwrite, even if our input changed: a human decides;
+      overwrite (``ours-wins``) or ``retry_conflict`` says so (a merged record under
+      ``ehr-wins``), even if our input changed: a human decides;
     * otherwise -> ``update`` with the version we last saw.
 
     A record read from the server (it carries the server's ``id``, e.g. a goal the EHR made)
@@ -59,7 +61,9 @@ def make_plan(
         state = states.get((record.kind, record.key)) or _known_on_server(record)
         if state is None or state.server_id is None:
             op: Op = "create"
-        elif state.status == "conflict" and not overwrite_conflicts:
+        elif state.status == "conflict" and not (
+            overwrite_conflicts or (retry_conflict is not None and retry_conflict(record))
+        ):
             op = "conflict"
         elif state.status == "synced" and state.content_hash == record.hash:
             op = "unchanged"

@@ -3,6 +3,10 @@
 SQLite in WAL mode so a reader (``status``, the metrics endpoint) never blocks the writer.
 One row per record we own, keyed by (kind, key): the server's id and version, and the hash of
 the content we last wrote. A record whose hash is unchanged costs no request on the next run.
+
+Records others may edit (Goals, CarePlans) also keep their *base*: the fields we own as we
+last wrote them (JSON), the common ancestor of the three-way merge (``sync.merge3``). That is
+patient data at rest, as little as the merge needs; the file is 0600 in a 0700 folder.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +26,9 @@ from typing import Any
 from alliance_fhir.exceptions import StateError, outcome_summary, redact_outcome
 from alliance_fhir.private_files import FILE_MODE, private_dir
 
-SCHEMA_VERSION = 1
+#: 2: ``resources`` gained ``base`` and ``conflict_fields`` (older stores upgrade on open;
+#: their records have no base until the next write, see ``sync.merge3``).
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,6 +42,8 @@ CREATE TABLE IF NOT EXISTS resources (
     status TEXT NOT NULL,
     last_sync REAL NOT NULL,
     run_id TEXT,
+    base TEXT,
+    conflict_fields TEXT,
     PRIMARY KEY (kind, key)
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -66,6 +74,9 @@ CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, value TEXT NOT NUL
 #: which process runs it, so a run whose process died can be told from one in progress.
 _RUN_OWNER_COLUMNS = {"pid": "INTEGER", "host": "TEXT"}
 
+#: Columns added to ``resources`` by schema 2 (see ``SCHEMA_VERSION``).
+_BASE_COLUMNS = {"base": "TEXT", "conflict_fields": "TEXT"}
+
 #: Outcome of a run whose process ended without finishing it (killed, crashed, power cut).
 INTERRUPTED = "interrupted"
 
@@ -84,6 +95,14 @@ class RecordState:
     content_hash: str | None
     status: str
     last_sync: float
+    #: For a record in conflict: the fields both we and the EHR changed (names, no values).
+    conflict_fields: tuple[str, ...] = ()
+
+
+def _record_state(row: tuple[Any, ...]) -> RecordState:
+    names = tuple(json.loads(row[8])) if len(row) > 8 and row[8] else ()
+    kind, key, rtype, server_id, version_id, chash, status, last_sync = row[:8]
+    return RecordState(kind, key, rtype, server_id, version_id, chash, status, last_sync, names)
 
 
 @dataclass(frozen=True)
@@ -130,6 +149,14 @@ class StateStore:
             for name, sql_type in _RUN_OWNER_COLUMNS.items():
                 if name not in have:
                     self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql_type}")
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(resources)")}
+            for name, sql_type in _BASE_COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE resources ADD COLUMN {name} {sql_type}")
+            self._db.execute(
+                "UPDATE meta SET value=? WHERE key='schema_version' AND CAST(value AS INTEGER) < ?",
+                (str(SCHEMA_VERSION), SCHEMA_VERSION),
+            )
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state store {self.path} is unusable: {exc}") from exc
         self._lock = threading.RLock()
@@ -162,16 +189,28 @@ class StateStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT kind, key, resource_type, server_id, version_id, content_hash, status,"
-                " last_sync FROM resources WHERE kind=? AND key=?",
+                " last_sync, conflict_fields FROM resources WHERE kind=? AND key=?",
                 (kind, key),
             ).fetchone()
-        return RecordState(*row) if row else None
+        return _record_state(row) if row else None
+
+    def base(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The fields we own as we last wrote them, or None (never written, or written by a
+        version before schema 2)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT base FROM resources WHERE kind=? AND key=?", (kind, key)
+            ).fetchone()
+        if not row or not row[0]:
+            return None
+        found = json.loads(row[0])
+        return found if isinstance(found, dict) else None
 
     def all_records(self, kind: str | None = None) -> dict[tuple[str, str], RecordState]:
         """Every record (of one kind), keyed by (kind, key): one query for a whole plan."""
         sql = (
             "SELECT kind, key, resource_type, server_id, version_id, content_hash, status,"
-            " last_sync FROM resources"
+            " last_sync, conflict_fields FROM resources"
         )
         args: tuple[str, ...] = ()
         if kind is not None:
@@ -179,7 +218,7 @@ class StateStore:
             args = (kind,)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return {(r[0], r[1]): RecordState(*r) for r in rows}
+        return {(r[0], r[1]): _record_state(r) for r in rows}
 
     def record(
         self,
@@ -193,16 +232,24 @@ class StateStore:
         status: str,
         run_id: str | None,
         db: sqlite3.Connection | None = None,
+        base: Mapping[str, Any] | None = None,
+        conflict_fields: Sequence[str] = (),
     ) -> None:
+        """Insert or update one record. ``base`` None keeps the stored base (a refused or
+        conflicting write changes nothing on the server); ``conflict_fields`` replace the
+        stored ones."""
         if status not in STATUSES:
             raise ValueError(f"unknown record status {status!r}")
         sql = (
-            "INSERT INTO resources VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(kind, key) DO UPDATE"
+            "INSERT INTO resources (kind, key, resource_type, server_id, version_id,"
+            " content_hash, status, last_sync, run_id, base, conflict_fields)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(kind, key) DO UPDATE"
             " SET resource_type=excluded.resource_type,"
             " server_id=COALESCE(excluded.server_id, server_id),"
             " version_id=COALESCE(excluded.version_id, version_id),"
             " content_hash=excluded.content_hash, status=excluded.status,"
-            " last_sync=excluded.last_sync, run_id=excluded.run_id"
+            " last_sync=excluded.last_sync, run_id=excluded.run_id,"
+            " base=COALESCE(excluded.base, base), conflict_fields=excluded.conflict_fields"
         )
         args = (
             kind,
@@ -214,6 +261,8 @@ class StateStore:
             status,
             time.time(),
             run_id,
+            None if base is None else json.dumps(base, sort_keys=True, ensure_ascii=False),
+            json.dumps(list(conflict_fields)) if conflict_fields else None,
         )
         if db is not None:
             db.execute(sql, args)
@@ -226,10 +275,10 @@ class StateStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT kind, key, resource_type, server_id, version_id, content_hash, status,"
-                " last_sync FROM resources WHERE status='synced' AND server_id IS NOT NULL"
-                " ORDER BY last_sync DESC LIMIT 1"
+                " last_sync, conflict_fields FROM resources WHERE status='synced'"
+                " AND server_id IS NOT NULL ORDER BY last_sync DESC LIMIT 1"
             ).fetchone()
-        return RecordState(*row) if row else None
+        return _record_state(row) if row else None
 
     def forget_all(self) -> int:
         """Drop every record (the server lost our data); runs and dead letters stay."""
@@ -247,9 +296,10 @@ class StateStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT kind, key, resource_type, server_id, version_id, content_hash, status,"
-                " last_sync FROM resources WHERE status='conflict' ORDER BY kind, key"
+                " last_sync, conflict_fields FROM resources WHERE status='conflict'"
+                " ORDER BY kind, key"
             ).fetchall()
-        return [RecordState(*r) for r in rows]
+        return [_record_state(r) for r in rows]
 
     # Dead letters
 
@@ -397,6 +447,25 @@ class StateStore:
                 " SET value=excluded.value",
                 (name, value),
             )
+
+
+class StoreView(Mapping[tuple[str, str], RecordState]):
+    """The state store as a read-only mapping, one indexed lookup per record (no full load)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    def __getitem__(self, key: tuple[str, str]) -> RecordState:
+        found = self._store.get(*key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._store.all_records())
+
+    def __len__(self) -> int:
+        return len(self._store.all_records())
 
 
 def redact_reason(reason: str, outcome: Mapping[str, Any] | None) -> str:

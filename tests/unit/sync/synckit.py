@@ -71,6 +71,36 @@ def checkin(key: str, *, mrn: str = "MRN-1", answer: str = "3", total: int = 30)
     return [response(key, mrn=mrn, answer=answer), score(key, mrn=mrn, total=total)]
 
 
+def goal(key: str, *, status: str = "active", text: str = "Walk the dog") -> Desired:
+    """A Goal others may edit (merged three ways on update), in plan ``plan``'s group."""
+    resource = {
+        "resourceType": "Goal",
+        "identifier": [{"system": f"{NS}/goal", "value": key}],
+        "lifecycleStatus": status,
+        "description": {"text": text},
+        "subject": patient("MRN-1"),
+    }
+    return Desired.identified(
+        "goal", key, resource, namespace=NS, group="plan", update_mode="merge"
+    )
+
+
+def careplan(key: str, goals: list[str], *, title: str = "Mornings") -> Desired:
+    """A CarePlan linking our goals ``goals`` by their bundle uuids (merged on update)."""
+    resource = {
+        "resourceType": "CarePlan",
+        "identifier": [{"system": f"{NS}/careplan", "value": key}],
+        "status": "active",
+        "intent": "plan",
+        "title": title,
+        "subject": patient("MRN-1"),
+        "goal": [{"reference": record_uuid("goal", g, namespace=NS)} for g in goals],
+    }
+    return Desired.identified(
+        "careplan", key, resource, namespace=NS, group="plan", update_mode="merge"
+    )
+
+
 def identifiers(resource: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(system, value)`` of a resource's identifier(s) (one Identifier or a list)."""
     found = resource.get("identifier") or []

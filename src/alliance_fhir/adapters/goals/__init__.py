@@ -29,7 +29,13 @@ Modules: ``options`` (settings, kinds, systems), ``to_fhir``, ``from_fhir``, ``m
 from __future__ import annotations
 
 from alliance_fhir.adapters.goals.from_fhir import goal_from_fhir, plan_from_fhir
-from alliance_fhir.adapters.goals.merge import OWNED, merge_onto_server
+from alliance_fhir.adapters.goals.merge import (
+    OWNED,
+    lay_fields,
+    merge_onto_server,
+    owned_fields,
+    set_keys,
+)
 from alliance_fhir.adapters.goals.options import (
     ACHIEVEMENT_SYSTEM,
     FRAMING_PREFIX,
@@ -72,7 +78,10 @@ __all__ = [
     "goal_entries",
     "goal_from_fhir",
     "goal_identifier_value",
+    "lay_fields",
     "merge_onto_server",
+    "owned_fields",
     "plan_from_fhir",
     "plan_to_fhir",
+    "set_keys",
 ]

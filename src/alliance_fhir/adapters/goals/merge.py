@@ -1,13 +1,16 @@
 """The merge of our Goal/CarePlan/Observation onto the server's current version.
 
 Clinicians edit the Goals and CarePlans we wrote inside the EHR; an update lays only the
-fields we own over the server's version so their additions survive. The element-order tables
+fields we own over the server's version so their additions survive. ``owned_fields``,
+``set_keys`` and ``lay_fields`` give sync's three-way merge (``sync.merge3``) its view of
+what we own, so a clinician's change to one of those fields is kept too. The element-order tables
 keep the merged JSON in FHIR order, so its bytes (and content hash) are stable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from alliance_fhir.adapters import fhirjson
@@ -162,3 +165,131 @@ def _ordered(rtype: str, resource: Mapping[str, Any]) -> dict[str, Any]:
 
     names = sorted(enumerate(resource), key=sort_key)
     return {name: resource[name] for _, name in names}
+
+
+# Field views for the three-way merge (``sync.merge3``): what we own, flat, by field name.
+
+#: Prefix of the view fields holding our extensions, one field per extension URL.
+EXT_FIELD = "extension:"
+
+#: The identity of a list item (matches ``sync.merge3.ItemKey``; adapters sit below sync).
+ItemKey = Callable[[Any], str]
+
+
+def _reference_key(item: Any) -> str:
+    if isinstance(item, Mapping) and isinstance(item.get("reference"), str):
+        return str(item["reference"])
+    return _content_key(item)
+
+
+def _content_key(item: Any) -> str:
+    return json.dumps(item, sort_keys=True, ensure_ascii=False)
+
+
+def _target_key(item: Any) -> str:
+    measure = item.get("measure") if isinstance(item, Mapping) else None
+    return _content_key(measure if measure is not None else item)
+
+
+def _acceptance_key(item: Any) -> str:
+    """Agreement is one entry per person: matched by its ``individual``."""
+    subs = item.get("extension") if isinstance(item, Mapping) else None
+    for sub in subs or []:
+        if isinstance(sub, Mapping) and sub.get("url") == "individual":
+            return _reference_key(sub.get("valueReference"))
+    return _content_key(item)
+
+
+#: List fields merged as sets (EHR additions stay), with the identity of their items.
+SET_KEYS: dict[str, dict[str, ItemKey]] = {
+    "Goal": {
+        "target": _target_key,
+        "addresses": _reference_key,
+        "outcomeReference": _reference_key,
+        "note": _content_key,
+        EXT_FIELD + GOAL_ACCEPTANCE: _acceptance_key,
+        EXT_FIELD + GOAL_RELATIONSHIP: _content_key,
+    },
+    "CarePlan": {"goal": _reference_key, "contributor": _reference_key},
+}
+
+
+def set_keys(rtype: str, options: GoalOptions | None = None) -> dict[str, ItemKey]:
+    """``SET_KEYS`` of a type plus our list-valued extensions (strengths, resources)."""
+    opts = options or GoalOptions()
+    found = dict(SET_KEYS.get(rtype, {}))
+    if rtype == "Goal":
+        for name in ("goal-strength", "goal-resource"):
+            found[EXT_FIELD + opts.ext(name)] = _content_key
+    return found
+
+
+def _owned_names(rtype: str) -> list[str]:
+    names = list(OWNED[rtype])
+    for group in _CHOICES.get(rtype, ()):
+        names += [k for k in group if k not in names]
+    return names
+
+
+def _owns_extension(ext: Mapping[str, Any], opts: GoalOptions) -> bool:
+    url = ext.get("url")
+    if url == GOAL_RELATIONSHIP:
+        return is_milestone_link(ext)
+    return url in {
+        GOAL_ACCEPTANCE,
+        opts.ext("goal-proposed-by"),
+        opts.ext("goal-strength"),
+        opts.ext("goal-resource"),
+    }
+
+
+def _owns_note(note: Mapping[str, Any], opts: GoalOptions) -> bool:
+    kind_url = opts.ext("goal-note-kind")
+    return any(e.get("url") == kind_url for e in note.get("extension") or []) or str(
+        note.get("text", "")
+    ).startswith(FRAMING_PREFIX)
+
+
+def owned_fields(resource: Mapping[str, Any], options: GoalOptions | None = None) -> dict[str, Any]:
+    """The fields of ``resource`` we own, flat: each ``OWNED`` element, each of our extension
+    URLs as ``extension:<url>`` (a list), and our notes (Goal). Used the same way on our
+    resource, the server's and the stored base, so the three compare field by field."""
+    opts = options or GoalOptions()
+    rtype = str(resource.get("resourceType"))
+    if rtype not in OWNED:
+        return {}
+    view = {name: resource[name] for name in _owned_names(rtype) if name in resource}
+    for ext in resource.get("extension") or []:
+        if isinstance(ext, Mapping) and _owns_extension(ext, opts):
+            view.setdefault(EXT_FIELD + str(ext["url"]), []).append(ext)
+    if rtype == "Goal":
+        notes = [n for n in resource.get("note") or [] if _owns_note(n, opts)]
+        if notes:
+            view["note"] = notes
+    return view
+
+
+def lay_fields(
+    server_resource: Mapping[str, Any],
+    ours: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    options: GoalOptions | None = None,
+) -> dict[str, Any]:
+    """``merge_onto_server`` with ``fields`` (a merged ``owned_fields`` view) as the owned
+    content instead of ``ours``'s; ``ours`` still gives our identifier. Our extensions keep
+    the order of their URLs in ``ours``, so an unchanged record merges to the same bytes."""
+    rtype = str(ours.get("resourceType"))
+    laid = {k: v for k, v in ours.items() if k not in ("extension", "note")}
+    for name in _owned_names(rtype) if rtype in OWNED else ():
+        laid.pop(name, None)
+    urls = [str(e.get("url")) for e in ours.get("extension") or []]
+    urls += [n[len(EXT_FIELD) :] for n in fields if n.startswith(EXT_FIELD)]
+    extensions: list[Any] = []
+    for url in dict.fromkeys(urls):
+        extensions += fields.get(EXT_FIELD + url, [])
+    for name, value in fields.items():
+        if not name.startswith(EXT_FIELD):
+            laid[name] = value
+    if extensions:
+        laid["extension"] = extensions
+    return merge_onto_server(server_resource, laid, options)
