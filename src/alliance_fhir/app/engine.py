@@ -12,11 +12,12 @@ from typing import Any
 from alliance_fhir.adapters.goals import KIND_GOAL, KIND_PLAN, merge_onto_server
 from alliance_fhir.app.records import goal_options
 from alliance_fhir.config import Settings
-from alliance_fhir.fhir import FhirClient
+from alliance_fhir.fhir import Capabilities, FhirClient
 from alliance_fhir.sync.engine import Progress, SyncEngine
 from alliance_fhir.sync.state import StateStore
+from alliance_fhir.sync.strategies import WritePolicy
 
-__all__ = ["sync_engine"]
+__all__ = ["sync_engine", "write_policy"]
 
 
 def sync_engine(
@@ -25,10 +26,15 @@ def sync_engine(
     store: StateStore,
     *,
     progress: Progress | None = None,
+    capabilities: Capabilities | None = None,
 ) -> SyncEngine:
     """An engine configured from ``settings``: Goals and CarePlans are merged onto the
-    server's version (what the EHR added survives); ``progress`` sees each bundle."""
+    server's version (what the EHR added survives); ``progress`` sees each bundle; the
+    write strategy follows the server's ``capabilities`` (today's transactions when None)."""
     options = goal_options(settings)
+    policy = write_policy(settings, capabilities or Capabilities.unknown())
+    # A conditional create the server ignores is not safe to retry (issue #13).
+    client.honours_if_none_exist = policy.trusts_if_none_exist()
 
     def merge(server: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
         return merge_onto_server(server, ours, options)
@@ -41,4 +47,14 @@ def sync_engine(
         conflict_policy=settings.conflict_policy,
         mergers={KIND_GOAL: merge, KIND_PLAN: merge},
         progress=progress,
+        policy=policy,
+    )
+
+
+def write_policy(settings: Settings, capabilities: Capabilities) -> WritePolicy:
+    """The write strategy for this server, with the configured overrides."""
+    return WritePolicy.from_capabilities(
+        capabilities,
+        write_mode=settings.write_mode,
+        conditional_create=settings.conditional_create,
     )

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from alliance_fhir.adapters.fhirjson import content_hash
 from alliance_fhir.adapters.record import Desired
@@ -29,15 +29,32 @@ from alliance_fhir.exceptions import (
     ConflictError,
     FatalError,
     FhirError,
+    RetriableError,
     ServerRejectedError,
     UnresolvedPerson,
 )
-from alliance_fhir.fhir import ReadResult, entry_results, etag_for
+from alliance_fhir.fhir import (
+    ReadResult,
+    WriteResult,
+    bundle_is_idempotent,
+    entry_results,
+    etag_for,
+)
 from alliance_fhir.log import get_logger, new_id
 from alliance_fhir.sync.plan import Action, SyncPlan, make_plan
 from alliance_fhir.sync.references import PersonResolver, person_keys
 from alliance_fhir.sync.references import resolve_references as _resolve
 from alliance_fhir.sync.state import RecordState, StateStore
+from alliance_fhir.sync.strategies import (
+    Entry,
+    StepClient,
+    WritePolicy,
+    check_duplicates,
+    drop_existing,
+    find_existing,
+    send_stepwise,
+    split_unaccepted,
+)
 
 __all__ = ["Merger", "Progress", "SyncClient", "SyncEngine", "SyncResult"]
 
@@ -85,11 +102,7 @@ class SyncResult:
         return {k: self.counts[k] for k in keys}
 
 
-@dataclass
-class _Entry:
-    action: Action
-    resource: dict[str, Any]
-    request: dict[str, Any]
+_Entry = Entry
 
 
 class SyncEngine:
@@ -105,8 +118,10 @@ class SyncEngine:
         conflict_policy: str = "skip",
         mergers: Mapping[str, Merger] | None = None,
         progress: Progress | None = None,
+        policy: WritePolicy | None = None,
     ) -> None:
         self.client = client
+        self.policy = policy if policy is not None else WritePolicy()
         self.store = store
         self.bundle_size = bundle_size
         self.concurrency = concurrency
@@ -185,7 +200,11 @@ class SyncEngine:
     # Applying
 
     def _apply(self, plan: SyncPlan, result: SyncResult, people: PersonResolver) -> None:
-        writes = plan.writes
+        writes, unaccepted = split_unaccepted(plan.writes, self.policy.skip_types)
+        for rtype, count in unaccepted.items():
+            # Said once per type, not once per record: the server takes no writes of it.
+            log.warning("sync.type_not_accepted", resource_type=rtype, records=count)
+            result.counts["not_accepted"] += count
         if not writes:
             return
         people.resolve(k for a in writes for k in person_keys(a.desired.resource))
@@ -258,7 +277,39 @@ class SyncEngine:
         if bundle:
             yield bundle
 
+    # The write strategies' view of the engine (see sync.strategies.Host)
+
+    @property
+    def step_client(self) -> StepClient:
+        return cast(StepClient, self.client)
+
+    def build(self, action: Action, ctx: _Context) -> Entry | None:
+        built = self._build_group([action], [], ctx)
+        return built[0] if built else None
+
+    def record(self, entries: list[Entry], results: list[WriteResult], ctx: _Context) -> None:
+        self._record(entries, list(results), ctx, existing_pass=False)
+
+    def refused(self, entries: list[Entry], exc: FhirError, ctx: _Context) -> None:
+        self._group_failed(entries, exc, ctx)
+
+    def state_of(self, desired: Desired) -> RecordState | None:
+        return self.store.get(desired.kind, desired.key)
+
     def _send(
+        self, groups: list[list[Action]], ctx: _Context, *, existing_pass: bool = False
+    ) -> None:
+        """Write record groups the way the policy says (transaction, batch, single)."""
+        if self.policy.lookup_types and not existing_pass:
+            groups = drop_existing(self, groups, ctx)
+        if self.policy.mode != "transaction":
+            sent = send_stepwise(self, groups, ctx, mode=self.policy.mode)
+            if self.progress is not None and not existing_pass and sent:
+                self.progress.advance(sent)
+            return
+        self._send_transaction(groups, ctx, existing_pass=existing_pass)
+
+    def _send_transaction(
         self, groups: list[list[Action]], ctx: _Context, *, existing_pass: bool = False
     ) -> None:
         entries: list[_Entry] = []
@@ -279,6 +330,15 @@ class SyncEngine:
         try:
             ctx.count_bundle()
             response = self.client.transaction(bundle)
+        except RetriableError:
+            if self.policy.trusts_if_none_exist() or bundle_is_idempotent(
+                bundle, if_none_exist=False
+            ):
+                raise
+            # A lost answer on a server that ignores If-None-Exist: find what landed by
+            # identifier, send the rest one by one; never replay the bundle blindly.
+            send_stepwise(self, groups, ctx, mode="single")
+            return
         except (ServerRejectedError, ConflictError) as exc:
             if len(groups) > 1:
                 for group in groups:
@@ -286,9 +346,25 @@ class SyncEngine:
                 return
             self._group_failed(entries, exc, ctx)
             return
-        self._record(entries, entry_results(response), ctx, existing_pass=existing_pass)
+        results = entry_results(response)
+        self._record(entries, results, ctx, existing_pass=existing_pass)
+        self._verify_once(entries, results, ctx)
         if self.progress is not None and not existing_pass:
             self.progress.advance(len(entries))
+
+    def _verify_once(
+        self, entries: list[_Entry], results: list[WriteResult], ctx: _Context
+    ) -> None:
+        """A server claiming conditional create is checked once per window: the records
+        just created must be on it exactly once (else DuplicateRecordsError stops the run)."""
+        if not self.policy.verify_creates or ctx.verified or len(results) != len(entries):
+            return
+        created = [e.action.desired for e, r in zip(entries, results, strict=True) if r.created]
+        if not created:
+            return
+        ctx.verified = True
+        sample = created[:20]
+        check_duplicates(sample, find_existing(self.step_client, sample))
 
     def _build_group(
         self, group: list[Action], bundle: list[list[Action]], ctx: _Context
@@ -491,6 +567,7 @@ class _Context:
         self.conditional = conditional
         self.result = result
         self.existing: list[Action] = []
+        self.verified = False
         self._lock = threading.Lock()
 
     def count_bundle(self) -> None:
@@ -500,6 +577,10 @@ class _Context:
     def count(self, what: str) -> None:
         with self._lock:
             self.result.counts[what] += 1
+
+    def uncount(self, what: str) -> None:
+        with self._lock:
+            self.result.counts[what] -= 1
 
     def fail(self, message: str) -> None:
         with self._lock:
