@@ -503,7 +503,7 @@ class AllianceFhir:
 _DEGRADED = {
     "CodeSystem": "not written; answer codes are carried in the Questionnaires",
     "Questionnaire": "not written; responses cite the Questionnaire by canonical URL only",
-    "Flag": "not written; alerts are raised as Task only",
+    "Flag": "not writable; the monitor's alerts (Flag + Task) fail on this server",
 }
 
 
