@@ -25,6 +25,7 @@ import pytest
 from alliance_fhir.api import AllianceFhir
 from alliance_fhir.config import Settings
 from alliance_fhir.defaults import DEFAULT_NAMESPACE
+from alliance_fhir.sync.strategies import DuplicateRecordsError
 
 from .clinickit import CountingTransport
 
@@ -198,3 +199,21 @@ def test_no_conditional_lost_answer_and_lost_state(
         again = _push_all(api, clinic)
     assert again["created"] == 0
     _assert_each_once(fhir_base_url, expected)
+
+
+def test_a_server_that_claims_conditional_create_but_ignores_it_stops_the_run(
+    clinic: Path, fhir_profile_url: Any, tmp_path: Path
+) -> None:
+    """``conditional_create = "trust"`` on no-conditional imitates a server whose statement
+    lies: with the state lost, the check after the first created bundle finds two copies."""
+    base = fhir_profile_url("no-conditional")
+    state = tmp_path / "state.sqlite3"
+    settings = Settings(server_url=base, state_path=state, conditional_create="trust")
+    with AllianceFhir(settings) as api:
+        assert api.push_goals([clinic / "goals"]).ok
+    state.unlink()
+    with AllianceFhir(settings) as api, pytest.raises(DuplicateRecordsError) as stopped:
+        api.push_goals([clinic / "goals"])
+    message = str(stopped.value)
+    assert message.startswith("the server holds records of ours more than once")
+    assert "goal/" in message

@@ -11,6 +11,10 @@ Safety rules, in the order they matter:
 * a bundle the server refuses is split into its record groups and retried group by group,
   so one bad record never holds back the others; what still fails is quarantined in the
   dead-letter table with the server's OperationOutcome.
+
+How the writes travel (transaction, batch or single requests; identifier lookups where the
+server ignores If-None-Exist) is chosen from the server's capabilities by ``WritePolicy``
+and carried out in ``sync.strategies``; the engine plans, dispatches and records.
 """
 
 from __future__ import annotations
@@ -337,7 +341,7 @@ class SyncEngine:
                 raise
             # A lost answer on a server that ignores If-None-Exist: find what landed by
             # identifier, send the rest one by one; never replay the bundle blindly.
-            send_stepwise(self, groups, ctx, mode="single")
+            send_stepwise(self, groups, ctx, mode="single", recovering=True)
             return
         except (ServerRejectedError, ConflictError) as exc:
             if len(groups) > 1:

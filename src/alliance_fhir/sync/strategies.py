@@ -339,8 +339,11 @@ def send_stepwise(
     ctx: _Context,
     *,
     mode: WriteMode,
+    recovering: bool = False,
 ) -> int:
-    """Write ``groups`` without a transaction, in dependency waves; returns entries sent."""
+    """Write ``groups`` without a transaction, in dependency waves; returns entries sent.
+    ``recovering``: an earlier answer for these records was lost, so each create is looked
+    up by identifier before it is sent."""
     actions = [a for g in groups for a in g]
     fixups: list[Action] = []
     sent = 0
@@ -353,11 +356,11 @@ def send_stepwise(
             ):
                 entry.request.pop("ifNoneExist", None)
         if entries:
-            if mode == "batch":
+            if mode == "batch" and not recovering:
                 _send_batch(host, entries, ctx)
             else:
                 for entry in entries:
-                    _send_one(host, entry, ctx)
+                    _send_one(host, entry, ctx, recovering=recovering)
             sent += len(entries)
         fixups.extend(deferred)
     for action in fixups:
@@ -438,13 +441,11 @@ def _send_one(
         ctx.count_bundle()
     try:
         if request["method"] == "POST":
-            if recovering or lookup:
+            if recovering:
+                # Our earlier request may have landed: then it is ours, recorded as existing
+                # (its content is compared after the run), never created a second time.
                 found = find_existing(client, [d])
                 check_duplicates([d], found)
-                if found and recovering:
-                    host.record([entry], [_found_result(found[d.uuid][0], 201)], ctx)
-                    ctx.known.setdefault(d.uuid, f"{d.resource_type}/{found[d.uuid][0]}")
-                    return True
                 if found:
                     record_found(host, [entry.action], found, ctx)
                     return True
