@@ -57,9 +57,15 @@ __all__ = [
     "WRITTEN_TYPES",
     "DuplicateRecordsError",
     "Entry",
+    "Host",
+    "StepClient",
     "WritePolicy",
+    "check_duplicates",
+    "drop_existing",
     "find_existing",
     "send_stepwise",
+    "split_unaccepted",
+    "waves",
 ]
 
 log = get_logger("alliance_fhir.sync")
