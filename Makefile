@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help venv node sysdeps toxiproxy lint test unit integration demo faults bench server-start server-stop clean
+.PHONY: help venv node sysdeps toxiproxy lint test unit integration ehr-matrix demo faults bench server-start server-stop clean
 
 help:
 	@echo "make demo   - start the local HAPI FHIR server (port $(PORT)) and sync the example clinic"
@@ -58,6 +58,11 @@ test: venv node sysdeps toxiproxy lint
 
 integration: venv
 	$(BIN)/python -m pytest tests/integration -q
+
+# Sync against every EHR-like profile of the test server (make test runs batch-only,
+# no-conditional and restricted); one server start serves them all.
+ehr-matrix: venv
+	ALLIANCE_FHIR_EHR_PROFILES=all $(BIN)/python -m pytest tests/integration/test_ehr_profiles.py -q -s
 
 server-start:
 	scripts/fhir-server start --port $(PORT)

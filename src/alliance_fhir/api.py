@@ -26,7 +26,7 @@ from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
 from alliance_fhir.adapters.record import Desired
 from alliance_fhir.adapters.response_files import ReferenceResolver
 from alliance_fhir.app.connect import connect
-from alliance_fhir.app.engine import sync_engine
+from alliance_fhir.app.engine import sync_engine, write_policy
 from alliance_fhir.app.goal_pull import GoalPull, pull_goal_plans, pull_plans, resolve_patient
 from alliance_fhir.app.monitor import Monitor, MonitorResult, PatientOutcome, configured_rules
 from alliance_fhir.app.patients import reference_resolver
@@ -43,8 +43,18 @@ from alliance_fhir.app.reports import Reports
 from alliance_fhir.app.validation import validate_files
 from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
-from alliance_fhir.exceptions import FhirError, InvalidInputError, Problem
-from alliance_fhir.fhir import FhirClient, missing_capabilities
+from alliance_fhir.exceptions import (
+    ConfigError,
+    FhirError,
+    InvalidInputError,
+    Problem,
+    RetriableError,
+)
+from alliance_fhir.fhir import (
+    Capabilities,
+    FhirClient,
+    missing_capabilities,
+)
 from alliance_fhir.goals import Plan
 from alliance_fhir.instruments.library import (
     InstrumentLibrary,
@@ -59,7 +69,9 @@ from alliance_fhir.monitoring.rules import Rule
 from alliance_fhir.sync.engine import Progress, SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.plan import SyncPlan
+from alliance_fhir.sync.references import PERSON_TYPES
 from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore
+from alliance_fhir.sync.strategies import WRITTEN_TYPES
 
 __all__ = [
     "AllianceFhir",
@@ -71,6 +83,7 @@ __all__ = [
     "Report",
     "ScoredAssessment",
     "Status",
+    "TypeSupport",
     "as_json",
 ]
 
@@ -122,18 +135,36 @@ class Status:
     dead_letters: list[DeadLetter]
 
 
+@dataclass(frozen=True)
+class TypeSupport:
+    """One resource type as ``doctor`` reports it: what the server allows, how we write it,
+    and what that guarantees."""
+
+    resource_type: str
+    allowed: list[str]
+    strategy: str
+    guarantee: str
+
+
 @dataclass
 class Doctor:
+    """``missing`` lists what the statement lacks (informational); ``blockers`` what makes a
+    safe sync impossible (sync refuses to start); ``degraded`` what sync leaves out."""
+
     server_url: str
     reachable: bool
     fhir_version: str | None = None
     software: str | None = None
     missing: list[str] = field(default_factory=list)
     error: str | None = None
+    strategy: str | None = None
+    types: list[TypeSupport] = field(default_factory=list)
+    blockers: list[str] = field(default_factory=list)
+    degraded: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.reachable and not self.missing and (self.fhir_version or "").startswith("4.0")
+        return self.reachable and not self.blockers and (self.fhir_version or "").startswith("4.0")
 
 
 class AllianceFhir:
@@ -146,6 +177,7 @@ class AllianceFhir:
         self._client: FhirClient | None = None
         self._store: StateStore | None = None
         self._rules: list[Rule] | None = None
+        self._capabilities: Capabilities | None = None
         self.progress: Progress | None = None
 
     def __enter__(self) -> AllianceFhir:
@@ -190,9 +222,37 @@ class AllianceFhir:
             self._rules = configured_rules(self.library, self.settings)
         return self._rules
 
-    def engine(self) -> SyncEngine:
-        """A sync engine on this connection (building it connects the client)."""
-        return sync_engine(self.settings, self.client, self.store, progress=self.progress)
+    def capabilities(self, *, refresh: bool = False) -> Capabilities:
+        """What the server allows, read once per instance (one run) from /metadata. A
+        server without a readable statement is treated as today's: transactions."""
+        if self._capabilities is None or refresh:
+            try:
+                statement = self.client.capabilities()
+            except FhirError as exc:
+                if isinstance(exc, RetriableError) or exc.status in (401, 403):
+                    raise
+                log.warning("sync.capabilities_unknown", status=exc.status)
+                self._capabilities = Capabilities.unknown()
+            else:
+                self._capabilities = Capabilities.from_statement(statement)
+        return self._capabilities
+
+    def engine(self, *, writing: bool = False) -> SyncEngine:
+        """A sync engine on this connection (building it connects the client). For
+        ``writing`` the server's capabilities choose the write strategy, and a server that
+        cannot be synced safely is refused here, before any write (ConfigError)."""
+        caps = None
+        if writing:
+            caps = self.capabilities()
+            blockers = caps.blockers(WRITTEN_TYPES, PERSON_TYPES)
+            if blockers:
+                raise ConfigError(
+                    "the server cannot be synced safely (see `alliance-fhir doctor`): "
+                    + "; ".join(blockers)
+                )
+        return sync_engine(
+            self.settings, self.client, self.store, progress=self.progress, capabilities=caps
+        )
 
     # Instruments
 
@@ -232,7 +292,7 @@ class AllianceFhir:
             )
             report.plan = {"exported": len(records.desired)}
             return report
-        engine = self.engine()
+        engine = self.engine(writing=not dry_run)
         plan: SyncPlan = engine.plan(records.desired)
         report.plan = plan.counts()
         if dry_run:
@@ -316,7 +376,7 @@ class AllianceFhir:
                 report.skipped.extend(window.skipped)
                 yield window.desired
 
-        report.result = self.engine().run_windows(desired(), command=command)
+        report.result = self.engine(writing=True).run_windows(desired(), command=command)
         counts = report.result.counts
         report.plan = {k: counts[k] for k in ("created", "updated", "unchanged") if counts[k]}
         return report
@@ -453,7 +513,41 @@ class AllianceFhir:
             " ".join(str(software[k]) for k in ("name", "version") if software.get(k)) or None
         )
         report.missing = missing_capabilities(statement)
+        caps = Capabilities.from_statement(statement)
+        self._capabilities = caps
+        policy = write_policy(self.settings, caps)
+        report.strategy = policy.mode
+        report.blockers = caps.blockers(WRITTEN_TYPES, PERSON_TYPES)
+        for rtype in (*WRITTEN_TYPES, *PERSON_TYPES):
+            cap = caps.of(rtype)
+            allowed = sorted(cap.interactions) if cap else []
+            if rtype in PERSON_TYPES:
+                report.types.append(TypeSupport(rtype, allowed, "search", "read only"))
+                continue
+            if rtype in policy.skip_types:
+                report.types.append(TypeSupport(rtype, allowed, "not written", "none"))
+                report.degraded.append(f"{rtype}: {_DEGRADED.get(rtype, 'not written')}")
+                continue
+            how = policy.mode + (
+                " + identifier lookup" if rtype in policy.lookup_types else " + If-None-Exist"
+            )
+            guarantee = "no duplicates" + (
+                ", no silent overwrite (If-Match)"
+                if caps.versioned(rtype)
+                else ", updates unversioned (no ETag): a concurrent change can be overwritten"
+            )
+            if rtype in policy.lookup_types:
+                guarantee += "; one writer at a time"
+            report.types.append(TypeSupport(rtype, allowed, how, guarantee))
         return report
+
+
+#: What sync does instead when the server takes no writes of an optional type.
+_DEGRADED = {
+    "CodeSystem": "not written; answer codes are carried in the Questionnaires",
+    "Questionnaire": "not written; responses cite the Questionnaire by canonical URL only",
+    "Flag": "not writable; the monitor's alerts (Flag + Task) fail on this server",
+}
 
 
 def as_json(resource: dict[str, Any]) -> str:

@@ -79,6 +79,16 @@ class Settings(BaseSettings):
     assessments: list[Path] = Field(default_factory=list, description="inputs for `sync`")
     goals: list[Path] = Field(default_factory=list, description="goal plans for `sync`")
     pull_overlap_seconds: int = Field(default=300, ge=0)
+    write_mode: Literal["auto", "transaction", "batch", "single"] = Field(
+        default="auto",
+        description="auto: the strongest the CapabilityStatement offers (transaction, batch, "
+        "single requests); set it for a server whose statement is wrong",
+    )
+    conditional_create: Literal["auto", "trust", "lookup"] = Field(
+        default="auto",
+        description="auto: as the statement declares; trust: rely on If-None-Exist; lookup: "
+        "search our identifiers before every create (servers that ignore If-None-Exist)",
+    )
 
     # Daemon
     inbox_dir: Path = Path(".alliance-fhir/inbox")

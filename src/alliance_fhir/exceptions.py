@@ -7,6 +7,7 @@
     │   └── ScoringError         the answers cannot be scored (too many missing items, ...)
     ├── ConfigError              fix the configuration
     │   ├── LicensedWordingRequired  a licensed instrument needs --overlay or --labels-only
+    │   ├── DuplicateRecordsError    the server holds a record of ours twice: stop, name them
     │   └── UnknownInstrumentError   no loaded instrument has that id
     ├── UnresolvedPerson         a record names a patient/practitioner the server lacks
     ├── RenderError              Chromium did not produce the report picture
@@ -34,6 +35,7 @@ __all__ = [
     "AlreadyRunningError",
     "ConfigError",
     "ConflictError",
+    "DuplicateRecordsError",
     "FatalError",
     "FhirError",
     "InvalidInputError",
@@ -98,6 +100,11 @@ class ConfigError(AllianceFhirError):
 class LicensedWordingRequired(ConfigError):
     """A licensed instrument's wording is not shipped: supply the licensee's overlay, or ask
     explicitly for a label-only rendering. The message says which and why."""
+
+
+class DuplicateRecordsError(ConfigError):
+    """The server holds one of our records twice: it ignored a conditional create it claims
+    to support. Carrying on would multiply them; the message names the copies."""
 
 
 class UnknownInstrumentError(ConfigError, LookupError):

@@ -13,11 +13,12 @@ from typing import Any
 from alliance_fhir.adapters.goals import KIND_GOAL, KIND_PLAN, lay_fields, owned_fields, set_keys
 from alliance_fhir.app.records import goal_options
 from alliance_fhir.config import Settings
-from alliance_fhir.fhir import FhirClient
+from alliance_fhir.fhir import Capabilities, FhirClient
 from alliance_fhir.sync.engine import MergeRules, Progress, SyncEngine
 from alliance_fhir.sync.state import StateStore
+from alliance_fhir.sync.strategies import WritePolicy
 
-__all__ = ["sync_engine"]
+__all__ = ["sync_engine", "write_policy"]
 
 
 def sync_engine(
@@ -26,11 +27,16 @@ def sync_engine(
     store: StateStore,
     *,
     progress: Progress | None = None,
+    capabilities: Capabilities | None = None,
 ) -> SyncEngine:
     """An engine configured from ``settings``: Goals and CarePlans are merged three ways
     with the server's version (what the EHR changed or added survives); ``progress`` sees
-    each bundle."""
+    each bundle; the write strategy follows the server's ``capabilities`` (today's
+    transactions when None)."""
     options = goal_options(settings)
+    policy = write_policy(settings, capabilities or Capabilities.unknown())
+    # A conditional create the server ignores is not safe to retry (issue #13).
+    client.honours_if_none_exist = policy.trusts_if_none_exist()
 
     def owned(resource: Mapping[str, Any]) -> dict[str, Any]:
         return owned_fields(resource, options)
@@ -51,4 +57,14 @@ def sync_engine(
         conflict_policy=settings.conflict_policy,
         mergers={KIND_GOAL: rules("Goal"), KIND_PLAN: rules("CarePlan")},
         progress=progress,
+        policy=policy,
+    )
+
+
+def write_policy(settings: Settings, capabilities: Capabilities) -> WritePolicy:
+    """The write strategy for this server, with the configured overrides."""
+    return WritePolicy.from_capabilities(
+        capabilities,
+        write_mode=settings.write_mode,
+        conditional_create=settings.conditional_create,
     )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import click
 
+from alliance_fhir.api import Doctor
 from alliance_fhir.cli.context import Ctx, open_api, pass_ctx
 from alliance_fhir.cli.errors import fail
 from alliance_fhir.cli.render import err, out
@@ -11,24 +15,44 @@ from alliance_fhir.exit_codes import ExitCode
 
 
 @click.command()
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
 @pass_ctx
-def doctor(ctx: Ctx) -> None:
-    """Check that the server is reachable, authorised and offers what we need."""
+def doctor(ctx: Ctx, as_json: bool) -> None:
+    """Check that the server is reachable, authorised and offers what sync needs: per
+    resource type what it allows, the write strategy and the guarantee that holds.
+
+    Exit 0 when sync can run safely, 2 (one line per blocker) when it cannot, 4 when the
+    server cannot be reached or refuses our credentials."""
     with open_api(ctx) as api:
         report = api.doctor()
-    out.print(f"server: {report.server_url}", markup=False)
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(report), "ok": report.ok}, indent=2))
+    else:
+        _print_doctor(report)
     if not report.reachable:
         fail([f"error: cannot use the server: {report.error}"], ExitCode.SERVER_UNAVAILABLE)
+    raise SystemExit(ExitCode.OK if report.ok else ExitCode.CONFIG)
+
+
+def _print_doctor(report: Doctor) -> None:
+    out.print(f"server: {report.server_url}", markup=False)
+    if not report.reachable:
+        return
     out.print(
         f"FHIR version: {report.fhir_version} ({report.software or 'unknown software'})",
         markup=False,
     )
-    for missing in report.missing:
-        err.print(f"missing: {missing}", markup=False)
+    out.print(f"write strategy: {report.strategy}", markup=False)
+    for t in report.types:
+        allowed = " ".join(t.allowed) or "nothing"
+        out.print(f"{t.resource_type}: allows {allowed}; {t.strategy}; {t.guarantee}", markup=False)
+    for line in report.degraded:
+        out.print(f"degraded: {line}", markup=False)
+    for line in report.blockers:
+        err.print(f"blocker: {line}", markup=False)
     if not (report.fhir_version or "").startswith("4.0"):
-        err.print("error: alliance-fhir needs a FHIR R4 (4.0.x) server", markup=False)
+        err.print("blocker: alliance-fhir needs a FHIR R4 (4.0.x) server", markup=False)
     out.print("ok" if report.ok else "not ready", markup=False)
-    raise SystemExit(ExitCode.OK if report.ok else ExitCode.FAILED)
 
 
 @click.command()

@@ -24,8 +24,12 @@ from alliance_fhir.fhir._results import (
 )
 from alliance_fhir.fhir._retry import RetryPolicy
 from alliance_fhir.fhir.capability import (
+    OPTIONAL_WRITE_TYPES,
     REQUIRED_INTERACTIONS,
     REQUIRED_SYSTEM_INTERACTIONS,
+    Capabilities,
+    TypeCapability,
+    WriteMode,
     check_server,
     missing_capabilities,
 )
@@ -33,12 +37,14 @@ from alliance_fhir.fhir.client import FHIR_JSON, FhirClient, Params, bundle_is_i
 
 __all__ = [
     "FHIR_JSON",
+    "OPTIONAL_WRITE_TYPES",
     "REQUIRED_INTERACTIONS",
     "REQUIRED_SYSTEM_INTERACTIONS",
     "Auth",
     "AuthContext",
     "BasicAuth",
     "BearerTokenAuth",
+    "Capabilities",
     "FhirClient",
     "FhirResponse",
     "Params",
@@ -46,6 +52,8 @@ __all__ = [
     "RetryPolicy",
     "Secret",
     "SmartBackendAuth",
+    "TypeCapability",
+    "WriteMode",
     "WriteResult",
     "bundle_is_idempotent",
     "check_server",

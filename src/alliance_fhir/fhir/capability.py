@@ -1,13 +1,16 @@
 """Does this server support what we need? Read its CapabilityStatement and say what is missing.
 
 We ask before the first sync rather than discovering a missing interaction halfway through
-a batch. The answer is a list of human-readable items; empty means "go".
+a batch. ``missing_capabilities`` lists what is absent (empty means "go");
+``Capabilities`` keeps what the write strategies depend on (transaction or batch, per type
+writes, conditional create, versioning, search parameters), read once per run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
 
 from alliance_fhir.fhir.client import FhirClient
 
@@ -110,3 +113,142 @@ def check_server(
     return missing_capabilities(
         client.capabilities(), requirements, system, require_conditional=require_conditional
     )
+
+
+# -- what the server allows, measured once per run ---------------------------------------
+
+WriteMode = Literal["transaction", "batch", "single"]
+
+#: Types we write whose loss degrades a feature instead of stopping sync (issue #13 item 5):
+#: Questionnaires are then referenced by canonical only, alerts are written as Task only.
+OPTIONAL_WRITE_TYPES = frozenset({"CodeSystem", "Questionnaire", "Flag"})
+
+
+@dataclass(frozen=True)
+class TypeCapability:
+    """What the statement declares for one resource type."""
+
+    interactions: frozenset[str]
+    conditional_create: bool
+    conditional_update: bool
+    versioning: str | None
+    search_params: frozenset[str]
+
+    @property
+    def writable(self) -> bool:
+        return {"create", "update"} <= self.interactions
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """A server's CapabilityStatement reduced to what our write strategies depend on.
+
+    ``known`` is false when no statement could be read: callers then keep today's
+    behaviour (transactions of conditional creates) rather than guess.
+    """
+
+    system: frozenset[str] = frozenset()
+    types: Mapping[str, TypeCapability] = field(default_factory=dict)
+    known: bool = True
+
+    @classmethod
+    def from_statement(cls, statement: Mapping[str, Any]) -> Capabilities:
+        system: set[str] = set()
+        types: dict[str, TypeCapability] = {}
+        for rest in _server_rest(statement):
+            system |= _codes(rest.get("interaction") or [])
+            for res in rest.get("resource") or []:
+                if not (isinstance(res, Mapping) and res.get("type")):
+                    continue
+                params = {
+                    str(p.get("name"))
+                    for p in res.get("searchParam") or []
+                    if isinstance(p, Mapping) and p.get("name")
+                }
+                types[str(res["type"])] = TypeCapability(
+                    interactions=frozenset(_codes(res.get("interaction") or [])),
+                    conditional_create=res.get("conditionalCreate") is True,
+                    conditional_update=res.get("conditionalUpdate") is True,
+                    versioning=str(res["versioning"]) if res.get("versioning") else None,
+                    search_params=frozenset(params),
+                )
+        return cls(frozenset(system), types)
+
+    @classmethod
+    def unknown(cls) -> Capabilities:
+        return cls(known=False)
+
+    def of(self, resource_type: str) -> TypeCapability | None:
+        return self.types.get(resource_type)
+
+    def writable(self, resource_type: str) -> bool:
+        if not self.known:
+            return True
+        cap = self.of(resource_type)
+        return cap is not None and cap.writable
+
+    def conditional_create(self, resource_type: str) -> bool:
+        """Whether ``If-None-Exist`` may be relied on for this type."""
+        if not self.known:
+            return True
+        cap = self.of(resource_type)
+        return cap is not None and cap.conditional_create
+
+    def versioned(self, resource_type: str) -> bool:
+        """Whether answers carry versions (and If-Match is honoured) for this type."""
+        if not self.known:
+            return True
+        cap = self.of(resource_type)
+        return cap is not None and (cap.versioning or "versioned") != "no-version"
+
+    def searchable(self, resource_type: str, param: str) -> bool:
+        if not self.known:
+            return True
+        cap = self.of(resource_type)
+        return cap is not None and param in cap.search_params
+
+    def write_mode(self, configured: str = "auto") -> WriteMode:
+        """The strongest bundle the server takes (or the configured one): transaction, then
+        batch, then single requests."""
+        if configured in ("transaction", "batch", "single"):
+            return cast(WriteMode, configured)
+        if not self.known or "transaction" in self.system:
+            return "transaction"
+        if "batch" in self.system:
+            return "batch"
+        return "single"
+
+    def blockers(self, written: Iterable[str], looked_up: Iterable[str] = ()) -> list[str]:
+        """One line per thing that makes a safe sync impossible (empty: sync may run).
+
+        A type we must write needs create, update and search by identifier (the lookup that
+        replaces a conditional create the server does not honour); optional types only
+        degrade (see OPTIONAL_WRITE_TYPES); people need search.
+        """
+        if not self.known:
+            return []
+        problems: list[str] = []
+        for rtype in written:
+            cap = self.of(rtype)
+            if rtype in OPTIONAL_WRITE_TYPES:
+                continue
+            if cap is None:
+                problems.append(f"{rtype}: not supported by the server")
+                continue
+            missing = sorted({"create", "update", "search-type"} - cap.interactions)
+            problems.extend(f"{rtype}: interaction '{code}' missing" for code in missing)
+            if (
+                not cap.conditional_create
+                and "search-type" in cap.interactions
+                and cap.search_params
+                and "identifier" not in cap.search_params
+            ):
+                problems.append(
+                    f"{rtype}: no conditional create and no search by identifier: "
+                    "a repeated run could duplicate records"
+                )
+        for rtype in looked_up:
+            cap = self.of(rtype)
+            if cap is None or "search-type" not in cap.interactions:
+                problems.append(f"{rtype}: search missing (records name people by identifier)")
+        return problems

@@ -8,9 +8,11 @@ Safety rules enforced here rather than left to callers:
 
 * requests carrying our Authorization header go to the configured origin only (paging links
   included); redirects are never followed;
-* only idempotent requests are retried (GET, PUT, DELETE, POST with If-None-Exist, POST
-  ``_search``, transaction/batch bundles whose entries are all idempotent, or when the caller
-  says ``idempotent=True``): a plain POST that timed out may have created something;
+* only idempotent requests are retried (GET, PUT, DELETE, POST with If-None-Exist while
+  ``honours_if_none_exist``, POST ``_search``, transaction/batch bundles whose entries are
+  all idempotent, or when the caller says ``idempotent=True``): a plain POST that timed out
+  may have created something, and so may a conditional one on a server that ignores
+  If-None-Exist (set ``honours_if_none_exist = False`` from its CapabilityStatement);
 * responses are size-bounded and must be JSON objects;
 * the one log line per request names method, interaction, resource type, status, duration,
   attempt and request id: never the query string, body or headers.
@@ -91,18 +93,19 @@ def _query_params(params: Params | httpx.QueryParams) -> httpx.QueryParams:
     return httpx.QueryParams(pairs)
 
 
-def bundle_is_idempotent(bundle: Mapping[str, Any]) -> bool:
+def bundle_is_idempotent(bundle: Mapping[str, Any], *, if_none_exist: bool = True) -> bool:
     """True when re-sending ``bundle`` cannot duplicate anything.
 
-    Every entry must be GET/HEAD/PUT/DELETE or a POST with ``ifNoneExist``. (A PUT with
-    ``ifMatch`` replayed after a lost response answers 412; that is safe, merely loud.)
+    Every entry must be GET/HEAD/PUT/DELETE or a POST with ``ifNoneExist`` (the latter only
+    when the server honours it: ``if_none_exist``). (A PUT with ``ifMatch`` replayed after a
+    lost response answers 412; that is safe, merely loud.)
     """
     for entry in bundle.get("entry") or []:
         request = (entry.get("request") if isinstance(entry, Mapping) else None) or {}
         method = str(request.get("method", "")).upper()
         if method in _IDEMPOTENT_METHODS:
             continue
-        if method == "POST" and request.get("ifNoneExist"):
+        if method == "POST" and request.get("ifNoneExist") and if_none_exist:
             continue
         return False
     return True
@@ -147,6 +150,9 @@ class FhirClient:
             transport=transport, timeout=timeout, verify=verify, max_connections=max_connections
         )
         self._auth_ctx = AuthContext(http=self._http, base_url=self.base_url)
+        #: Whether the server honours If-None-Exist; when False a conditional create is not
+        #: retried (a replay could create a second copy). Set from the CapabilityStatement.
+        self.honours_if_none_exist = True
 
     @staticmethod
     def _check_base(base_url: str) -> httpx.URL:
@@ -290,7 +296,8 @@ class FhirClient:
         headers: Mapping[str, str] | None = None,
     ) -> WriteResult:
         """POST Type. With ``if_none_exist`` (a search query) the create is conditional, so
-        repeatable: status 200 then means it already existed. Only then is it retried."""
+        repeatable: status 200 then means it already existed. Only then is it retried, and
+        only on a server that honours If-None-Exist (``honours_if_none_exist``)."""
         resource_type = self._type_of(resource)
         extra: dict[str, str] = {}
         if if_none_exist is not None:
@@ -300,7 +307,7 @@ class FhirClient:
             self._url(resource_type),
             body=resource,
             headers=self._merge(headers, extra, return_representation),
-            idempotent=if_none_exist is not None,
+            idempotent=if_none_exist is not None and self.honours_if_none_exist,
             interaction="create",
             resource_type=resource_type,
         )
@@ -415,7 +422,8 @@ class FhirClient:
         if idempotent is None:
             has_ine = any(k.lower() == "if-none-exist" for k in (headers or {}))
             idempotent = method in _IDEMPOTENT_METHODS or (
-                method == "POST" and (has_ine or url.path.endswith("/_search"))
+                method == "POST"
+                and ((has_ine and self.honours_if_none_exist) or url.path.endswith("/_search"))
             )
         first = path.lstrip("/").split("/", 1)[0].split("?", 1)[0]
         resource_type = first if _TYPE.match(first) else None
@@ -500,7 +508,11 @@ class FhirClient:
             self.base_url,
             body=bundle,
             headers=headers,
-            idempotent=bundle_is_idempotent(bundle) if idempotent is None else idempotent,
+            idempotent=(
+                bundle_is_idempotent(bundle, if_none_exist=self.honours_if_none_exist)
+                if idempotent is None
+                else idempotent
+            ),
             interaction=kind,
         )
         return self._require_body(response, "Bundle", "POST", self.base_url.path)

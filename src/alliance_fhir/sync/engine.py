@@ -15,6 +15,10 @@ Safety rules, in the order they matter:
 * a bundle the server refuses is split into its record groups and retried group by group,
   so one bad record never holds back the others; what still fails is quarantined in the
   dead-letter table with the server's OperationOutcome.
+
+How the writes travel (transaction, batch or single requests; identifier lookups where the
+server ignores If-None-Exist) is chosen from the server's capabilities by ``WritePolicy``
+and carried out in ``sync.strategies``; the engine plans, dispatches and records.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from alliance_fhir.adapters.fhirjson import content_hash
 from alliance_fhir.adapters.record import Desired
@@ -33,10 +37,17 @@ from alliance_fhir.exceptions import (
     ConflictError,
     FatalError,
     FhirError,
+    RetriableError,
     ServerRejectedError,
     UnresolvedPerson,
 )
-from alliance_fhir.fhir import ReadResult, entry_results, etag_for
+from alliance_fhir.fhir import (
+    ReadResult,
+    WriteResult,
+    bundle_is_idempotent,
+    entry_results,
+    etag_for,
+)
 from alliance_fhir.log import get_logger, new_id
 from alliance_fhir.sync.merge3 import MergeRules, policy_of, with_ids
 from alliance_fhir.sync.merged import adopted_note, read_and_merge
@@ -44,6 +55,16 @@ from alliance_fhir.sync.plan import Action, SyncPlan, make_plan
 from alliance_fhir.sync.references import PersonResolver, person_keys
 from alliance_fhir.sync.references import resolve_references as _resolve
 from alliance_fhir.sync.state import RecordState, StateStore, StoreView
+from alliance_fhir.sync.strategies import (
+    Entry,
+    StepClient,
+    WritePolicy,
+    check_duplicates,
+    drop_existing,
+    find_existing,
+    send_stepwise,
+    split_unaccepted,
+)
 
 __all__ = ["MergeRules", "Progress", "SyncClient", "SyncEngine", "SyncResult"]
 
@@ -93,13 +114,7 @@ class SyncResult:
         return {k: self.counts[k] for k in keys}
 
 
-@dataclass
-class _Entry:
-    action: Action
-    resource: dict[str, Any]
-    request: dict[str, Any]
-    #: The base to store once the server has this write (merge records only).
-    base: dict[str, Any] | None = None
+_Entry = Entry
 
 
 class SyncEngine:
@@ -115,13 +130,15 @@ class SyncEngine:
         conflict_policy: str = "skip",
         mergers: Mapping[str, MergeRules] | None = None,
         progress: Progress | None = None,
+        policy: WritePolicy | None = None,
     ) -> None:
         self.client = client
+        self.policy = policy if policy is not None else WritePolicy()
         self.store = store
         self.bundle_size = bundle_size
         self.concurrency = concurrency
-        self.policy = policy_of(conflict_policy)
-        self.overwrite = self.policy == "ours-wins"
+        self.conflict_policy = policy_of(conflict_policy)
+        self.overwrite = self.conflict_policy == "ours-wins"
         self.mergers = dict(mergers or {})
         self.progress = progress
 
@@ -136,7 +153,7 @@ class SyncEngine:
     def _retry_conflict(self, record: Desired) -> bool:
         """Under ``ehr-wins`` a merged record in conflict is merged again (the EHR's values
         win); under ``skip`` it waits for a human; ``ours-wins`` retries everything."""
-        return self.policy == "ehr-wins" and self._rules(record) is not None
+        return self.conflict_policy == "ehr-wins" and self._rules(record) is not None
 
     def _rules(self, record: Desired) -> MergeRules | None:
         return self.mergers.get(record.kind) if record.update_mode == "merge" else None
@@ -217,7 +234,11 @@ class SyncEngine:
     # Applying
 
     def _apply(self, plan: SyncPlan, result: SyncResult, people: PersonResolver) -> None:
-        writes = plan.writes
+        writes, unaccepted = split_unaccepted(plan.writes, self.policy.skip_types)
+        for rtype, count in unaccepted.items():
+            # Said once per type, not once per record: the server takes no writes of it.
+            log.warning("sync.type_not_accepted", resource_type=rtype, records=count)
+            result.counts["not_accepted"] += count
         if not writes:
             return
         people.resolve(k for a in writes for k in person_keys(a.desired.resource))
@@ -315,7 +336,39 @@ class SyncEngine:
         if bundle:
             yield bundle
 
+    # The write strategies' view of the engine (see sync.strategies.Host)
+
+    @property
+    def step_client(self) -> StepClient:
+        return cast(StepClient, self.client)
+
+    def build(self, action: Action, ctx: _Context) -> Entry | None:
+        built = self._build_group([action], [], ctx)
+        return built[0] if built else None
+
+    def record(self, entries: list[Entry], results: list[WriteResult], ctx: _Context) -> None:
+        self._record(entries, list(results), ctx, existing_pass=False)
+
+    def refused(self, entries: list[Entry], exc: FhirError, ctx: _Context) -> None:
+        self._group_failed(entries, exc, ctx)
+
+    def state_of(self, desired: Desired) -> RecordState | None:
+        return self.store.get(desired.kind, desired.key)
+
     def _send(
+        self, groups: list[list[Action]], ctx: _Context, *, existing_pass: bool = False
+    ) -> None:
+        """Write record groups the way the policy says (transaction, batch, single)."""
+        if self.policy.lookup_types and not existing_pass:
+            groups = drop_existing(self, groups, ctx)
+        if self.policy.mode != "transaction":
+            sent = send_stepwise(self, groups, ctx, mode=self.policy.mode)
+            if self.progress is not None and not existing_pass and sent:
+                self.progress.advance(sent)
+            return
+        self._send_transaction(groups, ctx, existing_pass=existing_pass)
+
+    def _send_transaction(
         self, groups: list[list[Action]], ctx: _Context, *, existing_pass: bool = False
     ) -> None:
         entries: list[_Entry] = []
@@ -336,6 +389,15 @@ class SyncEngine:
         try:
             ctx.count_bundle()
             response = self.client.transaction(bundle)
+        except RetriableError:
+            if self.policy.trusts_if_none_exist() or bundle_is_idempotent(
+                bundle, if_none_exist=False
+            ):
+                raise
+            # A lost answer on a server that ignores If-None-Exist: find what landed by
+            # identifier, send the rest one by one; never replay the bundle blindly.
+            send_stepwise(self, groups, ctx, mode="single", recovering=True)
+            return
         except (ServerRejectedError, ConflictError) as exc:
             if len(groups) > 1:
                 for group in groups:
@@ -343,9 +405,25 @@ class SyncEngine:
                 return
             self._group_failed(entries, exc, ctx)
             return
-        self._record(entries, entry_results(response), ctx, existing_pass=existing_pass)
+        results = entry_results(response)
+        self._record(entries, results, ctx, existing_pass=existing_pass)
+        self._verify_once(entries, results, ctx)
         if self.progress is not None and not existing_pass:
             self.progress.advance(len(entries))
+
+    def _verify_once(
+        self, entries: list[_Entry], results: list[WriteResult], ctx: _Context
+    ) -> None:
+        """A server claiming conditional create is checked once per window: the records
+        just created must be on it exactly once (else DuplicateRecordsError stops the run)."""
+        if not self.policy.verify_creates or ctx.verified or len(results) != len(entries):
+            return
+        created = [e.action.desired for e, r in zip(entries, results, strict=True) if r.created]
+        if not created:
+            return
+        ctx.verified = True
+        sample = created[:20]
+        check_duplicates(sample, find_existing(self.step_client, sample))
 
     def _build_group(
         self, group: list[Action], bundle: list[list[Action]], ctx: _Context
@@ -406,7 +484,7 @@ class SyncEngine:
             state.server_id,
             ours,
             rules,
-            self.policy,
+            self.conflict_policy,
             run_id=ctx.result.run_id,
         )
         if update.adopted:
@@ -588,6 +666,7 @@ class _Context:
         #: Merged updates refused with 412, to merge again on the new version.
         self.remerge: list[Action] = []
         self._remerged: set[tuple[str, str]] = set()
+        self.verified = False
         self._lock = threading.Lock()
 
     def remerge_once(self, action: Action) -> bool:
@@ -611,6 +690,10 @@ class _Context:
     def count(self, what: str) -> None:
         with self._lock:
             self.result.counts[what] += 1
+
+    def uncount(self, what: str) -> None:
+        with self._lock:
+            self.result.counts[what] -= 1
 
     def fail(self, message: str) -> None:
         with self._lock:

@@ -1,0 +1,219 @@
+"""Sync against EHR-like servers (issue #13): the test server's profiles, one JVM.
+
+For each profile the example clinic is published and pushed twice through
+``/profiles/<name>/fhir``: the first run leaves every record on the server exactly once
+(counted by type and by identifier, read through the unrestricted ``/fhir``), the second
+writes nothing. For ``no-conditional`` (If-None-Exist ignored) one transaction answer is
+lost and the state file deleted between runs: still every record exactly once.
+
+``make test`` runs the profiles that differ most (batch-only, no-conditional, restricted);
+``make ehr-matrix`` sets ``ALLIANCE_FHIR_EHR_PROFILES=all``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from alliance_fhir.api import AllianceFhir
+from alliance_fhir.config import Settings
+from alliance_fhir.defaults import DEFAULT_NAMESPACE
+from alliance_fhir.exceptions import DuplicateRecordsError
+
+from .clinickit import CountingTransport
+
+ALL_PROFILES = ("full", "batch-only", "single-only", "no-conditional", "no-etag", "restricted")
+SLICE = ("batch-only", "no-conditional", "restricted")
+_chosen = os.environ.get("ALLIANCE_FHIR_EHR_PROFILES", ",".join(SLICE))
+PROFILES = ALL_PROFILES if _chosen == "all" else tuple(p for p in _chosen.split(",") if p)
+
+#: What `doctor` says it will use, profile by profile.
+STRATEGY = {
+    "full": "transaction",
+    "batch-only": "batch",
+    "single-only": "single",
+    "no-conditional": "transaction",
+    "no-etag": "transaction",
+    "restricted": "transaction",
+}
+#: Types the profile will not take: sync leaves them out instead of failing each record.
+NOT_ACCEPTED = {"restricted": {"CodeSystem", "Questionnaire", "Flag"}}
+OUR_TYPES = (
+    "CodeSystem",
+    "Questionnaire",
+    "QuestionnaireResponse",
+    "Observation",
+    "Goal",
+    "CarePlan",
+)
+#: The example clinic: 5 Questionnaires, 1 CodeSystem, and 194 records of check-ins and goals.
+CLINIC_RECORDS = 194
+
+
+def _api(base: str, state: Path, transport: httpx.BaseTransport | None = None) -> AllianceFhir:
+    return AllianceFhir(Settings(server_url=base, state_path=state), transport=transport)
+
+
+def _push_all(api: AllianceFhir, clinic: Path) -> Counter[str]:
+    """Publish, push assessments and goals; the runs' counts added up."""
+    total: Counter[str] = Counter()
+    for report in (
+        api.publish(labels_only=True),
+        api.push_assessments([clinic / "clinic" / "assessments"]),
+        api.push_goals([clinic / "goals"]),
+    ):
+        assert report.ok, (report.problems, report.result and report.result.failures)
+        assert report.result is not None
+        total.update(report.result.counts)
+    return total
+
+
+def _ours_on_server(full_base: str) -> dict[str, Counter[str]]:
+    """Per type: how many resources hold each of our identifiers (read through /fhir)."""
+    found: dict[str, Counter[str]] = {}
+    with httpx.Client(timeout=120, headers={"Accept": "application/fhir+json"}) as http:
+        for rtype in OUR_TYPES:
+            tokens: Counter[str] = Counter()
+            url: str | None = f"{full_base}/{rtype}?_count=200&_elements=identifier,url,version"
+            while url:
+                bundle = http.get(url).raise_for_status().json()
+                for entry in bundle.get("entry") or []:
+                    res = entry["resource"]
+                    listed = res.get("identifier") or []
+                    listed = [listed] if isinstance(listed, dict) else listed  # QR: just one
+                    idents = [
+                        f"{i.get('system')}|{i.get('value')}"
+                        for i in listed
+                        if str(i.get("system", "")).startswith(DEFAULT_NAMESPACE)
+                    ]
+                    if res.get("url"):
+                        idents = [f"{res['url']}|{res.get('version')}"]
+                    tokens.update(idents or [f"foreign:{res['id']}"])
+                url = next(
+                    (lk["url"] for lk in bundle.get("link") or [] if lk["relation"] == "next"), None
+                )
+            found[rtype] = tokens
+    return found
+
+
+def _assert_each_once(full_base: str, expected: dict[str, int]) -> None:
+    on_server = _ours_on_server(full_base)
+    counts = {t: sum(c.values()) for t, c in on_server.items() if sum(c.values())}
+    assert counts == {t: n for t, n in expected.items() if n}
+    twice = {t: [k for k, n in c.items() if n > 1] for t, c in on_server.items()}
+    assert {t: ks for t, ks in twice.items() if ks} == {}
+
+
+def _expected(api: AllianceFhir, clinic: Path, profile: str) -> dict[str, int]:
+    records = api.instrument_records(labels_only=True)
+    records.extend(api.assessment_records([clinic / "clinic" / "assessments"]))
+    records.extend(api.goal_records([clinic / "goals"]))
+    skip = NOT_ACCEPTED.get(profile, set())
+    by_type = Counter(d.resource_type for d in records.desired if d.resource_type not in skip)
+    assert sum(n for t, n in by_type.items() if t not in ("CodeSystem", "Questionnaire")) == (
+        CLINIC_RECORDS
+    )
+    return {t: by_type.get(t, 0) for t in OUR_TYPES}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_two_runs_every_record_once(
+    profile: str,
+    clinic: Path,
+    fhir_base_url: str,
+    fhir_profile_url: Any,
+    tmp_path: Path,
+) -> None:
+    base = fhir_profile_url(profile)
+    transport = CountingTransport()
+    started = time.monotonic()
+    with _api(base, tmp_path / "state.sqlite3", transport) as api:
+        doctor = api.doctor()
+        assert doctor.ok, doctor.blockers
+        assert doctor.strategy == STRATEGY[profile]
+        expected = _expected(api, clinic, profile)
+        first = _push_all(api, clinic)
+    seconds = time.monotonic() - started
+    assert first["created"] == sum(expected.values()), first
+    assert first["rejected"] == first["conflict"] == first["unconfirmed"] == 0
+    not_accepted = NOT_ACCEPTED.get(profile, set())
+    assert first["not_accepted"] == (6 if not_accepted else 0)
+    _assert_each_once(fhir_base_url, expected)
+
+    transport.reset()
+    with _api(base, tmp_path / "state.sqlite3", transport) as api:
+        second = _push_all(api, clinic)
+    assert transport.writes == 0
+    assert second["created"] == second["updated"] == 0
+    assert second["unchanged"] == sum(expected.values())
+    _assert_each_once(fhir_base_url, expected)
+    print(f"\n{profile}: first run {seconds:.1f}s")
+
+
+class LosingTransport(httpx.HTTPTransport):
+    """Forwards every request; the answer to the ``nth`` write (POST/PUT) is dropped after
+    the server handled it, as a connection reset mid-response would."""
+
+    def __init__(self, nth: int) -> None:
+        super().__init__()
+        self.nth = nth
+        self.writes = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.method in ("POST", "PUT") and not request.url.path.endswith("/_search"):
+            with self._lock:
+                self.writes += 1
+                drop = self.writes == self.nth
+            if drop:
+                response.read()
+                response.close()
+                self.dropped += 1
+                raise httpx.ReadError("connection reset (injected)", request=request)
+        return response
+
+
+def test_no_conditional_lost_answer_and_lost_state(
+    clinic: Path, fhir_base_url: str, fhir_profile_url: Any, tmp_path: Path
+) -> None:
+    base = fhir_profile_url("no-conditional")
+    state = tmp_path / "state.sqlite3"
+    losing = LosingTransport(nth=3)  # a transaction of check-ins, after the two publish ones
+    with _api(base, state, losing) as api:
+        expected = _expected(api, clinic, "no-conditional")
+        _push_all(api, clinic)
+    assert losing.dropped == 1
+    _assert_each_once(fhir_base_url, expected)
+
+    state.unlink()
+    with _api(base, state, CountingTransport()) as api:
+        again = _push_all(api, clinic)
+    assert again["created"] == 0
+    _assert_each_once(fhir_base_url, expected)
+
+
+def test_a_server_that_claims_conditional_create_but_ignores_it_stops_the_run(
+    clinic: Path, fhir_profile_url: Any, tmp_path: Path
+) -> None:
+    """``conditional_create = "trust"`` on no-conditional imitates a server whose statement
+    lies: with the state lost, the check after the first created bundle finds two copies."""
+    base = fhir_profile_url("no-conditional")
+    state = tmp_path / "state.sqlite3"
+    settings = Settings(server_url=base, state_path=state, conditional_create="trust")
+    with AllianceFhir(settings) as api:
+        assert api.push_goals([clinic / "goals"]).ok
+    state.unlink()
+    with AllianceFhir(settings) as api, pytest.raises(DuplicateRecordsError) as stopped:
+        api.push_goals([clinic / "goals"])
+    message = str(stopped.value)
+    assert message.startswith("the server holds records of ours more than once")
+    assert "goal/" in message
