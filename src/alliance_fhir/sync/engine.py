@@ -23,13 +23,10 @@ and carried out in ``sync.strategies``; the engine plans, dispatches and records
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from alliance_fhir.adapters.fhirjson import content_hash
 from alliance_fhir.adapters.record import Desired
@@ -42,7 +39,6 @@ from alliance_fhir.exceptions import (
     UnresolvedPerson,
 )
 from alliance_fhir.fhir import (
-    ReadResult,
     WriteResult,
     bundle_is_idempotent,
     entry_results,
@@ -54,6 +50,7 @@ from alliance_fhir.sync.merged import adopted_note, read_and_merge
 from alliance_fhir.sync.plan import Action, SyncPlan, make_plan
 from alliance_fhir.sync.references import PersonResolver, person_keys
 from alliance_fhir.sync.references import resolve_references as _resolve
+from alliance_fhir.sync.run import Progress, RunContext, SyncClient, SyncResult
 from alliance_fhir.sync.state import RecordState, StateStore, StoreView
 from alliance_fhir.sync.strategies import (
     Entry,
@@ -69,49 +66,6 @@ from alliance_fhir.sync.strategies import (
 __all__ = ["MergeRules", "Progress", "SyncClient", "SyncEngine", "SyncResult"]
 
 log = get_logger("alliance_fhir.sync")
-
-
-class Progress(Protocol):
-    """Where a long run reports how far it got (the CLI draws a bar; nothing else needs it)."""
-
-    def start(self, total: int) -> None: ...
-
-    def advance(self, done: int) -> None: ...
-
-
-class SyncClient(Protocol):
-    """The part of FhirClient the sync engine uses (a seam for tests and dry runs)."""
-
-    def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]: ...
-
-    def search(self, resource_type: str, params: Mapping[str, str]) -> Iterator[dict[str, Any]]: ...
-
-    def read(self, resource_type: str, resource_id: str) -> ReadResult: ...
-
-
-@dataclass
-class SyncResult:
-    """What a run did. ``ok`` is false when any record was rejected or left in conflict."""
-
-    run_id: str
-    counts: Counter[str] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
-    #: Things the user should know that are not failures (one line each).
-    notes: list[str] = field(default_factory=list)
-    bundles: int = 0
-    seconds: float = 0.0
-    #: Records merged without a stored base (state from before bases were kept).
-    bases_adopted: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not (
-            self.counts["rejected"] or self.counts["conflict"] or self.counts["unconfirmed"]
-        )
-
-    def summary(self) -> dict[str, int]:
-        keys = ("created", "updated", "unchanged", "conflict", "rejected")
-        return {k: self.counts[k] for k in keys}
 
 
 _Entry = Entry
@@ -254,7 +208,7 @@ class SyncEngine:
         for action in writes:
             groups.setdefault(action.desired.group, []).append(action)
         bundles = list(self._chunk(list(groups.values())))
-        ctx = _Context(people, known, conditional, result)
+        ctx = RunContext(people, known, conditional, result)
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             for _ in pool.map(lambda b: self._send(b, ctx), bundles):
                 pass
@@ -278,7 +232,7 @@ class SyncEngine:
             for group in self._chunk([[a] for a in again]):
                 self._send(group, ctx, existing_pass=True)
 
-    def _differs_on_server(self, desired: Desired, state: RecordState, ctx: _Context) -> bool:
+    def _differs_on_server(self, desired: Desired, state: RecordState, ctx: RunContext) -> bool:
         """Whether a record found by its identifier holds other content than ours; if not,
         it is recorded as in sync without a write."""
         assert state.server_id is not None  # set from the conditional create's answer
@@ -302,7 +256,7 @@ class SyncEngine:
         server_id: str,
         version: str | None,
         sent: dict[str, Any],
-        ctx: _Context,
+        ctx: RunContext,
         db: Any,
     ) -> None:
         """Record a record the server already holds as in sync, without a write."""
@@ -342,21 +296,21 @@ class SyncEngine:
     def step_client(self) -> StepClient:
         return cast(StepClient, self.client)
 
-    def build(self, action: Action, ctx: _Context) -> Entry | None:
+    def build(self, action: Action, ctx: RunContext) -> Entry | None:
         built = self._build_group([action], [], ctx)
         return built[0] if built else None
 
-    def record(self, entries: list[Entry], results: list[WriteResult], ctx: _Context) -> None:
+    def record(self, entries: list[Entry], results: list[WriteResult], ctx: RunContext) -> None:
         self._record(entries, list(results), ctx, existing_pass=False)
 
-    def refused(self, entries: list[Entry], exc: FhirError, ctx: _Context) -> None:
+    def refused(self, entries: list[Entry], exc: FhirError, ctx: RunContext) -> None:
         self._group_failed(entries, exc, ctx)
 
     def state_of(self, desired: Desired) -> RecordState | None:
         return self.store.get(desired.kind, desired.key)
 
     def _send(
-        self, groups: list[list[Action]], ctx: _Context, *, existing_pass: bool = False
+        self, groups: list[list[Action]], ctx: RunContext, *, existing_pass: bool = False
     ) -> None:
         """Write record groups the way the policy says (transaction, batch, single)."""
         if self.policy.lookup_types and not existing_pass:
@@ -369,7 +323,7 @@ class SyncEngine:
         self._send_transaction(groups, ctx, existing_pass=existing_pass)
 
     def _send_transaction(
-        self, groups: list[list[Action]], ctx: _Context, *, existing_pass: bool = False
+        self, groups: list[list[Action]], ctx: RunContext, *, existing_pass: bool = False
     ) -> None:
         entries: list[_Entry] = []
         for group in groups:
@@ -412,7 +366,7 @@ class SyncEngine:
             self.progress.advance(len(entries))
 
     def _verify_once(
-        self, entries: list[_Entry], results: list[WriteResult], ctx: _Context
+        self, entries: list[_Entry], results: list[WriteResult], ctx: RunContext
     ) -> None:
         """A server claiming conditional create is checked once per window: the records
         just created must be on it exactly once (else DuplicateRecordsError stops the run)."""
@@ -426,7 +380,7 @@ class SyncEngine:
         check_duplicates(sample, find_existing(self.step_client, sample))
 
     def _build_group(
-        self, group: list[Action], bundle: list[list[Action]], ctx: _Context
+        self, group: list[Action], bundle: list[list[Action]], ctx: RunContext
     ) -> list[_Entry] | None:
         in_bundle = {a.desired.uuid for g in bundle for a in g if a.op == "create"}
         entries = []
@@ -467,7 +421,7 @@ class SyncEngine:
             return None
         return entries
 
-    def _merged_entry(self, action: Action, ours: dict[str, Any], ctx: _Context) -> _Entry | None:
+    def _merged_entry(self, action: Action, ours: dict[str, Any], ctx: RunContext) -> _Entry | None:
         """The update of a merged record: read the server's version, merge three ways with
         the stored base. Nothing is sent when the merge changes nothing (``unchanged``) or
         when both sides changed a field and the policy is ``skip`` (``conflict``, with the
@@ -508,7 +462,7 @@ class SyncEngine:
         self,
         entries: list[_Entry],
         results: list[Any],
-        ctx: _Context,
+        ctx: RunContext,
         *,
         existing_pass: bool,
     ) -> None:
@@ -556,7 +510,7 @@ class SyncEngine:
                 if d.uuid not in ctx.known and res.resource_id:
                     ctx.known[d.uuid] = f"{d.resource_type}/{res.resource_id}"
 
-    def _group_failed(self, entries: list[_Entry], exc: FhirError, ctx: _Context) -> None:
+    def _group_failed(self, entries: list[_Entry], exc: FhirError, ctx: RunContext) -> None:
         """One record group was refused: find out which records truly conflict."""
         with self.store.transaction() as db:
             for entry in entries:
@@ -604,7 +558,7 @@ class SyncEngine:
             return "innocent", current.version_id
         return "conflict", current.version_id
 
-    def _reject(self, action: Action, reason: str, ctx: _Context, db: Any) -> None:
+    def _reject(self, action: Action, reason: str, ctx: RunContext, db: Any) -> None:
         self._quarantine(action, "rejected", reason, None, ctx, db)
 
     def _quarantine(
@@ -613,7 +567,7 @@ class SyncEngine:
         status: str,
         reason: str,
         exc: FhirError | None,
-        ctx: _Context,
+        ctx: RunContext,
         db: Any,
         fields: Sequence[str] = (),
     ) -> None:
@@ -646,55 +600,3 @@ class SyncEngine:
         ctx.count(status)
         what = f"conflict ({', '.join(fields)})" if fields else "conflict"
         ctx.fail(f"{d.kind}/{d.key}: {what if status == 'conflict' else reason}")
-
-
-class _Context:
-    """Per-run mutable state shared by the worker threads (guarded by one lock)."""
-
-    def __init__(
-        self,
-        people: PersonResolver,
-        known: dict[str, str],
-        conditional: dict[str, str],
-        result: SyncResult,
-    ) -> None:
-        self.people = people
-        self.known = known
-        self.conditional = conditional
-        self.result = result
-        self.existing: list[Action] = []
-        #: Merged updates refused with 412, to merge again on the new version.
-        self.remerge: list[Action] = []
-        self._remerged: set[tuple[str, str]] = set()
-        self.verified = False
-        self._lock = threading.Lock()
-
-    def remerge_once(self, action: Action) -> bool:
-        """Queue a 412'd merged update for one more merge; False if it had its chance."""
-        ident = (action.desired.kind, action.desired.key)
-        with self._lock:
-            if ident in self._remerged:
-                return False
-            self._remerged.add(ident)
-            self.remerge.append(action)
-            return True
-
-    def adopt(self) -> None:
-        with self._lock:
-            self.result.bases_adopted += 1
-
-    def count_bundle(self) -> None:
-        with self._lock:
-            self.result.bundles += 1
-
-    def count(self, what: str) -> None:
-        with self._lock:
-            self.result.counts[what] += 1
-
-    def uncount(self, what: str) -> None:
-        with self._lock:
-            self.result.counts[what] -= 1
-
-    def fail(self, message: str) -> None:
-        with self._lock:
-            self.result.failures.append(message)

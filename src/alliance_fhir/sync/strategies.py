@@ -51,7 +51,7 @@ from alliance_fhir.sync.plan import Action
 from alliance_fhir.sync.state import RecordState
 
 if TYPE_CHECKING:
-    from alliance_fhir.sync.engine import _Context
+    from alliance_fhir.sync.run import RunContext
 
 __all__ = [
     "WRITTEN_TYPES",
@@ -165,11 +165,11 @@ class Host(Protocol):
     @property
     def policy(self) -> WritePolicy: ...
 
-    def build(self, action: Action, ctx: _Context) -> Entry | None: ...
+    def build(self, action: Action, ctx: RunContext) -> Entry | None: ...
 
-    def record(self, entries: list[Entry], results: list[WriteResult], ctx: _Context) -> None: ...
+    def record(self, entries: list[Entry], results: list[WriteResult], ctx: RunContext) -> None: ...
 
-    def refused(self, entries: list[Entry], exc: FhirError, ctx: _Context) -> None: ...
+    def refused(self, entries: list[Entry], exc: FhirError, ctx: RunContext) -> None: ...
 
     def state_of(self, desired: Desired) -> RecordState | None: ...
 
@@ -234,7 +234,7 @@ def _found_result(server_id: str, status: int) -> WriteResult:
 
 
 def record_found(
-    host: Host, actions: Sequence[Action], found: Mapping[str, list[str]], ctx: _Context
+    host: Host, actions: Sequence[Action], found: Mapping[str, list[str]], ctx: RunContext
 ) -> list[Action]:
     """Record the actions found on the server as existing (the engine then compares their
     content) and return the others, which still need a create."""
@@ -252,7 +252,7 @@ def _needs_create(action: Action) -> bool:
     return action.op == "create" or action.state is None or not action.state.server_id
 
 
-def drop_existing(host: Host, groups: list[list[Action]], ctx: _Context) -> list[list[Action]]:
+def drop_existing(host: Host, groups: list[list[Action]], ctx: RunContext) -> list[list[Action]]:
     """Before creating on a server that ignores If-None-Exist: look our records up and
     record those already there; the groups keep only what must still be written."""
     candidates = [
@@ -338,7 +338,7 @@ def _replace_resource(desired: Desired, resource: dict[str, Any]) -> Desired:
 def send_stepwise(
     host: Host,
     groups: Sequence[Sequence[Action]],
-    ctx: _Context,
+    ctx: RunContext,
     *,
     mode: WriteMode,
     recovering: bool = False,
@@ -380,11 +380,11 @@ def send_stepwise(
     return sent
 
 
-def _refused(host: Host, entry: Entry, exc: FhirError, ctx: _Context) -> None:
+def _refused(host: Host, entry: Entry, exc: FhirError, ctx: RunContext) -> None:
     host.refused([entry], exc, ctx)
 
 
-def _send_batch(host: Host, entries: list[Entry], ctx: _Context) -> None:
+def _send_batch(host: Host, entries: list[Entry], ctx: RunContext) -> None:
     bundle = {
         "resourceType": "Bundle",
         "type": "batch",
@@ -432,7 +432,7 @@ def _send_batch(host: Host, entries: list[Entry], ctx: _Context) -> None:
 
 
 def _send_one(
-    host: Host, entry: Entry, ctx: _Context, *, recovering: bool = False, fixup: bool = False
+    host: Host, entry: Entry, ctx: RunContext, *, recovering: bool = False, fixup: bool = False
 ) -> bool:
     """Send one entry and record the answer; True when the server took it."""
     client = host.step_client
