@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from alliance_fhir import log as alog
+from alliance_fhir.adapters.assessment_files import read_assessments
 from alliance_fhir.api import Report
-from alliance_fhir.assessments import read_assessments
 from alliance_fhir.daemon.inbox import Inbox, classify, file_ref, is_ignored
 from alliance_fhir.exceptions import Problem, RetriableError
 from alliance_fhir.log import register_sensitive
@@ -298,7 +298,7 @@ def test_a_hostile_file_fails_alone_and_the_good_one_beside_it_is_pushed(
         """Reads the file with the real importer, as AllianceFhir.push_assessments does."""
 
         def push_assessments(self, paths: Sequence[Path]) -> Report:
-            _found, problems = read_assessments(paths[0])
+            problems = read_assessments(paths[0]).problems
             self.report = Report(problems=problems, result=_result(created=2))
             return super().push_assessments(paths)
 

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from alliance_fhir.assessments import read_assessments
-from alliance_fhir.assessments.sources import read_questionnaire_responses
+from alliance_fhir.adapters.assessment_files import read_assessments
+from alliance_fhir.adapters.response_files import read_questionnaire_responses
 from alliance_fhir.daemon.inbox import classify
 from alliance_fhir.exceptions import InvalidInputError
 from alliance_fhir.goals import load_plans
