@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from alliance_fhir.cli.context import Ctx, open_api, pass_ctx
-from alliance_fhir.cli.render import out, print_monitor, print_status
+from alliance_fhir.cli.render import echo, out, print_monitor, print_status
 from alliance_fhir.exit_codes import ExitCode
 from alliance_fhir.goals import render_plan_text
 
@@ -34,7 +34,7 @@ def pull_goals(ctx: Ctx, patient: str) -> None:
     if not plans:
         out.print("no goal plans on the server for this patient", markup=False)
     for plan in plans:
-        click.echo(render_plan_text(plan))
+        echo(render_plan_text(plan))
 
 
 @click.command()

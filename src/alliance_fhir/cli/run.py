@@ -17,6 +17,8 @@ def doctor(ctx: Ctx) -> None:
     with open_api(ctx) as api:
         report = api.doctor()
     out.print(f"server: {report.server_url}", markup=False)
+    for line in report.too_open:
+        err.print(f"warning: readable by others (patient data): {line}", markup=False)
     if not report.reachable:
         fail([f"error: cannot use the server: {report.error}"], ExitCode.SERVER_UNAVAILABLE)
     out.print(
