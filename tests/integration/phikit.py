@@ -3,8 +3,8 @@
 Names, identifiers and birth dates come from ``examples/clinic/people.json``; free text from
 the assessment files (notes, "do differently") and the goal plans (the client's words,
 framing, strengths, resources, what a goal addresses, notes, target details, titles) in YAML
-and CSV. Names are matched as whole words, so "Samir" does not hit "Samira" nor a short given
-name a word that merely contains it.
+and CSV. Names are matched as whole words ("Samir" does not hit "Samira"; "Okafor_Adaeze"
+has both), free text anywhere.
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ class PhiScan:
         names = people()
         self.values = names | free_text() | set(extra)
         words = sorted(names, key=len, reverse=True)
-        self._words = re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, words)) + r")(?![\w-])")
+        # Not inside a longer word or number, but "Okafor_Adaeze.yaml" is a hit.
+        alternatives = "|".join(map(re.escape, words))
+        self._words = re.compile(f"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])")
         self._texts = sorted(free_text() | set(extra), key=len, reverse=True)
 
     def hits(self, text: str) -> list[str]:
