@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import yaml
 
+from alliance_fhir import log as alog
 from alliance_fhir.api import AllianceFhir
 from alliance_fhir.config import Settings
 from faults.scenarios import REPO, ServerControl
@@ -206,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, default=900.0, help="give up after (s)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
+    alog.configure(level="WARNING")  # the figures are the output; the daemon keeps its log
     with tempfile.TemporaryDirectory(prefix="alliance-soak-") as tmp:
         figures = soak(args, Path(tmp))
     data = {**asdict(figures), "ok": figures.ok}
