@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help venv node sysdeps toxiproxy lint test unit integration ehr-matrix demo faults bench server-start server-stop clean
+.PHONY: help venv node sysdeps toxiproxy lint test unit integration ehr-matrix demo faults soak bench server-start server-stop clean
 
 help:
 	@echo "make demo   - start the local HAPI FHIR server (port $(PORT)) and sync the example clinic"
@@ -13,6 +13,7 @@ help:
 	@echo "make lint   - ruff, mypy and the layer contract (import-linter) only"
 	@echo "make unit   - unit tests only (no server)"
 	@echo "make faults - fault-injection scenarios with an invariant check (own server on :8097)"
+	@echo "make soak   - bounded daemon soak: inbox files, the server stopped mid-way (:8098)"
 	@echo "make bench  - benchmarks against the peers (own server on :8095), writes BENCHMARKS.md"
 
 $(BIN)/.installed: pyproject.toml
@@ -77,6 +78,12 @@ demo: venv
 # Fault injection against our own file-backed HAPI on :8097 (toxiproxy + an HTTP status shim).
 faults: venv toxiproxy
 	$(BIN)/python -m faults.run --port 8097
+
+# A bounded soak of the daemon (about 5 minutes; not part of `make test`): inbox files
+# arriving while our own HAPI on :8098 is stopped and restarted; prints its figures.
+SOAK_PORT ?= 8098
+soak: venv
+	$(BIN)/python -m faults.soak --port $(SOAK_PORT)
 
 # Benchmarks against fhirpy, fhirclient and a bare-httpx ceiling on our own server (:8095).
 bench: venv

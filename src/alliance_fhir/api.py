@@ -66,6 +66,7 @@ from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.instruments.scoring import Scores, score
 from alliance_fhir.log import get_logger
 from alliance_fhir.monitoring.rules import Rule
+from alliance_fhir.private_files import wider_than_private
 from alliance_fhir.sync.engine import Progress, SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.plan import SyncPlan
@@ -161,6 +162,8 @@ class Doctor:
     types: list[TypeSupport] = field(default_factory=list)
     blockers: list[str] = field(default_factory=list)
     degraded: list[str] = field(default_factory=list)
+    #: State, inbox and report files or folders that group or others may read.
+    too_open: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -298,7 +301,13 @@ class AllianceFhir:
         if dry_run:
             return report
         report.result = engine.run(records.desired, command=command)
+        self._record_problems(report)
         return report
+
+    def _record_problems(self, report: Report) -> None:
+        """Input problems make the run ``failed input`` in ``status`` (with their count)."""
+        if report.result is not None and report.problems:
+            self.store.mark_failed_input(report.result.run_id, len(report.problems))
 
     def publish(
         self,
@@ -379,6 +388,7 @@ class AllianceFhir:
         report.result = self.engine(writing=True).run_windows(desired(), command=command)
         counts = report.result.counts
         report.plan = {k: counts[k] for k in ("created", "updated", "unchanged") if counts[k]}
+        self._record_problems(report)
         return report
 
     def goal_records(self, paths: Sequence[Path]) -> Records:
@@ -498,9 +508,18 @@ class AllianceFhir:
             dead_letters=store.open_dead_letters(),
         )
 
+    def files_too_open(self) -> list[str]:
+        """Existing files this tool keeps patient data in (the state folder, the inbox, the
+        default report) that are wider than 0600/0700."""
+        state = self.settings.state_path
+        roots = [state.parent if state.parent != Path() else state, self.settings.inbox_dir]
+        roots += [Path("alliance-report.html"), Path("alliance-report.png")]
+        return wider_than_private(roots)
+
     def doctor(self) -> Doctor:
         """Can we reach the server, and does it offer what we need?"""
         report = Doctor(server_url=self.settings.server_url, reachable=False)
+        report.too_open = self.files_too_open()
         try:
             statement = self.client.capabilities()
         except FhirError as exc:

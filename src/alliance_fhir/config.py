@@ -1,12 +1,16 @@
 """Effective configuration: defaults < TOML file < ``ALLIANCE_FHIR_*`` environment.
 
-Secrets never live in this object as plain values and never come from argv: the config
-names an environment variable or a file, and ``load_secret`` reads it at the last moment.
+Secrets never live in this object as plain values and never come from argv or the TOML file
+(which is copied, shared and checked in): the environment or a file holds them, and
+``Settings.secret`` reads it at the last moment, warning as ssh does when others may read the
+file. ``server_url`` never carries ``user:password@``.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -20,12 +24,21 @@ from pydantic_settings import (
 
 from alliance_fhir.defaults import DEFAULT_CANONICAL_BASE, DEFAULT_NAMESPACE
 from alliance_fhir.exceptions import ConfigError
-from alliance_fhir.log import register_sensitive
+from alliance_fhir.log import get_logger, register_sensitive
 
 __all__ = ["CONFIG_ENV", "DEFAULT_CONFIG_FILE", "Settings", "load_settings"]
 
 CONFIG_ENV = "ALLIANCE_FHIR_CONFIG"
 DEFAULT_CONFIG_FILE = "alliance-fhir.toml"
+
+#: Keys whose values are secrets: refused in the TOML file, with where to put them instead.
+_SECRET_KEYS = {
+    "token": "ALLIANCE_FHIR_TOKEN or token_file",
+    "password": "ALLIANCE_FHIR_PASSWORD or password_file",
+    "private_key": "smart_private_key_file",
+    "smart_private_key": "smart_private_key_file",
+    "client_secret": "smart_private_key_file (SMART Backend Services uses a key, not a secret)",
+}
 
 
 class Settings(BaseSettings):
@@ -50,6 +63,9 @@ class Settings(BaseSettings):
     smart_algorithm: Literal["RS384", "ES384"] = "RS384"
     smart_scopes: str = "system/*.rs system/*.cud"
     smart_token_url: str | None = None
+    allow_insecure_http: bool = Field(
+        default=False, description="allow credentials over plain http:// to a remote host"
+    )
     verify_tls: bool = True
     ca_bundle: Path | None = None
     timeout_seconds: float = Field(default=30.0, gt=0)
@@ -106,6 +122,13 @@ class Settings(BaseSettings):
     def _no_trailing_slash(cls, value: str) -> str:
         if not value.startswith(("http://", "https://", "urn:")):
             raise ValueError("must be an absolute URL")
+        authority = value.split("://", 1)[-1].split("/", 1)[0]
+        if "@" in authority:
+            # Not the value in the message: it is the secret.
+            raise ValueError(
+                "must not contain user:password@; set basic_user, and password_file or "
+                "ALLIANCE_FHIR_PASSWORD"
+            )
         return value.rstrip("/")
 
     @classmethod
@@ -132,6 +155,7 @@ class Settings(BaseSettings):
         elif path is not None:
             try:
                 text = path.read_text(encoding="utf-8").strip()
+                warn_if_readable_by_others(path, f"{name}_file")
             except OSError as exc:
                 raise ConfigError(f"cannot read {name}_file {path}: {exc.strerror}") from exc
         register_sensitive(text)
@@ -146,6 +170,36 @@ class Settings(BaseSettings):
         return out
 
 
+def warn_if_readable_by_others(path: Path, what: str) -> bool:
+    """Warn (as ssh does for keys) when group or others may read a secret's file; True then."""
+    mode = path.stat().st_mode
+    if os.name != "posix" or not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return False
+    get_logger("alliance_fhir.config").warning(
+        "config.secret_file_permissions",
+        setting=what,
+        path=str(path),
+        mode=oct(mode & 0o777),
+        fix=f"chmod 600 {path}",
+    )
+    return True
+
+
+def _refuse_secrets_in(path: Path) -> None:
+    """ConfigError naming the first secret written in the TOML file (never its value)."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return  # the settings source reports an unreadable file in its own words
+    for key, instead in _SECRET_KEYS.items():
+        if key in data:
+            raise ConfigError(
+                f"{path}: {key} is a secret and is not read from the config file "
+                f"(it gets copied and shared); use {instead}"
+            )
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Load settings from the named TOML file (or ``$ALLIANCE_FHIR_CONFIG``, or
     ``./alliance-fhir.toml`` when present), the environment, then explicit overrides."""
@@ -156,6 +210,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         path = Path(DEFAULT_CONFIG_FILE)
     if path is not None and not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    if path is not None:
+        _refuse_secrets_in(path)
     Settings.toml_path = path
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})

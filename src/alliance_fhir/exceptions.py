@@ -164,9 +164,22 @@ class FhirError(AllianceFhirError):
         self.outcome = dict(outcome) if outcome is not None else None
         self.method = method
         self.url = url
-        detail = outcome_summary(self.outcome)
+        # Severity, code and expression only: diagnostics may echo the request's PHI, and
+        # this text reaches logs, run summaries and the terminal (``server_text`` has it).
+        detail = outcome_summary(self.outcome, redact_text=True)
         text = message if not detail else f"{message}: {detail}"
         super().__init__(text)
+
+    def server_text(self) -> list[str]:
+        """The server's own words (diagnostics/details.text), one per issue: PHI-suspect,
+        for an interactive terminal on explicit request only, never for logs or files."""
+        issues = (self.outcome or {}).get("issue") or []
+        texts = [
+            issue.get("diagnostics") or (issue.get("details") or {}).get("text") or ""
+            for issue in issues
+            if isinstance(issue, Mapping)
+        ]
+        return [str(t) for t in texts if t]
 
 
 class RetriableError(FhirError):

@@ -61,7 +61,14 @@ SENSITIVE_KEYS = frozenset(
     }
 )
 
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+#: A credential after "Bearer"/"Basic": 8+ token characters with a digit or symbol, or with
+#: an upper-case letter after a lower-case one (base64, random tokens), so the words of our
+#: own messages ("auth=bearer needs ALLIANCE_FHIR_TOKEN", "basic authentication") stay
+#: readable. Registered credentials are masked whatever their shape.
+_BEARER = re.compile(
+    r"(?i)\b(bearer|basic)\s+"
+    r"(?-i:(?=[A-Za-z]*[0-9._~+/=-]|[A-Za-z]*[a-z][A-Z]))[A-Za-z0-9._~+/=-]{8,}"
+)
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 

@@ -2,7 +2,8 @@
 
 State stores, dead letters, inbox archives, reports: files 0600, folders 0700. The mode is set
 with ``fchmod``/``chmod`` after creation, so a permissive (022) or odd umask cannot widen it.
-Existing folders are left as they are (an operator may have chosen their mode on purpose).
+Existing folders are left as they are (an operator may have chosen their mode on purpose);
+``wider_than_private`` lists them for ``doctor`` to warn about.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -84,3 +86,36 @@ def fsync_dir(folder: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def wider_than_private(roots: Iterable[Path], *, limit: int = 50) -> list[str]:
+    """``path: mode 0644, want 0600`` for each existing file or folder under ``roots`` that
+    group or others may use (at most ``limit``): older versions, copies and hand-made folders
+    are not private just because new files are. Symlinks are not followed."""
+    found: list[str] = []
+    seen: set[Path] = set()
+
+    def check(path: Path, want: int) -> None:
+        try:
+            mode = path.lstat().st_mode & 0o777
+        except OSError:
+            return
+        if mode & 0o077 and path not in seen and len(found) < limit:
+            seen.add(path)
+            found.append(f"{path}: mode {mode:04o}, want {want:04o}")
+
+    for root in roots:
+        if root.is_symlink() or not root.exists():
+            continue
+        if not root.is_dir():
+            check(root, FILE_MODE)
+            continue
+        check(root, DIR_MODE)
+        for folder, dirs, files in os.walk(root):
+            base = Path(folder)
+            for name in dirs:
+                check(base / name, DIR_MODE)
+            for name in files:
+                if not (base / name).is_symlink():
+                    check(base / name, FILE_MODE)
+    return found

@@ -44,6 +44,7 @@ def auth_from_settings(settings: Settings) -> Auth | None:
         scopes=settings.smart_scopes,
         token_endpoint=settings.smart_token_url,
         algorithm=settings.smart_algorithm,
+        allow_insecure_http=settings.allow_insecure_http,
     )
 
 
@@ -62,4 +63,5 @@ def connect(settings: Settings, *, transport: httpx.BaseTransport | None = None)
         ),
         verify=verify,
         max_connections=max(4, settings.concurrency * 2),
+        allow_insecure_http=settings.allow_insecure_http,
     )

@@ -2,7 +2,8 @@
 ``monitoring.report`` (pure HTML), saved, and screenshotted with headless Chromium.
 
 The page shows the client only as a pseudonymous label (default ``Client <server id>``);
-it is written where the user asked and never logged.
+it is written where the user asked and never logged. Both files are patient data at rest:
+0600 from their first byte, in folders created 0700 (``private_files``), whatever the umask.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from alliance_fhir.monitoring.report import (
     series_for,
 )
 from alliance_fhir.monitoring.rules import Rule
+from alliance_fhir.private_files import private_dir, write_private
 
 __all__ = ["CHROMIUM_TIMEOUT", "Reports", "render_png", "report_goals"]
 
@@ -151,8 +153,8 @@ class Reports:
     ) -> list[Path]:
         """Write the report to ``out`` (and a screenshot to ``png``); the paths written."""
         page = self.report_html(patient, label=label)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
+        private_dir(out.parent)
+        write_private(out, page)
         written = [out]
         if png is not None:
             written.append(render_png(out, png))
@@ -184,11 +186,14 @@ def render_png(
     binary = _chromium()
     page = html_path.resolve()
     target = png_path.resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent)
     if target.exists():
         target.unlink()
     width, height = window_size
+    # Chromium writes with the process umask (0644): it shoots into its private (0700)
+    # profile folder and we copy the image out as a 0600 file.
     with tempfile.TemporaryDirectory(prefix="alliance-chromium-") as profile:
+        shot = Path(profile) / "screenshot.png"
         argv = [
             binary,
             "--headless",
@@ -202,7 +207,7 @@ def render_png(
             "--hide-scrollbars",
             "--force-device-scale-factor=1",
             f"--user-data-dir={profile}",
-            f"--screenshot={target}",
+            f"--screenshot={shot}",
             f"--window-size={width},{height}",
             page.as_uri(),
         ]
@@ -212,7 +217,8 @@ def render_png(
             )
         except subprocess.TimeoutExpired as exc:
             raise RenderError(f"chromium did not finish within {CHROMIUM_TIMEOUT}s") from exc
-    if done.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-        raise RenderError(f"chromium exited with {done.returncode} and no screenshot: {tail}")
+        if done.returncode != 0 or not shot.is_file() or shot.stat().st_size == 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+            raise RenderError(f"chromium exited with {done.returncode} and no screenshot: {tail}")
+        write_private(target, shot.read_bytes())
     return target

@@ -34,7 +34,10 @@ class _Guarded(click.Group):
     """The top-level group: every command runs inside ``errors.guarded``."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        return guarded(lambda: super(_Guarded, self).invoke(ctx))
+        return guarded(
+            lambda: super(_Guarded, self).invoke(ctx),
+            lambda: bool(getattr(ctx.obj, "show_server_text", False)),
+        )
 
 
 @click.group(
@@ -56,6 +59,11 @@ class _Guarded(click.Group):
     help="Clinic mappings directory adding to or overriding the bundled instruments.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also print the run's structured log lines.")
+@click.option(
+    "--show-server-text",
+    is_flag=True,
+    help="On a terminal, also print the server's error text (it may echo patient data).",
+)
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -64,6 +72,7 @@ def main(
     state_path: Path | None,
     mappings_dir: Path | None,
     verbose: bool,
+    show_server_text: bool,
 ) -> None:
     """Therapeutic-alliance instruments and collaborative goals, synced to an EHR over FHIR R4.
 
@@ -72,6 +81,7 @@ def main(
     """
     overrides = {"server_url": server_url, "state_path": state_path, "mappings_dir": mappings_dir}
     ctx.obj = Ctx(config, overrides, verbose or ctx.invoked_subcommand == "daemon")
+    ctx.obj.show_server_text = show_server_text
     alog.configure(level="WARNING")
 
 

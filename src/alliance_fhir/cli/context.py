@@ -20,6 +20,8 @@ class Ctx:
         self.config = config
         self.overrides = overrides
         self.verbose = verbose
+        #: ``--show-server-text``: the server's error text on a terminal (errors.error_lines).
+        self.show_server_text = False
         self._settings: Settings | None = None
 
     @property

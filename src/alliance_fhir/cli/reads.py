@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from alliance_fhir.cli.context import Ctx, open_api, pass_ctx
-from alliance_fhir.cli.render import out, print_monitor, print_status, problems
+from alliance_fhir.cli.render import echo, out, print_monitor, print_status, problems
 from alliance_fhir.exit_codes import ExitCode
 from alliance_fhir.goals import render_plans_text
 
@@ -37,7 +37,7 @@ def pull_goals(ctx: Ctx, patient: str) -> None:
     if not pulled.plans:
         out.print("no goal plans on the server for this patient", markup=False)
     else:
-        click.echo(render_plans_text(pulled.plans))
+        echo(render_plans_text(pulled.plans))
     problems(pulled.problems)
     if pulled.problems:
         raise SystemExit(ExitCode.FAILED)

@@ -6,11 +6,13 @@ redirects where they choose; problems and notes go to stderr, one line each.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import click
 from rich.console import Console
 from rich.table import Table
 
@@ -21,9 +23,36 @@ from alliance_fhir.exceptions import Problem
 if TYPE_CHECKING:
     from alliance_fhir.api import MonitorResult
 
+#: Terminal escape sequences (CSI ``ESC [``, OSC ``ESC ]`` up to BEL/ST, other ``ESC x``), then
+#: any remaining C0/C1 control character but tab and newline.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?|\x9b[0-?]*[ -/]*[@-~]"
+)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: str) -> str:
+    """``text`` without control or escape sequences: text edited in the EHR (a goal title, a
+    server message) must not retitle, recolour or clear the user's terminal."""
+    return _CONTROLS.sub("", _ESCAPES.sub("", text))
+
+
+class _CleanConsole(Console):
+    """A rich console that strips control sequences from every string it is asked to print
+    (rich's own styling is added after, so it still works)."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(clean(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+def echo(text: str) -> None:
+    """A block of text on stdout as is (no wrapping, no markup), control sequences stripped."""
+    click.echo(clean(text))
+
+
 # Wide enough for tables when piped or captured (no terminal to measure).
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = _CleanConsole(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = _CleanConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 def problems(found: Sequence[Problem]) -> None:
@@ -89,13 +118,18 @@ def score_table(scored: Sequence[ScoredAssessment]) -> Table:
         )
         note = sc.total.reason or ("below cutoff" if sc.below_cutoff else "")
         table.add_row(
-            item.assessment.key,
-            item.instrument.id,
-            item.assessment.authored.isoformat(),
-            total,
-            subs,
-            sc.band.label if sc.band else "",
-            note,
+            *map(
+                clean,
+                (
+                    item.assessment.key,
+                    item.instrument.id,
+                    item.assessment.authored.isoformat(),
+                    total,
+                    subs,
+                    sc.band.label if sc.band else "",
+                    note,
+                ),
+            )
         )
     return table
 
@@ -106,7 +140,9 @@ def print_status(st: Status) -> None:
     for run in st.runs:
         started = datetime.fromtimestamp(run.started, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         counts = ", ".join(f"{k} {v}" for k, v in sorted(run.counts.items()) if v)
-        table.add_row(run.run_id, run.command, started, run.outcome or "running", counts)
+        table.add_row(
+            *map(clean, (run.run_id, run.command, started, run.outcome or "running", counts))
+        )
     out.print(table)
     records = ", ".join(f"{k} {v}" for k, v in sorted(st.records.items())) or "none"
     out.print(f"records: {records}", markup=False)

@@ -25,6 +25,8 @@ def doctor(ctx: Ctx, as_json: bool) -> None:
     server cannot be reached or refuses our credentials."""
     with open_api(ctx) as api:
         report = api.doctor()
+    for line in report.too_open:
+        err.print(f"warning: readable by others (patient data): {line}", markup=False)
     if as_json:
         click.echo(json.dumps({**dataclasses.asdict(report), "ok": report.ok}, indent=2))
     else:

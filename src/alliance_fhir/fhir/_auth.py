@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from alliance_fhir.exceptions import ConfigError, FatalError, RetriableError
 from alliance_fhir.fhir._errors import parse_retry_after, safe_path
-from alliance_fhir.fhir._transport import parse_json_object, send_bounded
+from alliance_fhir.fhir._transport import parse_json_object, refuse_plain_http, send_bounded
 from alliance_fhir.log import get_logger, register_sensitive
 
 _TOKEN_RESPONSE_LIMIT = 1024 * 1024
@@ -186,6 +186,7 @@ class SmartBackendAuth(Auth):
         refresh_skew: float = 60.0,
         assertion_lifetime: float = 300.0,
         clock: Callable[[], float] = time.time,
+        allow_insecure_http: bool = False,
     ) -> None:
         if not client_id or not key_id:
             raise ConfigError("SMART backend auth needs client_id and key_id")
@@ -201,6 +202,11 @@ class SmartBackendAuth(Auth):
         self._key = _load_private_key(private_key, key_password)
         self.algorithm = _algorithm_for(self._key, algorithm)
         self._configured_endpoint = token_endpoint
+        self._allow_insecure_http = allow_insecure_http
+        if token_endpoint is not None:
+            refuse_plain_http(
+                token_endpoint, "the SMART client assertion", allow=allow_insecure_http
+            )
         self._token_endpoint: str | None = token_endpoint
         self._skew = refresh_skew
         self._lifetime = assertion_lifetime
@@ -250,7 +256,11 @@ class SmartBackendAuth(Auth):
 
     def _endpoint(self, ctx: AuthContext) -> str:
         if self._token_endpoint is None:
-            self._token_endpoint = self._discover(ctx)
+            endpoint = self._discover(ctx)
+            refuse_plain_http(
+                endpoint, "the SMART client assertion", allow=self._allow_insecure_http
+            )
+            self._token_endpoint = endpoint
         return self._token_endpoint
 
     def _discover(self, ctx: AuthContext) -> str:

@@ -6,6 +6,7 @@ Content-Length nor a gzip bomb can make us hold more than ``max_response_bytes``
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import ssl
 from typing import Any
@@ -17,6 +18,7 @@ from alliance_fhir.fhir._errors import is_json_type, refuse, translate_transport
 from alliance_fhir.log import get_logger
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -117,3 +119,25 @@ def parse_json_object(
             status=response.status_code,
         )
     return data
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and any 127.0.0.0/8 or ``::1`` address: traffic that never
+    leaves the machine, so plain HTTP cannot expose credentials on a network."""
+    if host.lower() in LOCAL_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_plain_http(url: httpx.URL | str, what: str, *, allow: bool) -> None:
+    """ConfigError when ``what`` (credentials, a token request) would go over plain
+    ``http://`` to another machine and ``allow_insecure_http`` was not set."""
+    target = httpx.URL(url) if isinstance(url, str) else url
+    if target.scheme == "http" and not is_loopback(target.host) and not allow:
+        raise ConfigError(
+            f"refusing to send {what} over plain http:// to {target.host}: use https://, "
+            "or set allow_insecure_http = true if the network path is protected otherwise"
+        )

@@ -50,8 +50,10 @@ from alliance_fhir.fhir._results import FhirResponse, ReadResult, WriteResult, e
 from alliance_fhir.fhir._retry import RetryPolicy, call_with_retry
 from alliance_fhir.fhir._transport import (
     build_http_client,
+    is_loopback,
     origin,
     parse_json_object,
+    refuse_plain_http,
     send_bounded,
 )
 from alliance_fhir.log import get_logger, new_id
@@ -66,7 +68,6 @@ MiB = 1024 * 1024
 _TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def _log() -> Any:
@@ -115,8 +116,10 @@ class FhirClient:
     """A thread-safe FHIR R4 client for one server (``base_url`` is the service base).
 
     ``verify`` is True (system CAs), a CA bundle path, or an ``ssl.SSLContext``; ``False``
-    only when passed explicitly, and it logs a warning. ``sleep`` and ``clock`` (monotonic
-    seconds) are injectable so tests neither sleep nor race the retry deadline.
+    only when passed explicitly, and it logs a warning. With ``auth``, a plain ``http://``
+    base other than loopback is refused unless ``allow_insecure_http``. ``sleep`` and
+    ``clock`` (monotonic seconds) are injectable so tests neither sleep nor race the retry
+    deadline.
     """
 
     def __init__(
@@ -134,8 +137,11 @@ class FhirClient:
         user_agent: str = DEFAULT_USER_AGENT,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        allow_insecure_http: bool = False,
     ) -> None:
         self.base_url = self._check_base(base_url)
+        if auth is not None:
+            refuse_plain_http(self.base_url, "credentials", allow=allow_insecure_http)
         self._origin = origin(self.base_url)
         self._auth = auth
         self._retry = retry if retry is not None else RetryPolicy()
@@ -164,7 +170,7 @@ class FhirClient:
             raise ConfigError("FHIR base URL must be an absolute http(s) URL")
         if url.query or url.fragment or url.userinfo:
             raise ConfigError("FHIR base URL must not contain credentials, a query or fragment")
-        if url.scheme == "http" and url.host not in _LOCAL_HOSTS:
+        if url.scheme == "http" and not is_loopback(url.host):
             _log().warning("fhir.plain_http", host=url.host)
         return url
 

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from alliance_fhir.log import register_sensitive
+
 #: Plan and goal keys: short (room for ``ehr-`` + a 64-character server id), and free of
 #: ``/`` (it joins plan and goal keys in our identifiers).
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,71}$"
@@ -322,6 +324,26 @@ class Plan(PlanHeader):
     def all_goals(self) -> list[Goal]:
         """Every goal and milestone, parents before children, in file order."""
         return [g for top in self.goals for g in top.walk()]
+
+    def free_text(self) -> list[str]:
+        """The people's words in the plan (client's words, framing, strengths, resources,
+        what it addresses, notes, target details, title): PHI the log must never show."""
+        texts = [self.title, self.description]
+        for goal in self.all_goals():
+            texts += [goal.client_words, goal.clinician_framing, *goal.strengths]
+            texts += [*goal.resources, *(a.text for a in goal.addresses)]
+            texts += [n.text for n in goal.notes] + [r.note for r in goal.gas]
+            texts += [t.detail for t in goal.targets]
+        return [t for t in texts if t]
+
+    @model_validator(mode="after")
+    def _register_free_text(self) -> Plan:
+        # Every way a plan is read (YAML/JSON, CSV, the server's Goals) builds one here, so
+        # this is the one place that cannot be forgotten: the log scrubber masks the plan's
+        # free text and the patient's identifier value wherever they appear later.
+        ident = split_identifier(self.patient)
+        register_sensitive(*self.free_text(), ident[1] if ident else None)
+        return self
 
     @model_validator(mode="after")
     def _fill_clinician(self) -> Plan:

@@ -80,6 +80,9 @@ _BASE_COLUMNS = {"base": "TEXT", "conflict_fields": "TEXT"}
 #: Outcome of a run whose process ended without finishing it (killed, crashed, power cut).
 INTERRUPTED = "interrupted"
 
+#: Outcome of a run whose input files had problems (records left out; counts["problems"]).
+FAILED_INPUT = "failed input"
+
 #: Record statuses: ``synced`` (server matches our hash), ``conflict`` (someone else changed
 #: it; we did not overwrite), ``rejected`` (the server refused it; see dead_letters).
 STATUSES = ("synced", "conflict", "rejected")
@@ -409,6 +412,22 @@ class StateStore:
             self._db.execute(
                 "UPDATE runs SET finished=?, outcome=?, counts=? WHERE run_id=?",
                 (time.time(), outcome, json.dumps(dict(counts), sort_keys=True), run_id),
+            )
+
+    def mark_failed_input(self, run_id: str, problems: int) -> None:
+        """A finished run whose input had ``problems`` (records left out) is ``failed input``
+        with their count, not ``ok`` with empty counts; a run that failed on the server keeps
+        ``failed``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT outcome, counts FROM runs WHERE run_id=?", (run_id,)
+            ).fetchone()
+            if row is None or row[0] == "failed":
+                return
+            counts = {**json.loads(row[1] or "{}"), "problems": problems}
+            self._db.execute(
+                "UPDATE runs SET outcome=?, counts=? WHERE run_id=?",
+                (FAILED_INPUT, json.dumps(counts, sort_keys=True), run_id),
             )
 
     def recent_runs(self, limit: int = 10) -> list[RunRecord]:

@@ -147,7 +147,8 @@ def test_400_carries_operation_outcome_and_no_query(make_client) -> None:
     with pytest.raises(ServerRejectedError) as err:
         client.update(GOAL, conditional="identifier=http://x|secret-mrn-123")
     exc = err.value
-    assert "unknown code 'done'" in str(exc)
+    assert "unknown code 'done'" not in str(exc)  # may echo PHI: not in messages or logs
+    assert exc.server_text() == ["Goal.lifecycleStatus: unknown code 'done'"]
     assert exc.status == 400
     assert exc.outcome is not None
     assert exc.outcome["resourceType"] == "OperationOutcome"

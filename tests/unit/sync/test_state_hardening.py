@@ -32,8 +32,10 @@ PHI = ("MRN-4242", "Jane Roe", "1980-02-03", "unheard", "Jane")
 
 def test_outcome_summary_without_text_keeps_severity_code_and_expression() -> None:
     assert outcome_summary(ECHO, redact_text=True) == "error: invalid (Observation.subject)"
-    assert "Jane Roe" in outcome_summary(ECHO)  # the terminal's form is unchanged
-    assert "Jane Roe" in str(FhirError("POST /Observation -> 422", outcome=ECHO))
+    assert "Jane Roe" in outcome_summary(ECHO)  # the unredacted form still exists
+    error = FhirError("POST /Observation -> 422", outcome=ECHO)
+    assert str(error) == "POST /Observation -> 422: error: invalid (Observation.subject)"
+    assert error.server_text() == [ECHO["issue"][0]["diagnostics"]]
 
 
 def test_dead_letters_keep_no_server_text(tmp_path: Path) -> None:
