@@ -11,6 +11,7 @@ from clikit import Run
 from rich.console import Console
 
 from alliance_fhir.api import AllianceFhir
+from alliance_fhir.app.goal_pull import GoalPull
 from alliance_fhir.exceptions import ConfigError, ServerRejectedError
 from alliance_fhir.goals import load_plans
 
@@ -93,10 +94,10 @@ def test_goal_text_edited_in_the_ehr_cannot_retitle_or_clear_the_terminal(
         update={"title": "Mornings\x1b]0;owned by the EHR\x07 back\x1b[2J\x9b31m\x00"}
     )
 
-    def pull_plans(self: AllianceFhir, patient: str) -> list[object]:
-        return [hostile]
+    def pull_goal_plans(self: AllianceFhir, patient: str) -> GoalPull:
+        return GoalPull(plans=[hostile], problems=[])
 
-    monkeypatch.setattr(AllianceFhir, "pull_plans", pull_plans)
+    monkeypatch.setattr(AllianceFhir, "pull_goal_plans", pull_goal_plans)
     result = run("pull", "goals", "--patient", "http://example-clinic.org/mrn|MRN-1001")
     assert result.code == 0
     assert result.out.splitlines()[0] == "Goal plan plan-1001-2024: Mornings back"

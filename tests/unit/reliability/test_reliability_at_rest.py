@@ -196,7 +196,7 @@ def test_a_push_that_leaves_records_out_is_recorded_as_failed_input(tmp_path: Pa
             api.store.finish_run(result.run_id, "ok", {})
             return result
 
-    api.engine = lambda: NoServer()  # type: ignore[assignment,method-assign,return-value]
+    api.engine = lambda **_: NoServer()  # type: ignore[assignment,method-assign,return-value]
     report = api.push_assessments([bad])
     assert report.problems
     (run,) = api.store.recent_runs(1)
