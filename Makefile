@@ -9,9 +9,10 @@ PORT ?= 8080
 
 help:
 	@echo "make demo   - start the local HAPI FHIR server (port $(PORT)) and sync the example clinic"
-	@echo "make test   - install into .venv, run ruff, mypy --strict and the whole pytest suite"
+	@echo "make test   - install into .venv, run ruff, mypy --strict, the layer contract and the whole pytest suite"
 	@echo "make lint   - ruff, mypy and the layer contract (import-linter) only"
 	@echo "make unit   - unit tests only (no server)"
+	@echo "make ehr-matrix - the EHR-profile sync tests against every test-server profile"
 	@echo "make faults - fault-injection scenarios with an invariant check (own server on :8097)"
 	@echo "make soak   - bounded daemon soak: inbox files, the server stopped mid-way (:8098)"
 	@echo "make bench  - benchmarks against the peers (own server on :8095), writes BENCHMARKS.md"
