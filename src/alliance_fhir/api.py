@@ -242,20 +242,28 @@ class AllianceFhir:
 
     def engine(self, *, writing: bool = False) -> SyncEngine:
         """A sync engine on this connection (building it connects the client). For
-        ``writing`` the server's capabilities choose the write strategy, and a server that
-        cannot be synced safely is refused here, before any write (ConfigError)."""
-        caps = None
-        if writing:
-            caps = self.capabilities()
-            blockers = caps.blockers(WRITTEN_TYPES, PERSON_TYPES)
-            if blockers:
-                raise ConfigError(
-                    "the server cannot be synced safely (see `alliance-fhir doctor`): "
-                    + "; ".join(blockers)
-                )
+        ``writing`` the server's capabilities choose the write strategy (read only when the
+        run has something to write), and a server that cannot be synced safely is refused
+        before any write (ConfigError)."""
         return sync_engine(
-            self.settings, self.client, self.store, progress=self.progress, capabilities=caps
+            self.settings,
+            self.client,
+            self.store,
+            progress=self.progress,
+            capabilities=self._safe_capabilities if writing else None,
         )
+
+    def _safe_capabilities(self) -> Capabilities:
+        """The server's capabilities, asked when a run first has something to write; a
+        server that cannot be synced safely is refused then, before any write."""
+        caps = self.capabilities()
+        blockers = caps.blockers(WRITTEN_TYPES, PERSON_TYPES)
+        if blockers:
+            raise ConfigError(
+                "the server cannot be synced safely (see `alliance-fhir doctor`): "
+                + "; ".join(blockers)
+            )
+        return caps
 
     # Instruments
 

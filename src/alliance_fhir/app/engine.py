@@ -7,7 +7,7 @@ concurrency, conflict policy and three-way merge of Goals and CarePlans.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from alliance_fhir.adapters.goals import KIND_GOAL, KIND_PLAN, lay_fields, owned_fields, set_keys
@@ -27,16 +27,20 @@ def sync_engine(
     store: StateStore,
     *,
     progress: Progress | None = None,
-    capabilities: Capabilities | None = None,
+    capabilities: Capabilities | Callable[[], Capabilities] | None = None,
 ) -> SyncEngine:
     """An engine configured from ``settings``: Goals and CarePlans are merged three ways
     with the server's version (what the EHR changed or added survives); ``progress`` sees
     each bundle; the write strategy follows the server's ``capabilities`` (today's
-    transactions when None)."""
+    transactions when None). A callable is asked only once the run has something to write."""
     options = goal_options(settings)
-    policy = write_policy(settings, capabilities or Capabilities.unknown())
-    # A conditional create the server ignores is not safe to retry (issue #13).
-    client.honours_if_none_exist = policy.trusts_if_none_exist()
+
+    def policy() -> WritePolicy:
+        caps = capabilities() if callable(capabilities) else capabilities
+        chosen = write_policy(settings, caps or Capabilities.unknown())
+        # A conditional create the server ignores is not safe to retry (issue #13).
+        client.honours_if_none_exist = chosen.trusts_if_none_exist()
+        return chosen
 
     def owned(resource: Mapping[str, Any]) -> dict[str, Any]:
         return owned_fields(resource, options)
@@ -57,7 +61,7 @@ def sync_engine(
         conflict_policy=settings.conflict_policy,
         mergers={KIND_GOAL: rules("Goal"), KIND_PLAN: rules("CarePlan")},
         progress=progress,
-        policy=policy,
+        policy=policy if callable(capabilities) else policy(),
     )
 
 

@@ -24,7 +24,7 @@ and carried out in ``sync.strategies``; the engine plans, dispatches and records
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -84,10 +84,13 @@ class SyncEngine:
         conflict_policy: str = "skip",
         mergers: Mapping[str, MergeRules] | None = None,
         progress: Progress | None = None,
-        policy: WritePolicy | None = None,
+        policy: WritePolicy | Callable[[], WritePolicy] | None = None,
     ) -> None:
         self.client = client
-        self.policy = policy if policy is not None else WritePolicy()
+        # A callable is asked only when a run has something to write: an idle re-sync
+        # costs no CapabilityStatement request.
+        self._policy = policy if isinstance(policy, WritePolicy | None) else None
+        self._policy_source = None if isinstance(policy, WritePolicy | None) else policy
         self.store = store
         self.bundle_size = bundle_size
         self.concurrency = concurrency
@@ -95,6 +98,13 @@ class SyncEngine:
         self.overwrite = self.conflict_policy == "ours-wins"
         self.mergers = dict(mergers or {})
         self.progress = progress
+
+    @property
+    def policy(self) -> WritePolicy:
+        """How this run writes (transaction, batch or single; lookups; types left out)."""
+        if self._policy is None:
+            self._policy = self._policy_source() if self._policy_source else WritePolicy()
+        return self._policy
 
     def plan(self, desired: Sequence[Desired]) -> SyncPlan:
         return make_plan(
@@ -188,6 +198,8 @@ class SyncEngine:
     # Applying
 
     def _apply(self, plan: SyncPlan, result: SyncResult, people: PersonResolver) -> None:
+        if not plan.writes:
+            return
         writes, unaccepted = split_unaccepted(plan.writes, self.policy.skip_types)
         for rtype, count in unaccepted.items():
             # Said once per type, not once per record: the server takes no writes of it.
