@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from alliance_fhir import log as alog
 from alliance_fhir.daemon import __main__ as entry
 from alliance_fhir.exit_codes import ExitCode
 
@@ -25,9 +28,12 @@ def _run_raises(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ALLIANCE_FHIR_STATE_PATH", str(tmp_path / "state.sqlite3"))
+    yield
+    # main() pointed structlog at the captured stderr, which pytest closes after the test
+    alog.configure(stream=sys.__stderr__)
 
 
 def test_an_unexpected_exception_is_one_line_and_exit_70(
