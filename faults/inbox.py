@@ -54,6 +54,10 @@ assessments: []
 """
 
 
+#: What the daemon publishes each cycle into the same state store (not inbox records).
+PUBLISHED = frozenset({"codesystem", "questionnaire"})
+
+
 @functools.cache
 def phi_scan() -> PhiScan:
     """One scan per process (its PHI list is read from examples/)."""
@@ -169,17 +173,18 @@ def _verify(
     reason_has: str,
 ) -> None:
     """The invariants every inbox scenario shares (see the module docstring)."""
-    outcome.check = check(h.base_url, _records(h, good), case.state, h.namespace)
+    outcome.check = check(
+        h.base_url, _records(h, good), case.state, h.namespace, also_synced=PUBLISHED
+    )
     done, bad = case.archived("processed"), case.archived("failed")
     outcome.notes.append(f"processed {len(done)}, failed {len(bad)}")
     if len(done) != processed or len(bad) != failed:
         _fail(outcome, f"want {processed} processed / {failed} failed")
     reasons = [
-        str(problem.get("reason", ""))
+        str(problem.get("reason", "")) if isinstance(problem, dict) else str(problem)
         for path, body in case.reports()
         if path.parent.name == "failed"
-        for problem in body.get("problems") or []
-        if isinstance(problem, dict)
+        for problem in [*(body.get("problems") or []), *(body.get("failures") or [])]
     ]
     if failed and not any(r and reason_has in r for r in reasons):
         _fail(outcome, f"no failed/ report says {reason_has!r}: {reasons[:2]}")
@@ -233,7 +238,6 @@ def name_collision(h: Harness, outcome: Outcome, _: Path) -> None:
     earlier = case.inbox / "processed"
     earlier.mkdir(parents=True)
     (earlier / name).write_text("# archived by an earlier cycle\n")
-    (earlier / (name + ".report.json")).write_text("{}\n")
     case.drop(name, (ASSESSMENTS / "mrn-1001.yaml").read_text())
     _once(h, case, h.base_url, outcome)
     archived = case.archived("processed")
