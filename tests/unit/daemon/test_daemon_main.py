@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from alliance_fhir import log as alog
+from alliance_fhir.config import Settings
 from alliance_fhir.daemon import __main__ as entry
 from alliance_fhir.exit_codes import ExitCode
 
@@ -31,6 +32,8 @@ def _run_raises(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ALLIANCE_FHIR_STATE_PATH", str(tmp_path / "state.sqlite3"))
+    # load_settings records the TOML path on the class; later tests must not read ours
+    monkeypatch.setattr(Settings, "toml_path", Settings.toml_path)
     yield
     # main() pointed structlog at the captured stderr, which pytest closes after the test
     alog.configure(stream=sys.__stderr__)
