@@ -13,5 +13,10 @@ Which fault comes from where:
 * :mod:`faults.shim` (HTTP level; toxiproxy cannot make HTTP statuses): bursts of 503 and of
   429 with ``Retry-After`` answered by a real local HTTP server in front of HAPI;
 * process level: the HAPI server SIGKILLed and restarted on its H2 file database, and the
-  ``alliance-fhir push`` CLI SIGKILLed mid-run and started again.
+  ``alliance-fhir push`` CLI SIGKILLed mid-run and started again;
+* the daemon inbox (:mod:`faults.inbox`, a real ``alliance-fhir daemon`` process): a hostile
+  YAML file beside good ones, a name collision in ``processed/``, a writer pausing mid-file,
+  hard and symbolic links to files outside the inbox, and a server whose 422 echoes the
+  request (the shim's ``echo_when``), each with the PHI scan of reports, output and dead
+  letters.
 """

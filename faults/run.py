@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from alliance_fhir import log as alog
+from faults.inbox import INBOX
 from faults.scenarios import ALL, Harness, Outcome, ServerControl, run_scenario, table
 from faults.shim import StatusShim
 from faults.toxiproxy import Toxiproxy, find_or_install
@@ -27,6 +28,10 @@ PHI = (
     "MRN-1001", "MRN-1002", "MRN-1003", "MRN-1004", "1988-03-14", "1975-11-02", "1999-07-21",
     "1962-01-30",
 )  # fmt: skip
+
+
+#: Every scenario: the client's faults, then the daemon inbox's (:mod:`faults.inbox`).
+SCENARIOS = {**ALL, **INBOX}
 
 
 def retried_requests(log_text: str) -> int:
@@ -45,11 +50,11 @@ def retried_requests(log_text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m faults.run", description=__doc__)
     parser.add_argument("--port", type=int, default=8097, help="HAPI port (default 8097)")
-    parser.add_argument("--only", action="append", choices=sorted(ALL), help="run only these")
+    parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), help="run only these")
     parser.add_argument("--keep", action="store_true", help="leave the server running")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    names = args.only or list(ALL)
+    names = args.only or list(SCENARIOS)
 
     logs = io.StringIO()
     alog.configure(level="DEBUG", json=True, stream=logs)
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name in names:
                     print(f"faults: {name} ...", flush=True)
                     mark = len(logs.getvalue())
-                    outcome = run_scenario(harness, name)
+                    outcome = run_scenario(harness, name, SCENARIOS)
                     outcome.retries = retried_requests(logs.getvalue()[mark:])
                     outcomes.append(outcome)
                     print(

@@ -396,8 +396,10 @@ ALL: dict[str, tuple[str, Scenario]] = {
 SUBSET = ("latency", "reset-mid-response", "client-killed")
 
 
-def run_scenario(h: Harness, name: str) -> Outcome:
-    fault, scenario = ALL[name]
+def run_scenario(
+    h: Harness, name: str, registry: dict[str, tuple[str, Scenario]] | None = None
+) -> Outcome:
+    fault, scenario = (registry or ALL)[name]
     outcome = Outcome(name, fault)
     started = time.monotonic()
     state = h.work / f"state-{name}.sqlite3"

@@ -5,10 +5,16 @@ with ``Retry-After`` come from this shim: a threaded ``http.server`` on 127.0.0.
 every request to the upstream FHIR server, except that the next transaction POSTs (a POST to
 the service base, which is how the sync engine writes) are answered from ``script`` without
 reaching the server. The client under test talks real HTTP/1.1 over TCP to it.
+
+``echo_when`` imitates an EHR that echoes the request in its errors: every write whose body
+contains that text is refused with a 422 OperationOutcome whose diagnostics and details repeat
+a patient's name, MRN and birth date and the request body itself (PHI the client must never
+log, report or store).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -35,6 +41,10 @@ HOP_BY_HOP = frozenset(
 )
 
 
+#: What the echoing 422 says about the patient, beside the request body it repeats.
+ECHOED = "Adaeze Okafor (MRN-1001, born 1988-03-14)"
+
+
 class StatusShim:
     """``StatusShim("http://127.0.0.1:8097", ["429", "503"])`` then ``shim.url("/fhir")``."""
 
@@ -45,6 +55,8 @@ class StatusShim:
         self._script = list(script or [])
         self.injected: list[str] = []
         self.forwarded = 0
+        self.echo_when: bytes | None = None
+        self.echoed = 0
         self._http = httpx.Client(timeout=120.0)
         shim = self
 
@@ -57,6 +69,9 @@ class StatusShim:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if shim._echoes(self.command, body):
+                    self._reply_echo(body)
+                    return
                 action = shim._next_action(self.command, self.path)
                 if action is not None:
                     self._reply_error(action)
@@ -90,6 +105,27 @@ class StatusShim:
                 self.end_headers()
                 self.wfile.write(text)
 
+            def _reply_echo(self, body: bytes) -> None:
+                said = body.decode("utf-8", "replace")[:4000]
+                outcome = {
+                    "resourceType": "OperationOutcome",
+                    "issue": [
+                        {
+                            "severity": "error",
+                            "code": "invalid",
+                            "diagnostics": f"Rejected for {ECHOED}: {said}",
+                            "details": {"text": f"Patient {ECHOED} has no such encounter"},
+                            "expression": ["Bundle.entry[0].resource"],
+                        }
+                    ],
+                }
+                text = json.dumps(outcome).encode()
+                self.send_response(422)
+                self.send_header("Content-Type", "application/fhir+json")
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -107,6 +143,13 @@ class StatusShim:
             action = self._script.pop(0)
             self.injected.append(action)
             return action
+
+    def _echoes(self, method: str, body: bytes) -> bool:
+        if method in ("GET", "HEAD") or self.echo_when is None or self.echo_when not in body:
+            return False
+        with self._lock:
+            self.echoed += 1
+        return True
 
     def load(self, script: list[str]) -> None:
         with self._lock:

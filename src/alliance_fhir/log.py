@@ -16,6 +16,7 @@ import logging
 import re
 import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
@@ -167,6 +168,37 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
 def new_id() -> str:
     """A short random id for a run or a request, to tie log lines together."""
     return uuid.uuid4().hex[:12]
+
+
+def exception_shape(exc: BaseException) -> dict[str, Any]:
+    """The shape of an unexpected exception for the debug log: its type, the types that led to
+    it and ``module:line in function`` per frame. Never message text or locals, which may echo
+    patient data. Shared by the CLI's and the daemon's last-resort handlers."""
+    return {
+        "error_type": _qualname(exc),
+        "caused_by": _chain(exc),
+        "frames": [
+            f"{frame.f_globals.get('__name__', '?')}:{lineno} in {frame.f_code.co_name}"
+            for frame, lineno in traceback.walk_tb(exc.__traceback__)
+        ],
+    }
+
+
+def _qualname(exc: BaseException) -> str:
+    kind = type(exc)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _chain(exc: BaseException) -> list[str]:
+    """The types of the exceptions that led to ``exc`` (its causes and contexts)."""
+    seen = {id(exc)}
+    kinds: list[str] = []
+    current = exc.__cause__ or exc.__context__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        kinds.append(_qualname(current))
+        current = current.__cause__ or current.__context__
+    return kinds
 
 
 def configure(

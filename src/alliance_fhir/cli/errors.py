@@ -11,7 +11,6 @@ modules, lines; never message text, which may echo patient data) in the debug lo
 from __future__ import annotations
 
 import errno
-import traceback
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
@@ -76,41 +75,10 @@ def fail(lines: list[str], code: ExitCode = ExitCode.FAILED) -> NoReturn:
     raise SystemExit(code)
 
 
-def _qualname(exc: BaseException) -> str:
-    kind = type(exc)
-    return f"{kind.__module__}.{kind.__qualname__}"
-
-
-def _frames(exc: BaseException) -> list[str]:
-    """``module:line in function`` for each frame, innermost last; no locals, no text."""
-    return [
-        f"{frame.f_globals.get('__name__', '?')}:{lineno} in {frame.f_code.co_name}"
-        for frame, lineno in traceback.walk_tb(exc.__traceback__)
-    ]
-
-
-def _chain(exc: BaseException) -> list[str]:
-    """The types of the exceptions that led to ``exc`` (its causes and contexts)."""
-    seen = {id(exc)}
-    kinds: list[str] = []
-    current = exc.__cause__ or exc.__context__
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        kinds.append(_qualname(current))
-        current = current.__cause__ or current.__context__
-    return kinds
-
-
 def internal_error(exc: Exception) -> ExitCode:
     """Log the shape of an unexpected exception at debug level; one line for the user."""
     run_id = alog.new_id()
-    log.debug(
-        "cli.internal_error",
-        run_id=run_id,
-        error_type=_qualname(exc),
-        caused_by=_chain(exc),
-        frames=_frames(exc),
-    )
+    log.debug("cli.internal_error", run_id=run_id, **alog.exception_shape(exc))
     err.print(
         f"alliance-fhir: internal error (run {run_id}); details in the debug log", markup=False
     )

@@ -1,4 +1,10 @@
-"""``python -m alliance_fhir.daemon [--config FILE] [--once]``."""
+"""``python -m alliance_fhir.daemon [--config FILE] [--once]``.
+
+Exit codes as the CLI's (``alliance_fhir.exit_codes``). An exception nothing else handled is
+a bug: one line with a run id on stderr, exit 70, and only the traceback's shape (types,
+modules, lines; never message text, which may echo patient data) in the debug log, as
+``alliance_fhir.cli.errors`` does for the CLI.
+"""
 
 from __future__ import annotations
 
@@ -39,8 +45,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+log = alog.get_logger("alliance_fhir.daemon")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(argv)  # usage errors: argparse prints and exits 2
+    alog.configure()  # stderr, INFO, until the settings say otherwise: never stdout
+    try:
+        return _main(args)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return internal_error(exc)
+
+
+def internal_error(exc: Exception) -> ExitCode:
+    """Log the shape of an unexpected exception at debug level; one line for the operator."""
+    run_id = alog.new_id()
+    log.debug("daemon.internal_error", run_id=run_id, **alog.exception_shape(exc))
+    print(
+        f"alliance-fhir daemon: internal error (run {run_id}); details in the debug log",
+        file=sys.stderr,
+    )
+    return ExitCode.INTERNAL
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:

@@ -2,17 +2,20 @@
 
 The lock is advisory and held by the open file description, so it disappears with the
 process however it ends (exit, crash, SIGKILL): a stale lock file never blocks a restart.
-The file holds the owner's pid, only to make the refusal message useful.
+The file holds the owner's pid, only to make the refusal message useful; it is 0600 in a 0700
+folder (``private_files``) like everything else beside the state store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 from pathlib import Path
 
 from alliance_fhir.exceptions import AlreadyRunningError, StateError
+from alliance_fhir.private_files import FILE_MODE, private_dir
 
 
 def lock_path_for(state_path: Path) -> Path:
@@ -34,8 +37,13 @@ class InstanceLock:
     def acquire(self) -> None:
         if self._fd is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
+        # The umask narrows O_CREAT's mode only, and an older lock file may be wider: it holds
+        # only a pid, but it sits beside the state store, where doctor flags wider files. A
+        # file another user owns keeps its mode (no reason to refuse to run over it).
+        with contextlib.suppress(PermissionError):
+            os.fchmod(fd, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -63,3 +63,22 @@ def test_lock_dies_with_its_process(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait(timeout=10)
+
+
+def test_lock_file_is_private_under_a_permissive_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "new" / "state.sqlite3.lock"
+        with InstanceLock(path):
+            assert path.stat().st_mode & 0o777 == 0o600
+            assert path.parent.stat().st_mode & 0o777 == 0o700
+    finally:
+        os.umask(old)
+
+
+def test_an_older_wider_lock_file_is_narrowed(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3.lock"
+    path.write_text("")
+    path.chmod(0o644)
+    with InstanceLock(path):
+        assert path.stat().st_mode & 0o777 == 0o600
