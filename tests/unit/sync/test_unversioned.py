@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
-from synckit import checkin
+from synckit import FakeServer, checkin
 
 from alliance_fhir.fhir import ReadResult
+from alliance_fhir.sync.engine import SyncEngine
+from alliance_fhir.sync.state import StateStore
+from alliance_fhir.sync.strategies import WritePolicy
 from alliance_fhir.sync.unversioned import as_built, unversioned_verdict
 
 
@@ -49,3 +53,41 @@ def test_verdicts() -> None:
     # no stored hash (found by identifier): nothing to compare with, write
     assert unversioned_verdict(_server(edited), "o1", new, new_sent, None) == "write"
     assert last_built != new
+
+
+# -- the engine on a server whose updates If-Match cannot guard ----------------------------
+
+
+def _unversioned_engine(server: FakeServer, store: StateStore) -> SyncEngine:
+    policy = WritePolicy(unversioned_types=frozenset({"QuestionnaireResponse", "Observation"}))
+    return SyncEngine(server, store, concurrency=1, policy=policy)
+
+
+def test_a_changed_answer_is_written_after_a_read_shows_our_last_write(tmp_path: Path) -> None:
+    server = FakeServer()
+    with StateStore(tmp_path / "state.sqlite3") as store:
+        _unversioned_engine(server, store).run(checkin("a"))
+        result = _unversioned_engine(server, store).run(checkin("a", answer="4", total=40))
+    assert result.counts["updated"] == 2
+    assert server.find("Observation", "a")["valueInteger"] == 40
+
+
+def test_a_record_changed_on_the_server_is_a_conflict_and_holds_its_group(tmp_path: Path) -> None:
+    server = FakeServer()
+    with StateStore(tmp_path / "state.sqlite3") as store:
+        _unversioned_engine(server, store).run(checkin("a"))
+        server.edit("QuestionnaireResponse", "a", status="amended")
+        sent = len(server.transactions)
+        result = _unversioned_engine(server, store).run(checkin("a", answer="4", total=40))
+        status = store.get("assessment", "a")
+    assert (result.counts["conflict"], result.counts["deferred"], result.counts["updated"]) == (
+        1,
+        1,
+        0,
+    )
+    assert result.failures == ["assessment/a: conflict"]
+    assert len(server.transactions) == sent  # nothing sent
+    assert status is not None
+    assert status.status == "conflict"
+    assert server.find("QuestionnaireResponse", "a")["status"] == "amended"
+    assert server.find("Observation", "a")["valueInteger"] == 30
