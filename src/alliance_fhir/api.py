@@ -462,6 +462,7 @@ class AllianceFhir:
             self.settings,
             self.rules,
             progress=self.progress,
+            capabilities=self.capabilities(),
         )
         return monitor.run(all_patients=all_patients)
 
@@ -561,7 +562,9 @@ class AllianceFhir:
             guarantee = "no duplicates" + (
                 ", no silent overwrite (If-Match)"
                 if caps.versioned(rtype)
-                else ", updates unversioned (no ETag): a concurrent change can be overwritten"
+                else ", updates unversioned (no ETag): read and compared with our last write "
+                "first, never overwriting a change made before that read; a change racing "
+                "between the read and the write can be overwritten"
             )
             if rtype in policy.lookup_types:
                 guarantee += "; one writer at a time"

@@ -7,7 +7,9 @@ writes nothing. For ``no-conditional`` (If-None-Exist ignored) one transaction a
 lost and the state file deleted between runs: still every record exactly once.
 
 ``make test`` runs the profiles that differ most (batch-only, no-conditional, restricted);
-``make ehr-matrix`` sets ``ALLIANCE_FHIR_EHR_PROFILES=all``.
+``make ehr-matrix`` sets ``ALLIANCE_FHIR_EHR_PROFILES=all``. Updates and conflicts run on
+``no-etag`` (updates without versions: read, compare, write) and ``restricted`` always, as
+does ``monitor`` on ``restricted`` (no ``_sort``, no ``_lastUpdated`` on responses).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from alliance_fhir.api import AllianceFhir
+from alliance_fhir.app.monitor import MonitorResult
 from alliance_fhir.config import Settings
 from alliance_fhir.defaults import DEFAULT_NAMESPACE
 from alliance_fhir.exceptions import DuplicateRecordsError
@@ -217,3 +221,145 @@ def test_a_server_that_claims_conditional_create_but_ignores_it_stops_the_run(
     message = str(stopped.value)
     assert message.startswith("the server holds records of ours more than once")
     assert "goal/" in message
+
+
+# -- updates and conflicts where If-Match cannot help, pulls where search is limited ---------
+
+#: Profiles whose update or pull path differs from full's; always run (``make test`` too).
+UPDATE_PROFILES = ("no-etag", "restricted")
+ASSESSMENT = "http://alliance-fhir.org/fhir/identifier/assessment"
+
+
+def _push_assessments(api: AllianceFhir, clinic: Path) -> Counter[str]:
+    report = api.push_assessments([clinic / "clinic" / "assessments"])
+    assert report.result is not None
+    return report.result.counts
+
+
+def _edit_answer(clinic: Path, mrn: str, answer: str) -> str:
+    """Change the first assessment's ``heard`` answer in the source file; its key."""
+    record_file = clinic / "clinic" / "assessments" / f"{mrn}.yaml"
+    doc = yaml.safe_load(record_file.read_text())
+    doc["assessments"][0]["answers"]["heard"] = answer
+    record_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return str(doc["assessments"][0]["key"])
+
+
+def _response(full_base: str, key: str) -> dict[str, Any]:
+    with httpx.Client(timeout=60, headers={"Accept": "application/fhir+json"}) as http:
+        found = http.get(
+            f"{full_base}/QuestionnaireResponse", params={"identifier": f"{ASSESSMENT}|{key}"}
+        )
+    entries = found.raise_for_status().json().get("entry") or []
+    assert len(entries) == 1
+    return dict(entries[0]["resource"])
+
+
+def _heard(qr: dict[str, Any]) -> str:
+    item = next(i for i in qr["item"] if i["linkId"] == "heard")
+    return str(item["answer"][0]["valueCoding"]["code"])
+
+
+@pytest.mark.parametrize("profile", UPDATE_PROFILES)
+def test_one_changed_answer_is_one_records_update(
+    profile: str, clinic: Path, fhir_base_url: str, fhir_profile_url: Any, tmp_path: Path
+) -> None:
+    base = fhir_profile_url(profile)
+    transport = CountingTransport()
+    with _api(base, tmp_path / "state.sqlite3", transport) as api:
+        api.publish(labels_only=True)
+        first = _push_assessments(api, clinic)
+        assert first["created"] > 100
+        key = _edit_answer(clinic, "mrn-1001", "3")
+        transport.reset()
+        changed = _push_assessments(api, clinic)
+    assert changed["updated"] == 2  # the response and its score
+    assert changed["created"] == changed["conflict"] == changed["rejected"] == 0
+    assert changed["unchanged"] == first["created"] - 2
+    assert transport.writes == 1  # one transaction carrying the changed record group
+    assert _heard(_response(fhir_base_url, key)).endswith(".3")
+
+
+@pytest.mark.parametrize("profile", UPDATE_PROFILES)
+def test_a_record_someone_changed_is_not_overwritten(
+    profile: str, clinic: Path, fhir_base_url: str, fhir_profile_url: Any, tmp_path: Path
+) -> None:
+    base = fhir_profile_url(profile)
+    with _api(base, tmp_path / "state.sqlite3") as api:
+        api.publish(labels_only=True)
+        assert _push_assessments(api, clinic)["rejected"] == 0
+        key = _edit_answer(clinic, "mrn-1002", "1")
+        # Someone in the EHR amends the same response (through the profile: no versions).
+        qr = _response(fhir_base_url, key)
+        qr["status"] = "amended"
+        with httpx.Client(timeout=60) as http:
+            put = http.put(
+                f"{base}/QuestionnaireResponse/{qr['id']}",
+                json=qr,
+                headers={"Content-Type": "application/fhir+json"},
+            )
+        assert put.status_code == 200, put.text
+        report = api.push_assessments([clinic / "clinic" / "assessments"])
+        assert not report.ok
+        assert report.result is not None
+        assert report.result.counts["conflict"] == 1
+        assert report.result.counts["updated"] == 0
+        again = _push_assessments(api, clinic)  # a later run leaves it alone too
+        status = api.status()
+    assert again["conflict"] == 1
+    assert again["created"] == 0
+    assert [(c.kind, c.key) for c in status.conflicts] == [("assessment", key)]
+    served = _response(fhir_base_url, key)
+    assert served["status"] == "amended"  # the EHR's change survived
+    assert not _heard(served).endswith(".1")
+
+
+class StatusTransport(CountingTransport):
+    """Counts requests and remembers every answer's status code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: Counter[int] = Counter()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        self.statuses[response.status_code] += 1
+        return response
+
+
+def _alerts(result: MonitorResult) -> list[tuple[str, str]]:
+    return sorted((p.patient_id, t.key) for p in result.patients for t in p.triggers)
+
+
+def test_monitor_on_restricted_search_finds_the_alerts_full_finds(
+    clinic: Path, fhir_base_url: str, fhir_profile_url: Any, tmp_path: Path
+) -> None:
+    """Alerts raised through /fhir, then a first monitor run through ``restricted`` (a new
+    state store, so a whole pull): the same responses, triggers and open alerts, nothing
+    raised twice, and no search the profile refuses (its statement says what to avoid)."""
+    with _api(fhir_base_url, tmp_path / "full.sqlite3") as api:
+        assert api.publish(labels_only=True).ok
+        assert api.push_assessments([clinic / "clinic" / "assessments"]).ok
+        assert api.push_goals([clinic / "goals"]).ok
+        full = api.monitor()
+    assert full.ok, full.failures
+    assert full.alerts["new"] > 0
+
+    transport = StatusTransport()
+    with _api(fhir_profile_url("restricted"), tmp_path / "r.sqlite3", transport) as api:
+        restricted = api.monitor()
+        assert restricted.ok, restricted.failures
+        assert api.store.watermark("pull:qr") == full.watermark
+        api.settings.pull_overlap_seconds = 0
+        later = api.monitor()  # filtered by the local watermark
+    with _api(fhir_base_url, tmp_path / "full.sqlite3") as api:
+        api.settings.pull_overlap_seconds = 0
+        full_later = api.monitor()  # filtered by the server (_lastUpdated=ge...)
+    assert transport.statuses[400] == 0
+    assert restricted.pulled == full.pulled > 50  # more than one capped page
+    assert _alerts(restricted) == _alerts(full)
+    assert restricted.alerts["new"] == 0
+    assert restricted.alerts["unchanged"] == full.alerts["new"]
+    assert later.ok, later.failures
+    assert later.pulled == full_later.pulled < full.pulled
+    assert _alerts(later) == _alerts(full_later) == _alerts(full)

@@ -226,12 +226,9 @@ class AlertWriter:
     def _dismissed(self, trigger: Trigger, focus: ServerResponse | None, info: PatientView) -> bool:
         """Whether the clinician closed this alert by hand and nothing new fired it since."""
         token = search_token(TASK_KIND, trigger.key, self._ns)
-        params = {"identifier": token, "_sort": "-_lastUpdated", "_count": "1"}
-        page = self.client.search_page("Task", params, headers=NO_CACHE)
-        latest = next(
-            (e["resource"] for e in page.get("entry") or [] if isinstance(e.get("resource"), dict)),
-            None,
-        )
+        # The newest by meta.lastUpdated, chosen here: many EHRs refuse _sort (issue #13).
+        tasks = self.client.search("Task", {"identifier": token}, headers=NO_CACHE)
+        latest = max(tasks, key=_updated_at, default=None)
         if latest is None or latest.get("status") in OPEN_TASK_STATUSES:
             return False
         if (latest.get("statusReason") or {}).get("text") == RECOVERED_REASON:
@@ -370,3 +367,9 @@ class AlertWriter:
         if alert.task_id:
             self._write("Task", alert.task_id, complete_task)
         log.info("monitoring.alert_closed", alert=alert.key)
+
+
+def _updated_at(resource: dict[str, Any]) -> datetime:
+    """A resource's meta.lastUpdated (the oldest possible time when missing)."""
+    when = parse_when((resource.get("meta") or {}).get("lastUpdated"))
+    return when or datetime.min.replace(tzinfo=UTC)

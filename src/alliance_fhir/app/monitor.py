@@ -4,16 +4,18 @@ rules, raise and close alerts on the server.
 One :meth:`Monitor.run` (the CLI's ``alliance-fhir monitor``):
 
 1. **Pull** the QuestionnaireResponses of our instruments changed since the watermark
-   (``pull:qr`` in the state store, minus ``pull_overlap_seconds``), oldest first, every page,
-   with ``Cache-Control: no-cache``. A response completed elsewhere (no identifier of ours)
-   gets its score Observation (key ``ext-<server id>``, ``derivedFrom`` the response) through
-   the sync engine: conditional, tracked in the state store, never duplicated. Ours already
-   have theirs (pushed with them). Unscorable responses are logged with their id, key and
-   reason only, and listed as not scored; so are responses with answers we do not understand
-   (a foreign coding): no score, no alert. A response withdrawn since (``entered-in-error``)
-   withdraws the score Observation we wrote for it (the same record, status
-   ``entered-in-error``, through the sync engine; only when the state store shows we wrote
-   one), leaves the trends, and its patient is evaluated again.
+   (``pull:qr`` in the state store, minus ``pull_overlap_seconds``), oldest first, every
+   page, with ``Cache-Control: no-cache`` (a server that cannot search them by
+   ``_lastUpdated`` gets a full paged scan, filtered by ``meta.lastUpdated`` on our side). A
+   response completed elsewhere (no identifier of ours) gets its score Observation (key
+   ``ext-<server id>``, ``derivedFrom`` the response) through the sync engine: conditional,
+   tracked in the state store, never duplicated. Ours already have theirs (pushed with them).
+   Unscorable responses are logged with their id, key and reason only, and listed as not
+   scored; so are responses with answers we do not understand (a foreign coding): no score,
+   no alert. A response withdrawn since (``entered-in-error``) withdraws the score
+   Observation we wrote for it (the same record, status ``entered-in-error``, through the
+   sync engine; only when the state store shows we wrote one), leaves the trends, and its
+   patient is evaluated again.
 2. **Evaluate** every patient touched by the pull, every patient with an open alert and every
    patient with an active care plan of ours (so a *missed* check-in is noticed although
    nothing new arrived); ``all_patients`` adds everyone with a response. For each, all of
@@ -34,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from alliance_fhir.adapters.record import Desired
 from alliance_fhir.app.alert_writer import (
@@ -45,8 +48,8 @@ from alliance_fhir.app.alert_writer import (
 from alliance_fhir.app.engine import sync_engine
 from alliance_fhir.app.patient_view import PatientReader
 from alliance_fhir.config import Settings
-from alliance_fhir.exceptions import AllianceFhirError
-from alliance_fhir.fhir import FhirClient
+from alliance_fhir.exceptions import AllianceFhirError, ServerRejectedError
+from alliance_fhir.fhir import Capabilities, FhirClient
 from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.log import get_logger
 from alliance_fhir.monitoring.alerts import AlertDecision, decide_alerts
@@ -55,8 +58,10 @@ from alliance_fhir.monitoring.pull import (
     NO_CACHE,
     WATERMARK,
     ServerResponse,
+    changed_since,
     newest_update,
     pull_params,
+    scan_params,
     score_response,
     since_for,
 )
@@ -74,6 +79,8 @@ __all__ = [
 ]
 
 log = get_logger("alliance_fhir.monitoring")
+
+_QR = "QuestionnaireResponse"
 
 
 @dataclass
@@ -134,6 +141,7 @@ class Monitor:
         progress: Progress | None = None,
         now: Callable[[], datetime] | None = None,
         expected_instruments: Collection[str] = (),
+        capabilities: Capabilities | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -143,6 +151,7 @@ class Monitor:
         self._progress = progress
         self._now = now or (lambda: datetime.now(UTC))
         self.expected_instruments = frozenset(expected_instruments)
+        self._capabilities = capabilities
         self._ns = settings.identifier_namespace
         self._base = settings.canonical_base
         self.patients = PatientReader(client, library, settings)
@@ -154,11 +163,7 @@ class Monitor:
         result = MonitorResult()
         previous = self.store.watermark(WATERMARK)
         since = None if all_patients else since_for(previous, self.settings.pull_overlap_seconds)
-        raw = list(
-            self.client.search(
-                "QuestionnaireResponse", pull_params(self.patients.urls, since), headers=NO_CACHE
-            )
-        )
+        raw = self._pull(since)
         every = self.patients.read_all(raw, result.not_scored)
         responses = [r for r in every if not r.withdrawn]
         result.pulled = len(responses)
@@ -193,6 +198,24 @@ class Monitor:
             **{f"alerts_{k}": v for k, v in sorted(result.alerts.items())},
         )
         return result
+
+    def _pull(self, since: str | None) -> list[dict[str, Any]]:
+        """The responses changed since ``since``: one ``_lastUpdated`` search, sorted by the
+        server; where the server cannot (its statement declares no ``_lastUpdated`` search
+        on QuestionnaireResponse, or it refuses the search with 400), a full paged scan of
+        our Questionnaires' responses filtered by ``meta.lastUpdated`` on our side."""
+        urls = self.patients.urls
+        caps = self._capabilities
+        if caps is None or caps.searchable(_QR, "_lastUpdated"):
+            try:
+                return list(self.client.search(_QR, pull_params(urls, since), headers=NO_CACHE))
+            except ServerRejectedError as exc:
+                if exc.status != 400:
+                    raise
+                log.warning("monitor.search_refused", status=exc.status)
+        log.info("monitor.full_scan", reason="no _lastUpdated search on QuestionnaireResponse")
+        scanned = self.client.search(_QR, scan_params(urls), headers=NO_CACHE)
+        return changed_since(scanned, since)
 
     def _score_external(self, responses: Sequence[ServerResponse], result: MonitorResult) -> None:
         """Score Observations for responses completed elsewhere, and withdrawn ones for

@@ -53,10 +53,12 @@ __all__ = [
     "COUNTED_STATUSES",
     "EXTERNAL_PREFIX",
     "NO_CACHE",
+    "SCAN_COUNT",
     "WATERMARK",
     "WITHDRAWN",
     "ScoredResponse",
     "ServerResponse",
+    "changed_since",
     "external_key",
     "instruments_by_url",
     "newest_update",
@@ -64,6 +66,7 @@ __all__ = [
     "pull_params",
     "questionnaire_urls",
     "read_response",
+    "scan_params",
     "score_response",
     "since_for",
 ]
@@ -183,6 +186,33 @@ def pull_params(
     if since is not None:
         params["_lastUpdated"] = f"ge{since}"
     return params
+
+
+#: Page size of a full scan: the cap common EHRs put on ``_count`` (a server that caps it
+#: lower still sends next links, which the client follows).
+SCAN_COUNT: Final = 50
+
+
+def scan_params(urls: Iterable[str], *, count: int = SCAN_COUNT) -> dict[str, str]:
+    """Search parameters of a full scan, for a server that cannot search responses by
+    ``_lastUpdated`` or sort them: our Questionnaires only; the watermark is applied on our
+    side (``changed_since``)."""
+    return {"questionnaire": ",".join(urls), "_count": str(count)}
+
+
+def changed_since(resources: Iterable[dict[str, Any]], since: str | None) -> list[dict[str, Any]]:
+    """What a full scan would have pulled with ``_lastUpdated=ge{since}``: the resources
+    whose ``meta.lastUpdated`` is at or after ``since`` (all of them without ``since``; one
+    without a readable lastUpdated is kept, as a server-side filter cannot judge it either
+    and a second look costs less than a missed check-in), oldest first like ``_sort``."""
+    floor = _parse_instant(since) if since else None
+
+    def updated(res: Mapping[str, Any]) -> datetime | None:
+        text = (res.get("meta") or {}).get("lastUpdated")
+        return _parse_instant(text) if isinstance(text, str) else None
+
+    kept = [r for r in resources if floor is None or (updated(r) or floor) >= floor]
+    return sorted(kept, key=lambda r: updated(r) or datetime.min.replace(tzinfo=UTC))
 
 
 def newest_update(resources: Iterable[Mapping[str, Any]], current: str | None = None) -> str | None:

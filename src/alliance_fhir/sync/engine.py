@@ -3,7 +3,9 @@
 Safety rules, in the order they matter:
 
 * every create is conditional (``ifNoneExist`` on our identifier) and every update carries
-  ``If-Match``: a retried or repeated request never duplicates and never overwrites blindly;
+  ``If-Match`` (on a server without versions: read and compared with what we last wrote,
+  ``sync.unversioned``): a retried or repeated request never duplicates and never
+  overwrites blindly;
 * a record others may edit (a ``merge`` record: Goal, CarePlan) is merged three ways with
   its base, what we last wrote (``sync.merge3``): the EHR's changes are kept, a field both
   sides changed is a conflict settled by the policy, If-Match carries the version the merge
@@ -56,12 +58,12 @@ from alliance_fhir.sync.strategies import (
     Entry,
     StepClient,
     WritePolicy,
-    check_duplicates,
     drop_existing,
-    find_existing,
     send_stepwise,
     split_unaccepted,
+    verify_once,
 )
+from alliance_fhir.sync.unversioned import Verdict, unversioned_verdict
 
 __all__ = ["MergeRules", "Progress", "SyncClient", "SyncEngine", "SyncResult"]
 
@@ -373,29 +375,16 @@ class SyncEngine:
             return
         results = entry_results(response)
         self._record(entries, results, ctx, existing_pass=existing_pass)
-        self._verify_once(entries, results, ctx)
+        verify_once(self, entries, results, ctx)
         if self.progress is not None and not existing_pass:
             self.progress.advance(len(entries))
-
-    def _verify_once(
-        self, entries: list[_Entry], results: list[WriteResult], ctx: RunContext
-    ) -> None:
-        """A server claiming conditional create is checked once per window: the records
-        just created must be on it exactly once (else DuplicateRecordsError stops the run)."""
-        if not self.policy.verify_creates or ctx.verified or len(results) != len(entries):
-            return
-        created = [e.action.desired for e, r in zip(entries, results, strict=True) if r.created]
-        if not created:
-            return
-        ctx.verified = True
-        sample = created[:20]
-        check_duplicates(sample, find_existing(self.step_client, sample))
 
     def _build_group(
         self, group: list[Action], bundle: list[list[Action]], ctx: RunContext
     ) -> list[_Entry] | None:
         in_bundle = {a.desired.uuid for g in bundle for a in g if a.op == "create"}
         entries = []
+        held = False  # a record of the group in conflict holds the rest back, as a 412 would
         try:
             for action in group:
                 d = action.desired
@@ -421,6 +410,11 @@ class SyncEngine:
                 if d.update_mode == "merge" or (self.overwrite and state.status == "conflict"):
                     current = self.client.read(d.resource_type, state.server_id)
                     version = current.version_id
+                elif not version or d.resource_type in self.policy.unversioned_types:
+                    verdict = self._settle_unversioned(action, resource, ctx)
+                    held = held or verdict == "conflict"
+                    if verdict != "write":
+                        continue
                 request = {"method": "PUT", "url": f"{d.resource_type}/{state.server_id}"}
                 if version:
                     request["ifMatch"] = etag_for(version)
@@ -431,7 +425,29 @@ class SyncEngine:
                 for action in group:
                     self._reject(action, reason, ctx, db)
             return None
+        if held:
+            for _ in entries:
+                ctx.count("deferred")
+            return None
         return entries
+
+    def _settle_unversioned(self, action: Action, ours: dict[str, Any], ctx: RunContext) -> Verdict:
+        """An update If-Match cannot guard: read and compare with what we last wrote first
+        (``sync.unversioned``); an ``unchanged`` or ``conflict`` verdict is recorded here."""
+        d, state = action.desired, action.state
+        assert state is not None
+        assert state.server_id is not None
+        last = state.content_hash
+        verdict = unversioned_verdict(self.client.read, state.server_id, d.resource, ours, last)
+        if verdict == "write":
+            return verdict
+        with self.store.transaction() as db:
+            if verdict == "unchanged":
+                self._unchanged(d, state.server_id, None, ours, ctx, db)
+            else:
+                reason = "changed on the server since our last write; not overwritten"
+                self._quarantine(action, "conflict", reason, None, ctx, db)
+        return verdict
 
     def _merged_entry(self, action: Action, ours: dict[str, Any], ctx: RunContext) -> _Entry | None:
         """The update of a merged record: read the server's version, merge three ways with

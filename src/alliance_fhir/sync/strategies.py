@@ -64,6 +64,7 @@ __all__ = [
     "find_existing",
     "send_stepwise",
     "split_unaccepted",
+    "verify_once",
     "waves",
 ]
 
@@ -107,6 +108,8 @@ class WritePolicy:
     lookup_types: frozenset[str] = frozenset()
     skip_types: frozenset[str] = frozenset()
     verify_creates: bool = False
+    #: Types whose updates If-Match cannot guard (no versions): read and compared first.
+    unversioned_types: frozenset[str] = frozenset()
 
     @classmethod
     def from_capabilities(
@@ -128,6 +131,7 @@ class WritePolicy:
             lookup_types=lookup - skip,
             skip_types=skip,
             verify_creates=caps.known and conditional_create != "lookup",
+            unversioned_types=frozenset(t for t in WRITTEN_TYPES if not caps.versioned(t)),
         )
 
     def trusts_if_none_exist(self) -> bool:
@@ -227,6 +231,21 @@ def check_duplicates(records: Sequence[Desired], found: Mapping[str, list[str]])
             "the server holds records of ours more than once (it ignores If-None-Exist?); "
             'remove the extra copies and set conditional_create = "lookup": ' + "; ".join(copies)
         )
+
+
+def verify_once(
+    host: Host, entries: list[Entry], results: list[WriteResult], ctx: RunContext
+) -> None:
+    """A server claiming conditional create is checked once per window: the records just
+    created must be on it exactly once (else DuplicateRecordsError stops the run)."""
+    if not host.policy.verify_creates or ctx.verified or len(results) != len(entries):
+        return
+    created = [e.action.desired for e, r in zip(entries, results, strict=True) if r.created]
+    if not created:
+        return
+    ctx.verified = True
+    sample = created[:20]
+    check_duplicates(sample, find_existing(host.step_client, sample))
 
 
 def _found_result(server_id: str, status: int) -> WriteResult:
