@@ -13,6 +13,14 @@ What to do is decided in ``monitoring.alerts`` (pure); this module does it:
   and ``statusReason`` :data:`RECOVERED_REASON`. When the Task's focus is a response since
   entered in error, the note says the response was withdrawn (:func:`withdrawn_note`), not
   that the scores recovered: nothing improved, the evidence went away.
+
+Clinicians edit our Flags and Tasks too (complete or cancel a Task, change its priority), so
+every edit is a three-way merge (``sync.merge3``) of what this run wants with the server's
+version over the *base* kept in the state store (what we last wrote of the fields we own,
+:data:`FLAG_FIELDS`/:data:`TASK_FIELDS`): a field only the clinician changed keeps their
+value; one both changed is a conflict settled by ``conflict_policy`` (``skip``: nothing is
+written for that resource, the state store and ``status`` name the fields). Reopening a
+Flag for a new episode is our decision over the closed one, not a merge.
 """
 
 from __future__ import annotations
@@ -25,12 +33,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alliance_fhir.adapters import fhirjson
+from alliance_fhir.adapters.fhirjson import content_hash
 from alliance_fhir.adapters.identity import identifier_system, search_token
 from alliance_fhir.adapters.record import record_uuid
 from alliance_fhir.app.patient_view import PatientView, identifier_value, parse_when
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import ConflictError, Problem
-from alliance_fhir.fhir import FhirClient
+from alliance_fhir.fhir import FhirClient, WriteResult, entry_results
 from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.log import get_logger
 from alliance_fhir.monitoring.alerts import (
@@ -48,10 +57,14 @@ from alliance_fhir.monitoring.alerts import (
 from alliance_fhir.monitoring.evaluate import Trigger, recovery_note
 from alliance_fhir.monitoring.pull import NO_CACHE, ServerResponse
 from alliance_fhir.monitoring.rules import Rule
+from alliance_fhir.sync.merge3 import Policy, canonical, merged_update, path_rules, policy_of
+from alliance_fhir.sync.state import StateStore
 
 __all__ = [
+    "FLAG_FIELDS",
     "OPEN_TASK_STATUSES",
     "RECOVERED_REASON",
+    "TASK_FIELDS",
     "AlertWriter",
     "OpenOnServer",
     "withdrawn_note",
@@ -74,6 +87,18 @@ class OpenOnServer:
     alert: OpenAlert
     flag: dict[str, Any] | None = None
     task: dict[str, Any] | None = None
+
+
+#: The Flag fields we own (merged three ways); the rest of a Flag is the EHR's.
+FLAG_FIELDS = ("status", "code.text", "period.start", "period.end")
+#: The Task fields we own; ``lastModified`` is stamped on every write we make, not merged.
+TASK_FIELDS = ("status", "statusReason", "priority", "description", "focus", "note")
+
+_RULES = {
+    "Flag": path_rules(FLAG_FIELDS),
+    "Task": path_rules(TASK_FIELDS, sets={"note": canonical}),
+}
+_KINDS = {"Flag": FLAG_KIND, "Task": TASK_KIND}
 
 
 def withdrawn_note(response_ref: str) -> str:
@@ -110,8 +135,13 @@ class AlertWriter:
         library: InstrumentLibrary,
         settings: Settings,
         rules: Sequence[Rule],
+        store: StateStore | None = None,
     ) -> None:
         self.client = client
+        #: Where the bases live; None (read-only users such as the report) merges with the
+        #: server's content as base, i.e. every difference is ours, as before bases were kept.
+        self.store = store
+        self._policy: Policy = policy_of(settings.conflict_policy)
         self.library = library
         self._ns = settings.identifier_namespace
         self._base = settings.canonical_base
@@ -120,6 +150,9 @@ class AlertWriter:
         self._rules_by_id = {r.id: r for r in rules}
         #: Flags and Tasks with our identifier that could not be used (see ``_unusable``).
         self.problems: list[Problem] = []
+        #: Alert resources left as they were because the clinician and we changed the same
+        #: field (``Task/12: status, priority``: names only, values may be patient data).
+        self.conflicts: list[str] = []
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -199,7 +232,8 @@ class AlertWriter:
         now: datetime,
     ) -> str:
         """Carry out one decision; what happened (``new``, ``changed``, ``unchanged``,
-        ``recovered`` or ``dismissed``)."""
+        ``recovered``, ``dismissed``, or ``conflict``: a Flag or Task left as the clinician
+        made it, see ``conflicts``)."""
         if decision.state == AlertState.UNCHANGED:
             return "unchanged"
         if decision.state == AlertState.NEW:
@@ -208,10 +242,8 @@ class AlertWriter:
         assert current is not None
         if decision.state == AlertState.CHANGED:
             assert decision.trigger is not None
-            self._change(decision.trigger, current, info, now)
-            return "changed"
-        self._recover(current, info, now)
-        return "recovered"
+            return "changed" if self._change(decision.trigger, current, info, now) else "conflict"
+        return "recovered" if self._recover(current, info, now) else "conflict"
 
     def _focus(self, trigger: Trigger, info: PatientView) -> ServerResponse | None:
         if trigger.focus_key is None:
@@ -270,7 +302,7 @@ class AlertWriter:
             def reopen(old: dict[str, Any]) -> dict[str, Any]:
                 return {**flag, "id": old["id"]}
 
-            self._write("Flag", str(earlier[0]["id"]), reopen)
+            self._write("Flag", str(earlier[0]["id"]), trigger.key, reopen, merge=False)
         else:
             entries.append(
                 {
@@ -295,28 +327,147 @@ class AlertWriter:
             }
         )
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        self.client.transaction(bundle)
+        answer = self.client.transaction(bundle)
+        self._remember_created(entry_results(answer), entries)
         log.info("monitoring.alert_raised", alert=trigger.key, severity=trigger.severity)
         return "new"
 
     def _write(
-        self, resource_type: str, resource_id: str, edit: Callable[[dict[str, Any]], dict[str, Any]]
-    ) -> None:
-        """Read, edit and write back under If-Match; one retry when someone else wrote in
-        between (the edit is applied again to their version)."""
+        self,
+        resource_type: str,
+        resource_id: str,
+        key: str,
+        edit: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        merge: bool = True,
+    ) -> bool:
+        """Read, edit, merge three ways over the stored base (``merge=False``: the server's
+        content is the base, every difference ours) and write back under If-Match, the
+        version the merge was computed on; a write racing another edit (412) is read and
+        merged again once. False when a conflict under ``skip`` left it as it was."""
+        kind, rules = _KINDS[resource_type], _RULES[resource_type]
         for attempt in (1, 2):
             current = self.client.read(resource_type, resource_id, headers=NO_CACHE)
-            updated = edit(current.resource)
+            ours = edit(current.resource)
+            base = self._stored_base(kind, key, resource_id) if merge else None
+            update = merged_update(base, current.resource, ours, rules, self._policy)
+            if update.conflicts:
+                self._conflict(resource_type, resource_id, key, update.conflicts, update.values)
+                if update.resource is None and not update.unchanged:
+                    return False
+            if update.resource is None:
+                self._remember(
+                    kind, key, resource_type, resource_id, current.version_id, ours, update.base
+                )
+                return True
+            resource = _editable(update.resource)
+            if "lastModified" in ours:
+                resource["lastModified"] = ours["lastModified"]
+            resource = fhirjson.validate(resource, source=f"{resource_type} {key}")
             try:
-                self.client.update(updated, if_match=current.version_id)
-                return
+                written = self.client.update(resource, if_match=current.version_id)
             except ConflictError:
                 if attempt == 2:
                     raise
+                continue
+            # a stand-in client may answer nothing: the base is kept all the same
+            version = written.version_id if written is not None else None
+            self._remember(kind, key, resource_type, resource_id, version, resource, update.base)
+            return True
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _stored_base(self, kind: str, key: str, resource_id: str) -> dict[str, Any] | None:
+        """The base of the resource we last wrote for ``key``: None without a store, for
+        alerts written before bases were kept, and for another resource of the key (an
+        earlier episode's Task)."""
+        if self.store is None:
+            return None
+        state = self.store.get(kind, key)
+        if state is None or state.server_id != resource_id:
+            return None
+        return self.store.base(kind, key)
+
+    def _conflict(
+        self,
+        resource_type: str,
+        resource_id: str,
+        key: str,
+        fields: Sequence[str],
+        values: Mapping[str, Any],
+    ) -> None:
+        """A field both the clinician and we changed: named (never its values) in
+        ``conflicts``, the log and, under ``skip``, the state store for ``status``."""
+        self.conflicts.append(f"{resource_type}/{resource_id}: {', '.join(fields)}")
+        log.info(
+            "monitoring.alert_conflict",
+            alert=key,
+            resource=f"{resource_type}/{resource_id}",
+            fields=",".join(fields),
+            policy=self._policy,
+        )
+        if self.store is not None and self._policy == "skip":
+            state = self.store.get(_KINDS[resource_type], key)
+            self.store.record(
+                kind=_KINDS[resource_type],
+                key=key,
+                resource_type=resource_type,
+                server_id=resource_id,
+                version_id=state.version_id if state and state.server_id == resource_id else None,
+                content_hash=state.content_hash if state else None,
+                status="conflict",
+                run_id=None,
+                conflict_fields=fields,
+            )
+            self.store.set_conflict_values(_KINDS[resource_type], key, values)
+
+    def _remember(
+        self,
+        kind: str,
+        key: str,
+        resource_type: str,
+        resource_id: str | None,
+        version_id: str | None,
+        resource: Mapping[str, Any],
+        base: Mapping[str, Any],
+    ) -> None:
+        """The base of what the server now holds from us, for the next merge."""
+        if self.store is None or resource_id is None:
+            return
+        self.store.record(
+            kind=kind,
+            key=key,
+            resource_type=resource_type,
+            server_id=resource_id,
+            version_id=version_id,
+            content_hash=content_hash(dict(resource)),
+            status="synced",
+            run_id=None,
+            base=base,
+        )
+
+    def _remember_created(self, results: Sequence[WriteResult], sent: Sequence[Any]) -> None:
+        """Bases of the Flag/Task a raise created (an ``ifNoneExist`` that found an open one
+        created nothing: that one's base stays)."""
+        for result, entry in zip(results, sent, strict=False):
+            resource = entry["resource"]
+            if not result.created:
+                continue
+            rtype = str(resource["resourceType"])
+            key = identifier_value(resource, identifier_system(_KINDS[rtype], self._ns))
+            if key:
+                self._remember(
+                    _KINDS[rtype],
+                    key,
+                    rtype,
+                    result.resource_id,
+                    result.version_id,
+                    resource,
+                    _RULES[rtype].owned(resource),
+                )
 
     def _change(
         self, trigger: Trigger, current: OpenOnServer, info: PatientView, now: datetime
-    ) -> None:
+    ) -> bool:
         focus = self._focus(trigger, info)
 
         def edit_flag(flag: dict[str, Any]) -> dict[str, Any]:
@@ -333,13 +484,15 @@ class AlertWriter:
                 out["focus"] = {"reference": focus.reference}
             return fhirjson.validate(out, source=f"Task {trigger.key}")
 
+        written = True
         if current.alert.flag_id:
-            self._write("Flag", current.alert.flag_id, edit_flag)
+            written &= self._write("Flag", current.alert.flag_id, trigger.key, edit_flag)
         if current.alert.task_id:
-            self._write("Task", current.alert.task_id, edit_task)
+            written &= self._write("Task", current.alert.task_id, trigger.key, edit_task)
         log.info("monitoring.alert_updated", alert=trigger.key)
+        return written
 
-    def _recover(self, current: OpenOnServer, info: PatientView, now: datetime) -> None:
+    def _recover(self, current: OpenOnServer, info: PatientView, now: datetime) -> bool:
         alert = current.alert
         rule = self._rules_by_id[alert.rule_id]
         instrument = self.library.get(rule.instrument)
@@ -362,11 +515,13 @@ class AlertWriter:
             out["statusReason"] = {"text": RECOVERED_REASON}
             return fhirjson.validate(out, source=f"Task {alert.key}")
 
+        written = True
         if alert.flag_id:
-            self._write("Flag", alert.flag_id, close_flag)
+            written &= self._write("Flag", alert.flag_id, alert.key, close_flag)
         if alert.task_id:
-            self._write("Task", alert.task_id, complete_task)
+            written &= self._write("Task", alert.task_id, alert.key, complete_task)
         log.info("monitoring.alert_closed", alert=alert.key)
+        return written
 
 
 def _updated_at(resource: dict[str, Any]) -> datetime:

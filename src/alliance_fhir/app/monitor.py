@@ -155,7 +155,7 @@ class Monitor:
         self._ns = settings.identifier_namespace
         self._base = settings.canonical_base
         self.patients = PatientReader(client, library, settings)
-        self.alerts = AlertWriter(client, library, settings, self.rules)
+        self.alerts = AlertWriter(client, library, settings, self.rules, store)
 
     def run(self, *, all_patients: bool = False) -> MonitorResult:
         """Pull, score, evaluate and alert (see the module docstring)."""
@@ -182,6 +182,8 @@ class Monitor:
                 result.failures.append(f"Patient/{patient_id}: {type(exc).__name__}")
                 continue
             result.patients.append(outcome)
+        # an alert the clinician and we both changed: named, exit 1, as a Goal conflict is
+        result.failures.extend(f"conflict {c}" for c in self.alerts.conflicts)
 
         newest = newest_update(raw, previous)
         if result.ok and newest is not None:

@@ -3,12 +3,14 @@ the local state store's status."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from alliance_fhir.cli.context import Ctx, open_api, pass_ctx
-from alliance_fhir.cli.render import echo, out, print_monitor, print_status, problems
+from alliance_fhir.cli.render import echo, err, out, print_monitor, print_status, problems
 from alliance_fhir.exit_codes import ExitCode
 from alliance_fhir.goals import render_plans_text
 
@@ -84,11 +86,45 @@ def report_cmd(ctx: Ctx, patient: str, out_file: Path, png_file: Path | None) ->
         out.print(f"wrote {path}", markup=False)
 
 
+#: Why ``status --show-values`` refuses when stdout is not a terminal.
+NOT_A_TERMINAL = (
+    "status --show-values: refused: the values are patient data and are shown only on an "
+    "interactive terminal (stdout is not one)"
+)
+
+
 @click.command()
 @click.option("--runs", default=10, show_default=True, help="How many recent runs to list.")
+@click.option(
+    "--show-values",
+    is_flag=True,
+    help="Also show each conflicting field's values (ours / the EHR's / base); patient data, "
+    "so only on an interactive terminal, and never logged.",
+)
 @pass_ctx
-def status(ctx: Ctx, runs: int) -> None:
+def status(ctx: Ctx, runs: int, show_values: bool) -> None:
     """Recent runs, record counts, conflicts and dead letters from the state store."""
+    if show_values and not out.is_terminal:
+        err.print(NOT_A_TERMINAL, markup=False)
+        raise SystemExit(ExitCode.CONFIG)
     with open_api(ctx) as api:
         st = api.status(runs=runs)
+        values = (
+            {(c.kind, c.key): api.store.conflict_values(c.kind, c.key) for c in st.conflicts}
+            if show_values
+            else {}
+        )
     print_status(st)
+    for (kind, key), fields in values.items():
+        for name, sides in sorted(fields.items()):
+            shown = " / ".join(
+                f"{side} {_value(sides.get(side))}" for side in ("ours", "ehr", "base")
+            )
+            out.print(f"  values: {kind}/{key} {name}: {shown}", markup=False)
+
+
+def _value(value: Any) -> str:
+    """A field's value on one line (compact JSON; ``-`` where that side has none)."""
+    if value is None:
+        return "-"
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))

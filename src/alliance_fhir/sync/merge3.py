@@ -31,8 +31,10 @@ __all__ = [
     "MergeRules",
     "Policy",
     "Update",
+    "conflict_values",
     "merge3",
     "merged_update",
+    "path_rules",
     "policy_of",
     "with_ids",
 ]
@@ -177,7 +179,9 @@ class Update:
     ``unchanged``); ``unchanged`` means the merged result is what the server already holds
     (meta aside); ``base`` is what to store as the next base once the server has it: our
     owned fields as we wanted them this run (never the EHR's values: they stay theirs);
-    ``adopted`` says there was no base and the server's content stood in for it.
+    ``adopted`` says there was no base and the server's content stood in for it;
+    ``values`` holds each conflicting field's ``ours``/``ehr``/``base`` value (patient data:
+    for ``status --show-values`` only, never for a log line).
     """
 
     resource: dict[str, Any] | None
@@ -185,6 +189,7 @@ class Update:
     conflicts: tuple[str, ...]
     unchanged: bool
     adopted: bool
+    values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def merged_update(
@@ -208,8 +213,73 @@ def merged_update(
         sets=rules.sets,
     )
     if outcome.conflicts and policy == "skip":
-        return Update(None, ours_view, outcome.conflicts, False, adopted)
+        values = conflict_values(
+            theirs_view if base is None else base, theirs_view, ours_view, outcome.conflicts
+        )
+        return Update(None, ours_view, outcome.conflicts, False, adopted, values)
     merged = rules.lay(current, ours, outcome.fields)
     if content_hash(merged) == content_hash(dict(current)):
         return Update(None, ours_view, outcome.conflicts, True, adopted)
     return Update(merged, ours_view, outcome.conflicts, False, adopted)
+
+
+def path_rules(paths: tuple[str, ...], sets: Mapping[str, ItemKey] | None = None) -> MergeRules:
+    """Rules for a resource whose owned fields are named by paths: ``status`` (an element)
+    or ``code.text`` (one element of an object element, so an EHR's codings beside our text
+    are not ours). The view's field names are the paths; laying removes an owned path the
+    merge left absent and keeps everything else of the server's version."""
+
+    def owned(resource: Mapping[str, Any]) -> dict[str, Any]:
+        view: dict[str, Any] = {}
+        for path in paths:
+            value = _at(resource, path)
+            if value is not _ABSENT:
+                view[path] = value
+        return view
+
+    def lay(
+        server: Mapping[str, Any], ours: Mapping[str, Any], fields: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        out = json.loads(canonical(server))
+        out = {k: out[k] for k in server}  # the server's element order
+        for path in paths:
+            head, _, leaf = path.partition(".")
+            if not leaf:
+                if path in fields:
+                    out[head] = fields[path]
+                else:
+                    out.pop(head, None)
+                continue
+            parent = dict(out.get(head) or {})
+            if path in fields:
+                parent[leaf] = fields[path]
+            else:
+                parent.pop(leaf, None)
+            if parent:
+                out[head] = parent
+            else:
+                out.pop(head, None)
+        return out
+
+    return MergeRules(owned=owned, lay=lay, sets=dict(sets or {}))
+
+
+def _at(resource: Mapping[str, Any], path: str) -> Any:
+    head, _, leaf = path.partition(".")
+    value = resource.get(head, _ABSENT)
+    if not leaf or value is _ABSENT:
+        return value
+    return value.get(leaf, _ABSENT) if isinstance(value, Mapping) else _ABSENT
+
+
+def conflict_values(
+    base: Mapping[str, Any],
+    theirs: Mapping[str, Any],
+    ours: Mapping[str, Any],
+    names: tuple[str, ...],
+) -> dict[str, dict[str, Any]]:
+    """Each conflicting field's three values (None where a side has none)."""
+    return {
+        name: {"ours": ours.get(name), "ehr": theirs.get(name), "base": base.get(name)}
+        for name in names
+    }

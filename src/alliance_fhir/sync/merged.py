@@ -35,6 +35,8 @@ def read_and_merge(
     update = merged_update(
         store.base(desired.kind, desired.key), current.resource, ours, rules, policy
     )
+    if update.values:
+        store.set_conflict_values(desired.kind, desired.key, update.values)
     if update.conflicts:
         log.info(
             "sync.merge_conflict",

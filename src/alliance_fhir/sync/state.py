@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS resources (
     run_id TEXT,
     base TEXT,
     conflict_fields TEXT,
+    conflict_values TEXT,
     PRIMARY KEY (kind, key)
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -76,6 +77,11 @@ _RUN_OWNER_COLUMNS = {"pid": "INTEGER", "host": "TEXT"}
 
 #: Columns added to ``resources`` by schema 2 (see ``SCHEMA_VERSION``).
 _BASE_COLUMNS = {"base": "TEXT", "conflict_fields": "TEXT"}
+
+#: Added to ``resources`` after schema 2 (on open, as the run owner columns): a record in
+#: conflict keeps both sides' values of the conflicting fields for ``status --show-values``;
+#: patient data at rest like the base, dropped when the record leaves ``conflict``.
+_VALUE_COLUMNS = {"conflict_values": "TEXT"}
 
 #: Outcome of a run whose process ended without finishing it (killed, crashed, power cut).
 INTERRUPTED = "interrupted"
@@ -153,7 +159,7 @@ class StateStore:
                 if name not in have:
                     self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql_type}")
             have = {row[1] for row in self._db.execute("PRAGMA table_info(resources)")}
-            for name, sql_type in _BASE_COLUMNS.items():
+            for name, sql_type in (_BASE_COLUMNS | _VALUE_COLUMNS).items():
                 if name not in have:
                     self._db.execute(f"ALTER TABLE resources ADD COLUMN {name} {sql_type}")
             self._db.execute(
@@ -252,7 +258,8 @@ class StateStore:
             " version_id=COALESCE(excluded.version_id, version_id),"
             " content_hash=excluded.content_hash, status=excluded.status,"
             " last_sync=excluded.last_sync, run_id=excluded.run_id,"
-            " base=COALESCE(excluded.base, base), conflict_fields=excluded.conflict_fields"
+            " base=COALESCE(excluded.base, base), conflict_fields=excluded.conflict_fields,"
+            " conflict_values=CASE WHEN excluded.status='conflict' THEN conflict_values END"
         )
         args = (
             kind,
@@ -294,6 +301,30 @@ class StateStore:
                 "SELECT status, COUNT(*) FROM resources GROUP BY status"
             ).fetchall()
         return {str(s): int(n) for s, n in rows}
+
+    def set_conflict_values(
+        self, kind: str, key: str, values: Mapping[str, Any], db: sqlite3.Connection | None = None
+    ) -> None:
+        """Keep the values of a record's conflicting fields (``{field: {"ours", "ehr",
+        "base"}}``) until it leaves ``conflict``; only ``status --show-values`` reads them."""
+        sql = "UPDATE resources SET conflict_values=? WHERE kind=? AND key=?"
+        args = (json.dumps(dict(values), sort_keys=True, ensure_ascii=False), kind, key)
+        if db is not None:
+            db.execute(sql, args)
+        else:
+            with self._lock:
+                self._db.execute(sql, args)
+
+    def conflict_values(self, kind: str, key: str) -> dict[str, Any]:
+        """What :meth:`set_conflict_values` kept for a record in conflict ({} when nothing)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT conflict_values FROM resources WHERE kind=? AND key=?"
+                " AND status='conflict'",
+                (kind, key),
+            ).fetchone()
+        found = json.loads(row[0]) if row and row[0] else {}
+        return found if isinstance(found, dict) else {}
 
     def conflicts(self) -> list[RecordState]:
         with self._lock:
