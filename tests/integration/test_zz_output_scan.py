@@ -153,7 +153,7 @@ def test_nothing_the_tool_writes_or_prints_carries_phi_and_all_of_it_is_private(
     _drop(inbox, "mrn-1002-checkins.yaml", good.replace("1002-s", "1002-inbox-s"))
     _drop(inbox, "Okafor_Adaeze_plan.yaml", "key: [Adaeze Okafor, MRN-1001, 1988-03-14]\n")
     daemon = ["daemon", "--once", "--no-metrics", "--no-monitoring", "--settle-seconds", "0"]
-    out.run(*daemon, codes=(0, 1))
+    out.run(*daemon, codes=(1,))  # one file went to failed/: not a clean cycle
     assert len(list((inbox / "failed").glob("*.report.json"))) == 1
     assert len(list((inbox / "processed").glob("*.report.json"))) == 1
     out.run("status")

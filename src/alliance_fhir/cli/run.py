@@ -58,7 +58,14 @@ def _print_doctor(report: Doctor) -> None:
 
 
 @click.command()
-@click.option("--once", is_flag=True, help="Run one cycle and exit (0 if it succeeded).")
+@click.option(
+    "--once",
+    is_flag=True,
+    help=(
+        "Run one cycle and exit: 0 if it succeeded, 1 if a file went to failed/ or a record "
+        "was rejected or in conflict."
+    ),
+)
 @click.option(
     "--labels-only",
     is_flag=True,

@@ -176,6 +176,14 @@ class CycleResult:
     def total(self, key: str) -> int:
         return sum(s.counts.get(key, 0) for s in self.steps)
 
+    @property
+    def clean(self) -> bool:
+        """Succeeded *and* nothing needs a person: no file went to ``failed/`` and no record
+        was rejected or left in conflict. What ``--once`` reports, like ``sync``'s exit 1."""
+        return self.ok and not any(
+            self.total(key) for key in ("files_failed", "rejected", "conflict")
+        )
+
 
 # The default steps
 
@@ -437,7 +445,7 @@ class Daemon:
 
     def run_forever(self) -> int:
         """Cycle until stopped; 0 on a requested stop. With ``once``: one cycle, 0 if it
-        succeeded, else 1."""
+        succeeded and left nothing for a person (see ``CycleResult.clean``), else 1."""
         log.info(
             "daemon.started",
             interval_s=self.settings.interval_seconds,
@@ -447,7 +455,7 @@ class Daemon:
         while True:
             result = self.run_cycle()
             if self.options.once:
-                return 0 if result.ok else 1
+                return 0 if result.clean else 1
             if self.stopping:
                 break
             delay = self.next_delay(result)

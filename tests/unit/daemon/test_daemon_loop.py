@@ -217,6 +217,19 @@ def test_once_exit_code_says_whether_the_cycle_succeeded(api: FakeApi) -> None:
     assert bad.run_forever() == 1
 
 
+@pytest.mark.parametrize("key", ["files_failed", "rejected", "conflict"])
+def test_once_exits_1_when_the_cycle_left_work_for_a_person(api: FakeApi, key: str) -> None:
+    """A file moved to failed/ (or a rejected/conflicting record) is not a success for a
+    scheduler running ``--once``, even though every step ran."""
+    daemon, _ = make_daemon(
+        api,
+        [recording("push", [], {key: 1, "created": 3})],
+        cycles=1,
+        options=DaemonOptions(once=True),
+    )
+    assert daemon.run_forever() == 1
+
+
 def test_monitoring_step_runs_the_api_monitor_every_cycle(api: FakeApi) -> None:
     api.monitor_results = [MonitorResult(pulled=4, alerts=Counter(new=1))] * 2
     daemon, waits = make_daemon(api, [Step("monitoring", monitoring_step)], cycles=2)
