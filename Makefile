@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help venv node sysdeps toxiproxy lint test unit integration ehr-matrix demo faults soak bench server-start server-stop clean
+.PHONY: help venv node sysdeps postgres toxiproxy lint test unit integration ehr-matrix demo faults soak bench server-start server-stop clean
 
 help:
 	@echo "make demo   - start the local HAPI FHIR server (port $(PORT)) and sync the example clinic"
@@ -37,6 +37,13 @@ sysdeps:
 	  echo "installing Debian's chromium (report PNG rendering)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# PostgreSQL for the state-store tests (Debian's package; scripts/postgres runs throwaway
+# clusters under .postgres/ with it). Found version-independently, as scripts/postgres does.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql (state-store tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 TOXIPROXY := .tools/bin/toxiproxy-server
 
 $(TOXIPROXY): scripts/install-toxiproxy
@@ -51,14 +58,14 @@ lint: venv
 	$(BIN)/mypy --strict faults bench
 	$(BIN)/lint-imports
 
-unit: venv node sysdeps
+unit: venv node sysdeps postgres
 	$(BIN)/python -m pytest tests/unit -q
 
 # pytest's exit code 5 (nothing collected) is a failure here like any other non-zero code.
-test: venv node sysdeps toxiproxy lint
+test: venv node sysdeps postgres toxiproxy lint
 	$(BIN)/python -m pytest -q
 
-integration: venv
+integration: venv postgres
 	$(BIN)/python -m pytest tests/integration -q
 
 # Sync against every EHR-like profile of the test server (make test runs batch-only,
