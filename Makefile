@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help venv node sysdeps postgres toxiproxy lint test unit integration ehr-matrix demo faults soak bench server-start server-stop clean
+.PHONY: help venv node sysdeps postgres toxiproxy lint test unit integration ehr-matrix state-compare demo faults soak bench server-start server-stop clean
 
 help:
 	@echo "make demo   - start the local HAPI FHIR server (port $(PORT)) and sync the example clinic"
@@ -13,6 +13,7 @@ help:
 	@echo "make lint   - ruff, mypy and the layer contract (import-linter) only"
 	@echo "make unit   - unit tests only (no server)"
 	@echo "make ehr-matrix - the EHR-profile sync tests against every test-server profile"
+	@echo "make state-compare - the demo on a PostgreSQL state store vs SQLite, line by line"
 	@echo "make faults - fault-injection scenarios with an invariant check (own server on :8097)"
 	@echo "make soak   - bounded daemon soak: inbox files, the server stopped mid-way (:8098)"
 	@echo "make bench  - benchmarks against the peers (own server on :8095), writes BENCHMARKS.md"
@@ -72,6 +73,11 @@ integration: venv postgres
 # no-conditional and restricted); one server start serves them all.
 ehr-matrix: venv
 	ALLIANCE_FHIR_EHR_PROFILES=all $(BIN)/python -m pytest tests/integration/test_ehr_profiles.py -q -s
+
+# The PostgreSQL state store beside SQLite: the example clinic's demo and a second run on
+# each, every printed line compared (four syncs; a few minutes, so not in `make test`).
+state-compare: venv postgres
+	ALLIANCE_FHIR_STATE_COMPARE=1 $(BIN)/python -m pytest tests/integration/test_postgres_state_integration.py -q
 
 server-start:
 	scripts/fhir-server start --port $(PORT)
