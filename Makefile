@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help venv node sysdeps toxiproxy lint test unit integration ehr-matrix demo faults soak bench server-start server-stop clean
+.PHONY: help venv node sysdeps postgres toxiproxy lint test unit integration ehr-matrix state-compare demo faults soak bench server-start server-stop clean
 
 help:
 	@echo "make demo   - start the local HAPI FHIR server (port $(PORT)) and sync the example clinic"
@@ -13,6 +13,7 @@ help:
 	@echo "make lint   - ruff, mypy and the layer contract (import-linter) only"
 	@echo "make unit   - unit tests only (no server)"
 	@echo "make ehr-matrix - the EHR-profile sync tests against every test-server profile"
+	@echo "make state-compare - the demo on a PostgreSQL state store vs SQLite, line by line"
 	@echo "make faults - fault-injection scenarios with an invariant check (own server on :8097)"
 	@echo "make soak   - bounded daemon soak: inbox files, the server stopped mid-way (:8098)"
 	@echo "make bench  - benchmarks against the peers (own server on :8095), writes BENCHMARKS.md"
@@ -37,6 +38,13 @@ sysdeps:
 	  echo "installing Debian's chromium (report PNG rendering)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# PostgreSQL for the state-store tests (Debian's package; scripts/postgres runs throwaway
+# clusters under .postgres/ with it). Found version-independently, as scripts/postgres does.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql (state-store tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 TOXIPROXY := .tools/bin/toxiproxy-server
 
 $(TOXIPROXY): scripts/install-toxiproxy
@@ -51,20 +59,25 @@ lint: venv
 	$(BIN)/mypy --strict faults bench
 	$(BIN)/lint-imports
 
-unit: venv node sysdeps
+unit: venv node sysdeps postgres
 	$(BIN)/python -m pytest tests/unit -q
 
 # pytest's exit code 5 (nothing collected) is a failure here like any other non-zero code.
-test: venv node sysdeps toxiproxy lint
+test: venv node sysdeps postgres toxiproxy lint
 	$(BIN)/python -m pytest -q
 
-integration: venv
+integration: venv postgres
 	$(BIN)/python -m pytest tests/integration -q
 
 # Sync against every EHR-like profile of the test server (make test runs batch-only,
 # no-conditional and restricted); one server start serves them all.
 ehr-matrix: venv
 	ALLIANCE_FHIR_EHR_PROFILES=all $(BIN)/python -m pytest tests/integration/test_ehr_profiles.py -q -s
+
+# The PostgreSQL state store beside SQLite: the example clinic's demo and a second run on
+# each, every printed line compared (four syncs; a few minutes, so not in `make test`).
+state-compare: venv postgres
+	ALLIANCE_FHIR_STATE_COMPARE=1 $(BIN)/python -m pytest tests/integration/test_postgres_state_integration.py -q
 
 server-start:
 	scripts/fhir-server start --port $(PORT)

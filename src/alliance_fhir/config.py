@@ -38,6 +38,7 @@ _SECRET_KEYS = {
     "private_key": "smart_private_key_file",
     "smart_private_key": "smart_private_key_file",
     "client_secret": "smart_private_key_file (SMART Backend Services uses a key, not a secret)",
+    "state_password": "ALLIANCE_FHIR_STATE_PASSWORD or state_password_file",
 }
 
 
@@ -88,6 +89,14 @@ class Settings(BaseSettings):
 
     # Sync
     state_path: Path = Path(".alliance-fhir/state.sqlite3")
+    state_url: str | None = Field(
+        default=None,
+        description="sqlite:///PATH (default: state_path) or postgresql://USER@HOST:PORT/DB",
+    )
+    state_password: SecretStr | None = Field(
+        default=None, description="PostgreSQL state store password (env only)"
+    )
+    state_password_file: Path | None = None
     bundle_size: int = Field(default=100, ge=1, le=1000)
     concurrency: int = Field(default=2, ge=1, le=32)
     #: ``overwrite`` is the older name of ``ours-wins`` (kept so old files still load).
@@ -131,6 +140,30 @@ class Settings(BaseSettings):
             )
         return value.rstrip("/")
 
+    @field_validator("state_url")
+    @classmethod
+    def _state_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith("sqlite:///"):
+            return value
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        authority = value.split("://", 1)[1].split("/", 1)[0]
+        query = value.partition("?")[2].lower()
+        if ":" in authority.rpartition("@")[0] or "password=" in query:
+            # Not the value in the message: it is the secret.
+            raise ValueError(
+                "must not contain a password; use state_password_file or "
+                "ALLIANCE_FHIR_STATE_PASSWORD"
+            )
+        return value
+
+    @property
+    def effective_state_url(self) -> str:
+        """``state_url``, or the SQLite file ``state_path`` names (the default)."""
+        return self.state_url or f"sqlite:///{self.state_path}"
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -145,7 +178,7 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_path))
         return tuple(sources)
 
-    def secret(self, name: Literal["password", "token"]) -> str | None:
+    def secret(self, name: Literal["password", "token", "state_password"]) -> str | None:
         """The secret's value, from the environment or its file; registered for redaction."""
         value: SecretStr | None = getattr(self, name)
         path: Path | None = getattr(self, f"{name}_file")
@@ -164,7 +197,7 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The effective configuration with secrets masked, for ``config show``."""
         out = self.model_dump(mode="json")
-        for key in ("password", "token"):
+        for key in ("password", "token", "state_password"):
             if out.get(key) is not None:
                 out[key] = "********"
         return out

@@ -71,7 +71,7 @@ from alliance_fhir.sync.engine import Progress, SyncEngine, SyncResult
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.plan import SyncPlan
 from alliance_fhir.sync.references import PERSON_TYPES
-from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore
+from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore, open_store
 from alliance_fhir.sync.strategies import WRITTEN_TYPES
 
 __all__ = [
@@ -215,7 +215,10 @@ class AllianceFhir:
     @property
     def store(self) -> StateStore:
         if self._store is None:
-            self._store = StateStore(self.settings.state_path)
+            url = self.settings.effective_state_url
+            postgres = url.startswith(("postgresql://", "postgres://"))
+            password = self.settings.secret("state_password") if postgres else None
+            self._store = open_store(url, password=password)
         return self._store
 
     @property

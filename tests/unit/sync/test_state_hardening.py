@@ -4,10 +4,11 @@ killed mid-way shown as interrupted rather than running forever."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+from statekit import Target
 
 from alliance_fhir.exceptions import FhirError, outcome_summary
 from alliance_fhir.sync.state import INTERRUPTED, StateStore
@@ -38,10 +39,9 @@ def test_outcome_summary_without_text_keeps_severity_code_and_expression() -> No
     assert error.server_text() == [ECHO["issue"][0]["diagnostics"]]
 
 
-def test_dead_letters_keep_no_server_text(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
+def test_dead_letters_keep_no_server_text(state_target: Target) -> None:
     error = FhirError("POST /Observation -> 422 Unprocessable Entity", status=422, outcome=ECHO)
-    with StateStore(path) as store:
+    with state_target.open() as store:
         store.dead_letter(
             run_id="r1",
             kind="assessment",
@@ -66,14 +66,18 @@ def test_dead_letters_keep_no_server_text(tmp_path: Path) -> None:
             }
         ],
     }
-    raw = path.read_bytes() + b"".join(
-        p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("state.sqlite3-")
-    )
+    if state_target.path is not None:  # every byte of the file and its journal
+        folder = state_target.path.parent
+        raw = b"".join(p.read_bytes() for p in folder.iterdir() if p.name.startswith("state."))
+    else:  # every stored value
+        raw = repr(state_target.rows("SELECT * FROM dead_letters")).encode()
+    assert b"MSG_BAD" in raw
     for value in PHI:
         assert value.encode() not in raw
 
 
 def test_state_files_are_private_under_umask_022(tmp_path: Path) -> None:
+    """SQLite only: a PostgreSQL store keeps no file of ours."""
     old = os.umask(0o022)
     try:
         path = tmp_path / "deep" / "state" / "state.sqlite3"
@@ -89,32 +93,32 @@ def test_state_files_are_private_under_umask_022(tmp_path: Path) -> None:
     assert path.parent.stat().st_mode & 0o777 == 0o700
 
 
-def _killed_run(path: Path) -> None:
+def _killed_run(target: Target) -> None:
     code = (
         "import os, signal, sys\n"
-        "from alliance_fhir.sync.state import StateStore\n"
-        "s = StateStore(sys.argv[1])\n"
+        "from alliance_fhir.sync.state import open_store\n"
+        "s = open_store(sys.argv[1], password=os.environ.get('ALLIANCE_FHIR_STATE_PASSWORD'))\n"
         "s.start_run('killed', 'sync')\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(path)], check=False, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code, target.url], check=False, timeout=60, env=target.env()
+    )
     assert done.returncode == -9
 
 
-def test_a_run_killed_mid_way_is_interrupted_not_running(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
-    _killed_run(path)
-    with StateStore(path) as store:
+def test_a_run_killed_mid_way_is_interrupted_not_running(state_target: Target) -> None:
+    _killed_run(state_target)
+    with state_target.open() as store:
         [run] = store.recent_runs()
         assert run.outcome == INTERRUPTED  # what `status` shows
         store.start_run("next", "sync")  # the next run marks it in the store
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT outcome FROM runs WHERE run_id='killed'").fetchone() == (INTERRUPTED,)
-    db.close()
+    killed = "SELECT outcome FROM runs WHERE run_id='killed'"
+    assert state_target.rows(killed) == [(INTERRUPTED,)]
 
 
-def test_a_run_in_progress_is_still_running(tmp_path: Path) -> None:
-    with StateStore(tmp_path / "state.sqlite3") as store:
+def test_a_run_in_progress_is_still_running(state_target: Target) -> None:
+    with state_target.open() as store:
         store.start_run("live", "sync")
         assert store.mark_interrupted() == []
         [run] = store.recent_runs()
