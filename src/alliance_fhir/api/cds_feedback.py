@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from typing import Final, Literal
 
-__all__ = ["CDS_COUNTERS", "OUTCOMES", "CdsCounters", "Outcome"]
+__all__ = ["CDS_COUNTERS", "OUTCOMES", "CdsCounters", "CdsSnapshot", "Outcome"]
 
 Outcome = Literal["accepted", "overridden"]
 
 #: The feedback outcomes CDS Hooks 2.0 defines.
 OUTCOMES: Final[tuple[Outcome, ...]] = ("accepted", "overridden")
+
+
+@dataclass(frozen=True)
+class CdsSnapshot:
+    """``cards``: (service, rule) -> shown; ``feedback``: (service, rule, outcome) -> n."""
+
+    cards: dict[tuple[str, str], int]
+    feedback: dict[tuple[str, str, str], int]
 
 
 class CdsCounters:
@@ -35,12 +44,10 @@ class CdsCounters:
         with self._lock:
             self._feedback[(service, rule, outcome)] += 1
 
-    def snapshot(self) -> dict[str, dict[tuple[str, ...], int]]:
-        """``{"cards": {(service, rule): n}, "feedback": {(service, rule, outcome): n}}``."""
+    def snapshot(self) -> CdsSnapshot:
+        """The counts so far (copies)."""
         with self._lock:
-            cards: dict[tuple[str, ...], int] = {k: n for k, n in self._cards.items()}
-            feedback: dict[tuple[str, ...], int] = {k: n for k, n in self._feedback.items()}
-        return {"cards": cards, "feedback": feedback}
+            return CdsSnapshot(dict(self._cards), dict(self._feedback))
 
     def reset(self) -> None:
         with self._lock:

@@ -8,9 +8,11 @@ import json
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,11 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.applications import Starlette
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():
+    # starlette announces a future switch of its test client's HTTP library; not ours to act on
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 from alliance_fhir.adapters.assessment import score_observation
 from alliance_fhir.api.cds import CdsService
@@ -127,19 +133,33 @@ def sign(
     return jwt.encode(claims, key.private, algorithm=alg or key.alg, headers=headers)
 
 
+@cache
+def _library() -> dict[str, Any]:
+    return {i.id: i for i in load_library()}
+
+
+@cache
+def _service(cfg_key: str) -> CdsService:
+    """One CdsService per namespace (instruments and rules loaded once per test session)."""
+    return CdsService(Settings(server_url="http://127.0.0.1:9/fhir", identifier_namespace=cfg_key))
+
+
 def settings(jwks_url: str, tmp: Path, **extra: Any) -> Settings:
     issuers = {ISSUER: CdsIssuer(jwks_url=jwks_url, **extra.pop("issuer", {}))}
-    return Settings(
-        server_url="http://127.0.0.1:9/fhir",
-        state_path=tmp / "state.sqlite3",
-        cds_public_url=PUBLIC,
-        cds_issuers=issuers,
-        cds_allow_loopback_http=True,
-        **extra,
-    )
+    values: dict[str, Any] = {
+        "server_url": "http://127.0.0.1:9/fhir",
+        "state_path": tmp / "state.sqlite3",
+        "cds_public_url": PUBLIC,
+        "cds_issuers": issuers,
+        "cds_allow_loopback_http": True,
+    }
+    return Settings(**(values | extra))
 
 
 def client(cfg: Settings, service: CdsService | None = None) -> TestClient:
+    if service is None:
+        shared = _service(cfg.identifier_namespace)
+        service = CdsService(cfg, library=shared.library, rules=shared.rules)
     app = Starlette(routes=routes(cfg, service=service))
     return TestClient(app, base_url=PUBLIC)
 
@@ -172,7 +192,9 @@ def call(
     return body
 
 
-def bundle(resources: Sequence[Mapping[str, Any]], *, next_url: str | None = None) -> dict[str, Any]:
+def bundle(
+    resources: Sequence[Mapping[str, Any]], *, next_url: str | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
@@ -186,7 +208,7 @@ def bundle(resources: Sequence[Mapping[str, Any]], *, next_url: str | None = Non
 
 def example_observations(mrn: str, patient_id: str) -> list[dict[str, Any]]:
     """The score Observations sync writes for an example client's check-ins."""
-    library = {i.id: i for i in load_library()}
+    library = _library()
     assessments, problems = read_records(CLINIC / f"{mrn.lower()}.yaml")
     assert not problems
     out = []
@@ -221,3 +243,77 @@ def prefetch_for(
         "alertFlags": bundle(flags),
         "alertTasks": bundle(tasks),
     }
+
+
+def srs_observations(
+    patient_id: str, marks: Sequence[float], *, first: str = "2024-01-03", prefix: str = "s"
+) -> list[dict[str, Any]]:
+    """Weekly SRS score Observations (every item marked ``marks[i]``), oldest first."""
+    from datetime import date, timedelta
+
+    from alliance_fhir.assessments.model import Assessment, Identifier
+
+    inst = _library()["srs"]
+    out = []
+    for n, mark in enumerate(marks):
+        day = date.fromisoformat(first) + timedelta(weeks=n)
+        a = Assessment(
+            key=f"{prefix}-{n:02d}",
+            instrument="srs",
+            patient=Identifier(system="http://example-clinic.org/mrn", value="SYN"),
+            authored=f"{day.isoformat()}T10:00:00+00:00",
+            answers={q: str(mark) for q in ("q1", "q2", "q3", "q4")},
+        )
+        prepared = prepare(inst, a)
+        obs = score_observation(
+            prepared,
+            inst,
+            score(inst, prepared.answers),
+            refs=lambda s, v: {"reference": f"Patient/{patient_id}"},
+            qr_ref=f"QuestionnaireResponse/{prefix}-qr-{n}",
+        )
+        out.append({**obs, "id": f"{prefix}-obs-{n}"})
+    return out
+
+
+def alert(
+    kind: str,
+    rule_id: str,
+    patient_id: str,
+    *,
+    status: str,
+    focus: str | None = None,
+    reason: str | None = None,
+    priority: str = "asap",
+    updated: str = "2024-03-01T10:00:00Z",
+) -> dict[str, Any]:
+    """One of our alert Flags (``kind="Flag"``) or Tasks, as the monitor writes them."""
+    key = f"{rule_id}:{patient_id}"
+    system = f"{NS}/{'alert-flag' if kind == 'Flag' else 'alert-task'}"
+    res: dict[str, Any] = {
+        "resourceType": kind,
+        "id": f"{kind.lower()}-{rule_id}",
+        "meta": {"lastUpdated": updated},
+        "identifier": [{"system": system, "value": key}],
+        "status": status,
+    }
+    text = f"On 2024-02-21 the client answered at the lowest point ({rule_id})."
+    if kind == "Flag":
+        res |= {
+            "code": {"text": text},
+            "subject": {"reference": f"Patient/{patient_id}"},
+            "period": {"start": "2024-02-22T09:00:00Z"},
+        }
+    else:
+        res |= {
+            "intent": "order",
+            "priority": priority,
+            "description": text,
+            "for": {"reference": f"Patient/{patient_id}"},
+            "authoredOn": "2024-02-22T09:00:00Z",
+        }
+        if focus:
+            res["focus"] = {"reference": focus}
+        if reason:
+            res["statusReason"] = {"text": reason}
+    return res

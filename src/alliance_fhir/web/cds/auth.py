@@ -182,11 +182,12 @@ class ReplayCache:
         now = self._clock()
         key = (iss, jti)
         with self._lock:
-            while self._expiry and (self._expiry[0][0] < now or len(self._seen) >= self._capacity):
-                _, old = heapq.heappop(self._expiry)
-                self._seen.pop(old, None)
+            while self._expiry and self._expiry[0][0] < now:
+                self._seen.pop(heapq.heappop(self._expiry)[1], None)
             if key in self._seen:
                 return False
+            while self._expiry and len(self._seen) >= self._capacity:
+                self._seen.pop(heapq.heappop(self._expiry)[1], None)
             self._seen[key] = until
             heapq.heappush(self._expiry, (until, key))
             return True

@@ -2,8 +2,8 @@
 
 A card is read in the two seconds a clinician gives it while the chart opens, so its
 ``summary`` (at most :data:`SUMMARY_MAX` characters, as the specification requires) is the
-numbers and, when it fits, what to do ("Session rating below 36: 32.2 on 2024-02-21; ask the
-client what to change about the session"); the rule's whole message goes to ``detail``.
+numbers and, when it fits, what to do ("Session rating below 36: 32.2 on 2024-02-21, cutoff
+36; ask the client what to change about the session"); the rule's whole message goes to ``detail``.
 ``indicator`` follows the rule's severity (the alert Task's priority): low -> ``info``,
 medium -> ``warning``, high -> ``critical``. Each card links (type ``smart``) to the
 clinician view, ``<cds_public_url>/launch``, which the EHR launches with its own context.
@@ -41,7 +41,7 @@ def _facts(concern: Concern) -> str:
         since = f" (alert open since {concern.since.date().isoformat()})" if concern.since else ""
         return f"{label}{since}"
     if concern.kind == "below-cutoff":
-        return f"{label}: {v['score']} on {v['date']}"
+        return f"{label}: {v['score']} on {v['date']}, cutoff {v['cutoff']}"
     if concern.kind == "drop":
         return f"{label} by {v['drop']}: {v['reference']} to {v['score']} on {v['date']}"
     if concern.kind == "declining-trend":
