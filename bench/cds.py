@@ -21,6 +21,7 @@ measurement, not a test; nothing fails on a slow machine.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -132,14 +133,16 @@ def measure(
 ) -> list[float]:
     """Milliseconds per request (after ``warmup`` unmeasured ones); every answer must be 200
     with at least one card."""
+    # signing and encoding are the EHR's work: done before the clock starts
     tokens = [sign(key, aud=SERVICE, iss=ISSUER) for _ in bodies]
+    encoded = [json.dumps(body).encode() for body in bodies]
     out: list[float] = []
-    for n, (body, token) in enumerate(zip(bodies, tokens, strict=True)):
+    for n, (body, token) in enumerate(zip(encoded, tokens, strict=True)):
         started = time.perf_counter()
         resp = http.post(
             "/cds-services/alliance-patient-view",
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
+            content=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         elapsed = (time.perf_counter() - started) * 1000
         if resp.status_code != 200 or not resp.json()["cards"]:

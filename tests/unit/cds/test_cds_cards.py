@@ -187,6 +187,10 @@ def test_without_prefetch_or_fhir_authorization_the_answer_is_412(
 
     assert [missing.status_code, incomplete.status_code, plain_http.status_code] == [412] * 3
     assert "scores" in incomplete.json()["error"]
+    # the Patient alone is not worth a call back to the EHR: no card depends on it
+    no_patient = k.prefetch_for("p9", k.srs_observations("p9", SRS_FALLING))
+    del no_patient["patient"]
+    assert len(_cards(cds, key, "p9", no_patient)) == 2
     assert plain_http.json() == {"error": "fhirServer must be an https:// URL"}
 
 

@@ -171,8 +171,9 @@ class CdsEndpoints:
         return patient_id, hook_instance
 
     def _complete(self, data: PatientData, body: dict[str, Any], iss: str) -> PatientData:
-        """``data`` with what was not prefetched fetched from the EHR's ``fhirServer``."""
-        if not data.missing:
+        """``data`` with what was not prefetched fetched from the EHR's ``fhirServer``. The
+        Patient alone missing is no reason to call the EHR back: no card depends on it."""
+        if not [key for key in data.missing if key != "patient"]:
             return data
         server = body.get("fhirServer")
         auth = body.get("fhirAuthorization")
