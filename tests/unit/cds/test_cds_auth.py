@@ -3,6 +3,8 @@ over real loopback HTTP, for our endpoint, fresh, used once; 401 otherwise."""
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,9 @@ from typing import Any
 
 import jwt
 import pytest
+import structlog
 
+from alliance_fhir import log as alog
 from alliance_fhir.web.cds.auth import JwksCache, JwtRefused, JwtVerifier, ReplayCache
 
 from . import cdskit as k
@@ -168,13 +172,21 @@ def test_the_replay_cache_is_bounded_and_forgets_expired_tokens() -> None:
     assert len(cache) == 1
 
 
-def test_the_token_is_never_echoed_or_logged(
-    cds: TestClient, key: k.EhrKey, capsys: pytest.CaptureFixture[str]
-) -> None:
-    token = k.sign(key, aud="https://evil.example/x")
-    resp = _post(cds, token)
-    out = capsys.readouterr()
+def test_the_token_is_never_echoed_or_logged(cds: TestClient, key: k.EhrKey) -> None:
+    stream = io.StringIO()
+    saved = structlog.get_config()
+    alog.configure(level="DEBUG", json=True, stream=stream)
+    try:
+        token = k.sign(key, aud="https://evil.example/x")
+        resp = _post(cds, token)
+    finally:
+        structlog.configure(**saved)  # as before: other tests capture logs their own way
+    logged = stream.getvalue()
     assert resp.status_code == 401
     assert token not in resp.text
-    assert token not in out.out + out.err
-    assert "wrong aud" in out.out + out.err
+    assert token not in logged
+    assert token.split(".")[2] not in logged  # not even its signature
+    refused = [json.loads(line) for line in logged.splitlines() if "cds.refused" in line]
+    assert [(e["service"], e["reason"]) for e in refused] == [
+        ("alliance-patient-view", "wrong aud")
+    ]
