@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 
 .PHONY: help venv node sysdeps postgres toxiproxy lint test unit integration ehr-matrix state-compare demo faults soak bench server-start server-stop clean
+.PHONY: bench-cds
 
 help:
 	@echo "make demo   - start the local HAPI FHIR server (port $(PORT)) and sync the example clinic"
@@ -102,6 +103,12 @@ soak: venv
 # Benchmarks against fhirpy, fhirclient and a bare-httpx ceiling on our own server (:8095).
 bench: venv
 	$(BIN)/python -m bench.run --size 1000 --mapping-size 10000 --memory-size 100000 --port 8095 --out BENCHMARKS.md --json .bench/results.json
+
+# CDS Hooks latency (bench/cds.py): patient-view with and without prefetch for a client with
+# 50 check-ins, against our own HAPI on :8094; prints p50/p95 and the machine's load.
+CDS_BENCH_PORT ?= 8094
+bench-cds: venv
+	$(BIN)/python -m bench.cds --port $(CDS_BENCH_PORT)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules

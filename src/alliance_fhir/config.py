@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,7 +26,7 @@ from alliance_fhir.defaults import DEFAULT_CANONICAL_BASE, DEFAULT_NAMESPACE
 from alliance_fhir.exceptions import ConfigError
 from alliance_fhir.log import get_logger, register_sensitive
 
-__all__ = ["CONFIG_ENV", "DEFAULT_CONFIG_FILE", "Settings", "load_settings"]
+__all__ = ["CONFIG_ENV", "DEFAULT_CONFIG_FILE", "CdsIssuer", "Settings", "load_settings"]
 
 CONFIG_ENV = "ALLIANCE_FHIR_CONFIG"
 DEFAULT_CONFIG_FILE = "alliance-fhir.toml"
@@ -40,6 +40,21 @@ _SECRET_KEYS = {
     "client_secret": "smart_private_key_file (SMART Backend Services uses a key, not a secret)",
     "state_password": "ALLIANCE_FHIR_STATE_PASSWORD or state_password_file",
 }
+
+
+class CdsIssuer(BaseModel):
+    """An EHR allowed to call the CDS Hooks service (``cds_issuers``, keyed by its JWT ``iss``).
+
+    Its JWT signing keys come from ``jwks_url``, or from the JWT's ``jku`` header when that URL
+    is one of ``jku``; ``fhir_servers``, when given, are the only ``fhirServer`` URLs its
+    requests may name (the service sends the EHR's token there).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    jwks_url: str | None = None
+    jku: list[str] = Field(default_factory=list)
+    fhir_servers: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
@@ -121,6 +136,21 @@ class Settings(BaseSettings):
     interval_jitter: float = Field(default=0.1, ge=0, le=1)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+
+    # CDS Hooks service (`alliance-fhir serve`: /cds-services)
+    cds_public_url: str | None = Field(
+        default=None,
+        description="our base URL as the EHR calls it: JWT aud is <it>/cds-services/<id>, "
+        "the cards' SMART link <it>/launch",
+    )
+    cds_issuers: dict[str, CdsIssuer] = Field(
+        default_factory=dict, description="EHRs allowed to call: JWT iss -> jwks_url, jku, ..."
+    )
+    cds_allow_loopback_http: bool = Field(
+        default=False,
+        description="tests only: JWKS and fhirServer over plain http:// on loopback",
+    )
+    cds_fetch_timeout_seconds: float = Field(default=5.0, gt=0)
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
