@@ -38,6 +38,7 @@ _SECRET_KEYS = {
     "private_key": "smart_private_key_file",
     "smart_private_key": "smart_private_key_file",
     "client_secret": "smart_private_key_file (SMART Backend Services uses a key, not a secret)",
+    "checkin_secret": "ALLIANCE_FHIR_CHECKIN_SECRET or checkin_secret_file",
 }
 
 
@@ -113,6 +114,15 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
 
+    # Check-in links (`alliance-fhir checkin link`, the page of `alliance-fhir serve`)
+    checkin_secret: SecretStr | None = Field(
+        default=None, description="key of the check-in links (env only)"
+    )
+    checkin_secret_file: Path | None = None
+    checkin_base_url: str = Field(
+        default="http://127.0.0.1:8765", description="where clients open check-in links"
+    )
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = None
@@ -145,7 +155,7 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_path))
         return tuple(sources)
 
-    def secret(self, name: Literal["password", "token"]) -> str | None:
+    def secret(self, name: Literal["password", "token", "checkin_secret"]) -> str | None:
         """The secret's value, from the environment or its file; registered for redaction."""
         value: SecretStr | None = getattr(self, name)
         path: Path | None = getattr(self, f"{name}_file")
@@ -164,7 +174,7 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The effective configuration with secrets masked, for ``config show``."""
         out = self.model_dump(mode="json")
-        for key in ("password", "token"):
+        for key in ("password", "token", "checkin_secret"):
             if out.get(key) is not None:
                 out[key] = "********"
         return out

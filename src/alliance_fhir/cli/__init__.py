@@ -18,6 +18,7 @@ import click
 
 from alliance_fhir import __version__
 from alliance_fhir import log as alog
+from alliance_fhir.cli.checkin import checkin
 from alliance_fhir.cli.context import Ctx
 from alliance_fhir.cli.demo import demo
 from alliance_fhir.cli.errors import guarded
@@ -25,6 +26,7 @@ from alliance_fhir.cli.instruments import instruments, validate
 from alliance_fhir.cli.local import config, score_cmd
 from alliance_fhir.cli.reads import monitor, pull, report_cmd, status
 from alliance_fhir.cli.run import daemon, doctor
+from alliance_fhir.cli.serve import serve
 from alliance_fhir.cli.writes import publish, push, sync
 
 __all__ = ["main"]
@@ -100,5 +102,8 @@ for _command in (
     report_cmd,
     status,
     demo,
+    # the web app and its links
+    serve,
+    checkin,
 ):
     main.add_command(_command)
