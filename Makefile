@@ -73,7 +73,7 @@ unit: venv node sysdeps
 test: venv node web-assets sysdeps toxiproxy lint
 	$(BIN)/python -m pytest -q
 
-integration: venv
+integration: venv web-assets
 	$(BIN)/python -m pytest tests/integration -q
 
 # Sync against every EHR-like profile of the test server (make test runs batch-only,

@@ -6,7 +6,8 @@ that carries patient data (a plan, a report) goes to stdout or a file the user n
 
 Commands live in modules by job: ``instruments`` (list/show/render, validate), ``local``
 (score, config), ``writes`` (publish, push, sync), ``reads`` (pull, monitor, report,
-status), ``run`` (doctor, daemon) and ``demo``; ``render`` and ``progress`` draw the output.
+status), ``run`` (doctor, daemon), ``serve`` (the web app), ``checkin`` (check-in links)
+and ``demo``; ``render`` and ``progress`` draw the output.
 """
 
 from __future__ import annotations
