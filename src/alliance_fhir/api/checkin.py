@@ -67,6 +67,8 @@ class CheckinForm:
     instrument: str
     title: str
     questionnaire: dict[str, Any]
+    #: A clinician-completed form (the page words its note for the clinician).
+    by_clinician: bool = False
 
 
 @dataclass
@@ -134,7 +136,9 @@ class Checkins:
         """The form of a valid, unused, unexpired link; :class:`LinkRefused` otherwise."""
         claims = self._claims(token)
         questionnaire = self.questionnaire(claims.instrument)
-        return CheckinForm(claims.instrument, str(questionnaire.get("title") or ""), questionnaire)
+        by_clinician = self.af.library.get(claims.instrument).respondent == "clinician"
+        title = str(questionnaire.get("title") or "")
+        return CheckinForm(claims.instrument, title, questionnaire, by_clinician)
 
     def questionnaire(self, instrument_id: str) -> dict[str, Any]:
         """The instrument's Questionnaire exactly as sync publishes it: with the licensee's

@@ -66,6 +66,7 @@ def test_a_form_page_embeds_the_questionnaire_and_our_assets_only(
     assert '<script type="application/json" id="questionnaire">' in page
     assert "http://alliance-fhir.org/fhir/Questionnaire/srs" in page
     assert "MRN-7001" not in page
+    assert "Your answers go to your clinician only." in page
     for src in ("/assets/checkin/lforms/lhc-forms.js", "/assets/checkin/checkin.js"):
         assert f'src="{src}"' in page
     assert "<script>" not in page  # no inline script: the CSP refuses them
@@ -147,6 +148,10 @@ def test_static_files_may_be_cached_pages_never(client: TestClient) -> None:
 
 
 def _free_port() -> int:
+    """``$ALLIANCE_FHIR_TEST_WEB_PORT`` + 1 where a developer's ports are assigned, else any."""
+    wanted = int(os.environ.get("ALLIANCE_FHIR_TEST_WEB_PORT", "0"))
+    if wanted:
+        return wanted + 1
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -31,6 +31,12 @@ _HEAD = """<!doctype html>
 """
 
 
+_WHO_SEES = {
+    False: "Your answers go to your clinician only.",
+    True: "Your answers are saved to this client's record.",
+}
+
+
 def _json_block(value: object) -> str:
     """JSON safe inside a ``<script>`` element: no ``</script>``, no HTML comment."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
@@ -47,7 +53,7 @@ def form_page(form: CheckinForm) -> HTMLResponse:
 <main>
 <h1>{title}</h1>
 <p class="intro">Please answer every question, then press <strong>Submit</strong>.
-Your answers go to your clinician only.</p>
+{_WHO_SEES[form.by_clinician]}</p>
 <div id="form" class="form" aria-busy="true"></div>
 <p id="message" class="message" role="alert" aria-live="assertive"></p>
 <button id="submit" class="submit" type="button" disabled>Submit</button>
