@@ -5,10 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help venv node sysdeps postgres toxiproxy lint test unit integration ehr-matrix state-compare demo faults soak bench server-start server-stop clean
+.PHONY: help venv node web-assets sysdeps postgres toxiproxy lint test unit integration ehr-matrix state-compare demo serve faults soak bench server-start server-stop clean
 .PHONY: bench-cds
 
 help:
+	@echo "make serve  - the check-in page (alliance-fhir serve on 127.0.0.1:8765)"
 	@echo "make demo   - start the local HAPI FHIR server (port $(PORT)) and sync the example clinic"
 	@echo "make test   - install into .venv, run ruff, mypy --strict, the layer contract and the whole pytest suite"
 	@echo "make lint   - ruff, mypy and the layer contract (import-linter) only"
@@ -32,6 +33,20 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 	touch $@
 
 node: tests/js/node_modules/.installed
+
+# The check-in page's LHC-Forms files, from the npm package into the Python package (gitignored).
+# --legacy-peer-deps: lforms names Angular as dependencies whose peer ranges npm otherwise
+# re-resolves for minutes; the page uses only the package's prebuilt files.
+LFORMS := src/alliance_fhir/web/checkin/static/lforms/VERSION
+
+web-assets/node_modules/.installed: web-assets/package.json web-assets/package-lock.json
+	cd web-assets && npm ci --legacy-peer-deps --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(LFORMS): web-assets/node_modules/.installed web-assets/build.js
+	node web-assets/build.js
+
+web-assets: $(LFORMS)
 
 # Headless Chromium renders the clinician report to PNG (Debian's package; CI runs as root).
 sysdeps:
@@ -60,14 +75,14 @@ lint: venv
 	$(BIN)/mypy --strict faults bench
 	$(BIN)/lint-imports
 
-unit: venv node sysdeps postgres
+unit: venv node web-assets sysdeps postgres
 	$(BIN)/python -m pytest tests/unit -q
 
 # pytest's exit code 5 (nothing collected) is a failure here like any other non-zero code.
-test: venv node sysdeps postgres toxiproxy lint
+test: venv node web-assets sysdeps postgres toxiproxy lint
 	$(BIN)/python -m pytest -q
 
-integration: venv postgres
+integration: venv postgres web-assets
 	$(BIN)/python -m pytest tests/integration -q
 
 # Sync against every EHR-like profile of the test server (make test runs batch-only,
@@ -86,9 +101,12 @@ server-start:
 server-stop:
 	scripts/fhir-server stop --port $(PORT)
 
-demo: venv
+demo: venv web-assets
 	scripts/fhir-server start --port $(PORT)
 	$(BIN)/alliance-fhir --server-url http://127.0.0.1:$(PORT)/fhir demo
+
+serve: venv web-assets
+	$(BIN)/alliance-fhir serve
 
 # Fault injection against our own file-backed HAPI on :8097 (toxiproxy + an HTTP status shim).
 faults: venv toxiproxy
@@ -111,4 +129,4 @@ bench-cds: venv
 	$(BIN)/python -m bench.cds --port $(CDS_BENCH_PORT)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules web-assets/node_modules src/alliance_fhir/web/checkin/static/lforms

@@ -39,6 +39,7 @@ _SECRET_KEYS = {
     "smart_private_key": "smart_private_key_file",
     "client_secret": "smart_private_key_file (SMART Backend Services uses a key, not a secret)",
     "state_password": "ALLIANCE_FHIR_STATE_PASSWORD or state_password_file",
+    "checkin_secret": "ALLIANCE_FHIR_CHECKIN_SECRET or checkin_secret_file",
 }
 
 
@@ -152,6 +153,15 @@ class Settings(BaseSettings):
     )
     cds_fetch_timeout_seconds: float = Field(default=5.0, gt=0)
 
+    # Check-in links (`alliance-fhir checkin link`, the page of `alliance-fhir serve`)
+    checkin_secret: SecretStr | None = Field(
+        default=None, description="key of the check-in links (env only)"
+    )
+    checkin_secret_file: Path | None = None
+    checkin_base_url: str = Field(
+        default="http://127.0.0.1:8765", description="where clients open check-in links"
+    )
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = None
@@ -208,7 +218,9 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_path))
         return tuple(sources)
 
-    def secret(self, name: Literal["password", "token", "state_password"]) -> str | None:
+    def secret(
+        self, name: Literal["password", "token", "state_password", "checkin_secret"]
+    ) -> str | None:
         """The secret's value, from the environment or its file; registered for redaction."""
         value: SecretStr | None = getattr(self, name)
         path: Path | None = getattr(self, f"{name}_file")
@@ -227,7 +239,7 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The effective configuration with secrets masked, for ``config show``."""
         out = self.model_dump(mode="json")
-        for key in ("password", "token", "state_password"):
+        for key in ("password", "token", "state_password", "checkin_secret"):
             if out.get(key) is not None:
                 out[key] = "********"
         return out

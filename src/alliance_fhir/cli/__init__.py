@@ -6,7 +6,8 @@ that carries patient data (a plan, a report) goes to stdout or a file the user n
 
 Commands live in modules by job: ``instruments`` (list/show/render, validate), ``local``
 (score, config), ``writes`` (publish, push, sync), ``reads`` (pull, monitor, report,
-status), ``run`` (doctor, daemon) and ``demo``; ``render`` and ``progress`` draw the output.
+status), ``run`` (doctor, daemon), ``serve`` (the web app), ``checkin`` (check-in links)
+and ``demo``; ``render`` and ``progress`` draw the output.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import click
 
 from alliance_fhir import __version__
 from alliance_fhir import log as alog
+from alliance_fhir.cli.checkin import checkin
 from alliance_fhir.cli.context import Ctx
 from alliance_fhir.cli.demo import demo
 from alliance_fhir.cli.errors import guarded
@@ -25,6 +27,7 @@ from alliance_fhir.cli.instruments import instruments, validate
 from alliance_fhir.cli.local import config, score_cmd
 from alliance_fhir.cli.reads import monitor, pull, report_cmd, status
 from alliance_fhir.cli.run import daemon, doctor
+from alliance_fhir.cli.serve import serve
 from alliance_fhir.cli.writes import publish, push, sync
 
 __all__ = ["main"]
@@ -100,5 +103,8 @@ for _command in (
     report_cmd,
     status,
     demo,
+    # the web app and its links
+    serve,
+    checkin,
 ):
     main.add_command(_command)

@@ -142,9 +142,18 @@ _V2_POSTGRESQL = ";".join(
     for name, sql_type in columns.items()
 )
 
+#: Schema 3: the check-in links already used (``api.checkin_links``), by a hash of their
+#: random id only: no patient, no instrument, so the table holds no PHI.
+_V3 = "CREATE TABLE IF NOT EXISTS checkin_used (id_hash TEXT PRIMARY KEY, used_at TEXT NOT NULL)"
+_V3_POSTGRESQL = (
+    'CREATE TABLE IF NOT EXISTS checkin_used (id_hash TEXT COLLATE "C" PRIMARY KEY, '
+    "used_at TEXT NOT NULL)"
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "records, runs, dead letters, watermarks", _V1_SQLITE, _V1_POSTGRESQL),
     Migration(2, "merge bases, conflict values, run owners", _add_missing_columns, _V2_POSTGRESQL),
+    Migration(3, "used check-in links", _V3, _V3_POSTGRESQL),
 )
 
 #: The schema this release writes (the last migration's version).
