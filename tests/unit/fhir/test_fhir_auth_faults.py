@@ -186,10 +186,14 @@ def test_missing_scopes(requested: str, granted: str, missing: list[str]) -> Non
 
 
 def test_what_sync_lacks_is_named_per_type_or_once_for_all() -> None:
-    needs = {"Goal": "rscu", "Patient": "rs"}
+    needs = {"Goal": "crus", "Patient": "rs"}
     assert uncovered_needs(needs, "system/*.rs") == ["system/Goal.cu"]
     assert uncovered_needs(needs, "system/Goal.cruds system/Patient.r") == ["system/Patient.s"]
-    assert uncovered_needs({"Goal": "rscu", "Task": "rscu"}, "") == ["system/*.rscu"]
+    assert uncovered_needs({"Goal": "crus", "Task": "crus"}, "") == ["system/*.crus"]
+    assert uncovered_needs({"Goal": "crus", "Patient": "rs"}, "") == ["system/*.crus"]
+    assert uncovered_needs({"Goal": "crus", "Task": "crus", "Patient": "rs"}, "system/*.rs") == [
+        "system/*.cu"
+    ]
     assert uncovered_needs(needs, "system/*.cruds") == []
 
 
