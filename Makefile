@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help venv node web-assets sysdeps postgres toxiproxy lint test unit integration ehr-matrix state-compare demo serve faults soak bench server-start server-stop clean
+.PHONY: help venv node web-assets oidc sysdeps postgres toxiproxy lint test unit integration ehr-matrix state-compare demo serve faults soak bench server-start server-stop clean
 .PHONY: bench-cds
 
 help:
@@ -48,6 +48,13 @@ $(LFORMS): web-assets/node_modules/.installed web-assets/build.js
 
 web-assets: $(LFORMS)
 
+# The test OpenID provider (npm oidc-provider) for the SMART tests (issue #18).
+tests/oidc/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+oidc: tests/oidc/node_modules/.installed
+
 # Headless Chromium renders the clinician report to PNG (Debian's package; CI runs as root).
 sysdeps:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -79,7 +86,7 @@ unit: venv node web-assets sysdeps postgres
 	$(BIN)/python -m pytest tests/unit -q
 
 # pytest's exit code 5 (nothing collected) is a failure here like any other non-zero code.
-test: venv node web-assets sysdeps postgres toxiproxy lint
+test: venv node web-assets oidc sysdeps postgres toxiproxy lint
 	$(BIN)/python -m pytest -q
 
 integration: venv postgres web-assets
@@ -129,4 +136,4 @@ bench-cds: venv
 	$(BIN)/python -m bench.cds --port $(CDS_BENCH_PORT)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules web-assets/node_modules src/alliance_fhir/web/checkin/static/lforms
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules web-assets/node_modules src/alliance_fhir/web/checkin/static/lforms tests/oidc/node_modules
