@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help venv node sysdeps toxiproxy lint test unit integration ehr-matrix demo faults soak bench server-start server-stop clean
+.PHONY: help venv node oidc sysdeps toxiproxy lint test unit integration ehr-matrix demo faults soak bench server-start server-stop clean
 
 help:
 	@echo "make demo   - start the local HAPI FHIR server (port $(PORT)) and sync the example clinic"
@@ -31,6 +31,13 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 
 node: tests/js/node_modules/.installed
 
+# The test OpenID provider (npm oidc-provider) for the SMART tests (issue #18).
+tests/oidc/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+oidc: tests/oidc/node_modules/.installed
+
 # Headless Chromium renders the clinician report to PNG (Debian's package; CI runs as root).
 sysdeps:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -55,7 +62,7 @@ unit: venv node sysdeps
 	$(BIN)/python -m pytest tests/unit -q
 
 # pytest's exit code 5 (nothing collected) is a failure here like any other non-zero code.
-test: venv node sysdeps toxiproxy lint
+test: venv node oidc sysdeps toxiproxy lint
 	$(BIN)/python -m pytest -q
 
 integration: venv
@@ -91,4 +98,4 @@ bench: venv
 	$(BIN)/python -m bench.run --size 1000 --mapping-size 10000 --memory-size 100000 --port 8095 --out BENCHMARKS.md --json .bench/results.json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules tests/oidc/node_modules

@@ -45,6 +45,7 @@ import structlog
 from alliance_fhir import log as alog
 
 from .clinickit import copy_clinic, make_api
+from .oidckit import OidcProvider
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_SCRIPT = REPO_ROOT / "scripts" / "fhir-server"
@@ -302,3 +303,33 @@ def fhir_profile_url(fhir_base_url: str) -> Callable[[str], str]:
         return f"{origin}/profiles/{profile}/fhir"
 
     return url
+
+
+# -- SMART authorization (issue #18): a real OpenID provider --------------------------------
+# ``oidc_provider`` (session): an ``OidcProvider`` (tests/integration/oidckit.py) on
+# ``$ALLIANCE_FHIR_OIDC_TEST_PORT`` (default 8190) whose access tokens are for the FHIR base
+# of the bearer-checked HAPI on ``$ALLIANCE_FHIR_AUTH_TEST_PORT`` (default 8191). A test
+# registers its clients/keys/launch contexts and calls ``apply()``; stopped at session end.
+
+
+def oidc_test_port() -> int:
+    return int(os.environ.get("ALLIANCE_FHIR_OIDC_TEST_PORT", "8190"))
+
+
+def auth_test_port() -> int:
+    return int(os.environ.get("ALLIANCE_FHIR_AUTH_TEST_PORT", "8191"))
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    provider = OidcProvider(
+        port=oidc_test_port(),
+        resource=f"http://127.0.0.1:{auth_test_port()}/fhir",
+        workdir=tmp_path_factory.mktemp("oidc"),
+    )
+    provider.add_user("test-clinician", "Practitioner/test-clinician")
+    provider.write_config()
+    try:
+        yield provider
+    finally:
+        provider.stop()
