@@ -166,6 +166,9 @@ public class FhirServerConfig {
 				server.registerInterceptor(theRequestValidator);
 			}
 			server.registerInterceptor(new IfMatchPreconditionInterceptor());
+			if (ServerOptions.current().getAuthIssuer() != null) {
+				server.registerInterceptor(new SmartScopeInterceptor(theSystemDao.getContext()));
+			}
 			if (theProfile != ServerProfile.FULL) {
 				server.registerInterceptor(new ProfileInterceptor(theProfile));
 				if (!theProfile.sendsVersions()) {

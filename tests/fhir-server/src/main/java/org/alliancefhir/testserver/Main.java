@@ -23,7 +23,7 @@ import org.springframework.context.annotation.AnnotationConfigApplicationContext
  *
  * <pre>
  *   java -cp ... org.alliancefhir.testserver.Main [--port N] [--host H] [--db-dir DIR]
- *        [--profile NAME] [--no-validation]
+ *        [--profile NAME] [--no-validation] [--auth-issuer URL]
  * </pre>
  *
  * Without {@code --db-dir} the data lives in an in-memory H2 database (lost on exit);
@@ -43,12 +43,13 @@ public final class Main {
 		ServerOptions options = ServerOptions.parse(theArgs);
 		ServerOptions.setCurrent(options);
 		ourLog.info(
-				"Starting alliance-fhir test server: port={} host={} database={} profile={} validation={}",
+				"Starting alliance-fhir test server: port={} host={} database={} profile={} validation={} auth-issuer={}",
 				options.getPort(),
 				options.getHost(),
 				options.getJdbcUrl(),
 				options.getProfile().getName(),
-				options.isValidation());
+				options.isValidation(),
+				options.getAuthIssuer() == null ? "none" : options.getAuthIssuer());
 
 		AnnotationConfigApplicationContext springContext = new AnnotationConfigApplicationContext();
 		springContext.register(FhirServerConfig.class);
@@ -100,6 +101,13 @@ public final class Main {
 		ServletHolder holder = new ServletHolder(theName, theServlet);
 		holder.setInitOrder(1);
 		theHandler.addServlet(holder, thePath + "/*");
+		String issuer = ServerOptions.current().getAuthIssuer();
+		if (issuer != null) {
+			theHandler.addFilter(
+					new FilterHolder(new BearerAuthFilter(issuer, ServerOptions.current().getPort(), thePath)),
+					thePath + "/*",
+					EnumSet.of(DispatcherType.REQUEST));
+		}
 		if (theProfile != ServerProfile.FULL) {
 			theHandler.addFilter(
 					new FilterHolder(new ProfileFilter(theProfile)), thePath + "/*", EnumSet.of(DispatcherType.REQUEST));

@@ -12,26 +12,31 @@ import java.io.File;
  *   <li>{@code --profile NAME} (or {@code alliance.fhir.profile}): how {@code /fhir} behaves,
  *       default {@code full} (see {@link ServerProfile})</li>
  *   <li>{@code --no-validation}: leave the request-validating interceptor out (every servlet)</li>
+ *   <li>{@code --auth-issuer URL} (or {@code alliance.fhir.auth-issuer}): require bearer tokens
+ *       from that OpenID provider on every mount ({@link BearerAuthFilter}); off by default</li>
  * </ul>
  */
 public final class ServerOptions {
 
 	private static volatile ServerOptions ourCurrent =
-			new ServerOptions(8080, "127.0.0.1", null, ServerProfile.FULL, true);
+			new ServerOptions(8080, "127.0.0.1", null, ServerProfile.FULL, true, null);
 
 	private final int myPort;
 	private final String myHost;
 	private final String myDbDir;
 	private final ServerProfile myProfile;
 	private final boolean myValidation;
+	private final String myAuthIssuer;
 
 	private ServerOptions(
-			int thePort, String theHost, String theDbDir, ServerProfile theProfile, boolean theValidation) {
+			int thePort, String theHost, String theDbDir, ServerProfile theProfile, boolean theValidation,
+			String theAuthIssuer) {
 		myPort = thePort;
 		myHost = theHost;
 		myDbDir = theDbDir;
 		myProfile = theProfile;
 		myValidation = theValidation;
+		myAuthIssuer = theAuthIssuer;
 	}
 
 	public static ServerOptions parse(String[] theArgs) {
@@ -40,6 +45,7 @@ public final class ServerOptions {
 		String dbDir = System.getProperty("alliance.fhir.db-dir");
 		ServerProfile profile = ServerProfile.fromName(System.getProperty("alliance.fhir.profile", "full"));
 		boolean validation = true;
+		String authIssuer = System.getProperty("alliance.fhir.auth-issuer");
 		for (int i = 0; i < theArgs.length; i++) {
 			String arg = theArgs[i];
 			switch (arg) {
@@ -48,14 +54,18 @@ public final class ServerOptions {
 				case "--db-dir" -> dbDir = requireValue(theArgs, ++i, arg);
 				case "--profile" -> profile = ServerProfile.fromName(requireValue(theArgs, ++i, arg));
 				case "--no-validation" -> validation = false;
+				case "--auth-issuer" -> authIssuer = requireValue(theArgs, ++i, arg);
 				default -> throw new IllegalArgumentException("Unknown argument: " + arg
-						+ " (usage: [--port N] [--host H] [--db-dir DIR] [--profile NAME] [--no-validation])");
+						+ " (usage: [--port N] [--host H] [--db-dir DIR] [--profile NAME] [--no-validation] [--auth-issuer URL])");
 			}
 		}
 		if (dbDir != null && dbDir.isBlank()) {
 			dbDir = null;
 		}
-		return new ServerOptions(port, host, dbDir, profile, validation);
+		if (authIssuer != null && authIssuer.isBlank()) {
+			authIssuer = null;
+		}
+		return new ServerOptions(port, host, dbDir, profile, validation, authIssuer);
 	}
 
 	private static String requireValue(String[] theArgs, int theIndex, String theArg) {
@@ -93,6 +103,11 @@ public final class ServerOptions {
 	/** False when {@code --no-validation}: no request-validating interceptor anywhere. */
 	public boolean isValidation() {
 		return myValidation;
+	}
+
+	/** The OpenID provider whose access tokens every request needs; null = no check (default). */
+	public String getAuthIssuer() {
+		return myAuthIssuer;
 	}
 
 	/** JDBC URL of the H2 database: in-memory unless a db directory was given. */
