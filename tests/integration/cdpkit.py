@@ -68,16 +68,22 @@ class Chromium:
 
     # -- protocol --------------------------------------------------------------------------
 
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        """Send one command (to the page once attached) and return its result."""
+    def send(self, method: str, **params: Any) -> int:
+        """Send one command (to the page once attached) without waiting for its answer."""
         self._next_id += 1
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params}
         if getattr(self, "_session", None) and not method.startswith("Target."):
             message["sessionId"] = self._session
         self._ws.send(json.dumps(message))
+        return self._next_id
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """Send one command and return its result (answers to earlier ``send``s are
+        dropped, events kept)."""
+        sent = self.send(method, **params)
         while True:
             reply = json.loads(self._ws.recv())
-            if reply.get("id") == self._next_id:
+            if reply.get("id") == sent:
                 if "error" in reply:
                     raise CdpError(f"{method}: {reply['error']}")
                 return dict(reply.get("result") or {})
@@ -132,6 +138,10 @@ class Chromium:
             ),
             f"a loaded page at {url_prefix}",
         )
+
+    def navigate(self, url: str) -> None:
+        """Start loading ``url`` and return at once (its requests may be paused)."""
+        self.send("Page.navigate", url=url)
 
     def goto(self, url: str, *, lands_on: str | None = None) -> None:
         """Open ``url`` and wait for the page it lands on (``lands_on`` prefix, else itself)."""

@@ -212,7 +212,7 @@ def test_acknowledge_discussed_and_a_task_changed_meanwhile(
 
 def test_a_forged_state_is_refused(app: str, stack: Stack, browser: Chromium) -> None:
     browser.pause_requests(f"{app}/callback*")
-    browser.call("Page.navigate", url=_launch_url(stack, "MRN-1003"))
+    browser.navigate(_launch_url(stack, "MRN-1003"))
     request_id, url = browser.paused_request()
     state = httpx.URL(url).params["state"]
     browser.release(request_id, url=url.replace(f"state={state}", "state=forged-state"))
@@ -225,14 +225,14 @@ def test_a_forged_state_is_refused(app: str, stack: Stack, browser: Chromium) ->
 
 def test_a_replayed_code_is_refused(app: str, stack: Stack, browser: Chromium) -> None:
     browser.pause_requests(f"{app}/callback*")
-    browser.call("Page.navigate", url=_launch_url(stack, "MRN-1001"))
+    browser.navigate(_launch_url(stack, "MRN-1001"))
     first_id, first_url = browser.paused_request()
     browser.release(first_id)
     browser.wait_for_page(f"{app}/clinician")
     used_code = httpx.URL(first_url).params["code"]
 
     browser.pause_requests(f"{app}/callback*")
-    browser.call("Page.navigate", url=_launch_url(stack, "MRN-1001"))
+    browser.navigate(_launch_url(stack, "MRN-1001"))
     second_id, second_url = browser.paused_request()
     fresh = httpx.URL(second_url).params["code"]
     browser.release(second_id, url=second_url.replace(f"code={fresh}", f"code={used_code}"))

@@ -2,7 +2,7 @@
 picker and the two alert actions.
 
 Every answer is ``Cache-Control: no-store`` with a strict Content-Security-Policy (no
-scripts at all, forms post to us only) and ``Referrer-Policy: no-referrer``. No patient data
+scripts at all, forms post to us only) and ``Referrer-Policy: same-origin``. No patient data
 is ever in a URL: the patient comes from the token response (or the picker's form body) and
 lives in the server-side session. Logs name events, reasons and the server's host; never a
 token, a code, a patient or what they said.
@@ -45,7 +45,9 @@ _HEADERS = {
         "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
         "form-action 'self'; base-uri 'none'"
     ),
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer Chromium posts forms with
+    # ``Origin: null``, which the Origin check below must refuse
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
 }
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
