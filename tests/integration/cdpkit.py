@@ -33,7 +33,9 @@ class Chromium:
         if binary is None:
             raise CdpError("chromium is not installed (make sysdeps)")
         self.timeout = timeout
-        self._profile = tempfile.TemporaryDirectory(prefix="alliance-cdp-")
+        self._profile = tempfile.TemporaryDirectory(
+            prefix="alliance-cdp-", ignore_cleanup_errors=True
+        )
         self._proc = subprocess.Popen(
             [
                 binary,
