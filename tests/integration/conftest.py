@@ -310,6 +310,7 @@ def fhir_profile_url(fhir_base_url: str) -> Callable[[str], str]:
 # ``$ALLIANCE_FHIR_OIDC_TEST_PORT`` (default 8190) whose access tokens are for the FHIR base
 # of the bearer-checked HAPI on ``$ALLIANCE_FHIR_AUTH_TEST_PORT`` (default 8191). A test
 # registers its clients/keys/launch contexts and calls ``apply()``; stopped at session end.
+# ``smart_fhir_base_url`` (session): that bearer-checked HAPI, started with ``--auth-issuer``.
 
 
 def oidc_test_port() -> int:
@@ -333,3 +334,24 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProv
         yield provider
     finally:
         provider.stop()
+
+
+@pytest.fixture(scope="session")
+def smart_fhir_base_url(oidc_provider: OidcProvider) -> Iterator[str]:
+    """A HAPI of its own on ``$ALLIANCE_FHIR_AUTH_TEST_PORT`` that checks ``oidc_provider``'s
+    bearer tokens (``--auth-issuer``); empty at the start of the session, stopped at its end."""
+    port = auth_test_port()
+    result = run_server_script("start", "--port", str(port), "--auth-issuer", oidc_provider.issuer)
+    url = f"http://127.0.0.1:{port}/fhir"
+    if result.returncode != 0 or not _metadata_ok(url):
+        pytest.fail(
+            f"Could not start the bearer-checked HAPI on port {port} "
+            f"(exit code {result.returncode}).\n--- stderr ---\n{result.stderr}\n"
+            f"--- server log tail ---\n{_server_log_tail(port)}",
+            pytrace=False,
+        )
+    try:
+        yield url
+    finally:
+        if os.environ.get("ALLIANCE_FHIR_TEST_KEEP_SERVER", "") in ("", "0", "false"):
+            run_server_script("stop", "--port", str(port), timeout=120)

@@ -87,15 +87,23 @@ class OidcProvider:
     # -- registrations (written at the next start/restart) ------------------------------
 
     def register_backend_client(
-        self, client_id: str, keys: list[TestKey], allowed_scope: str
+        self,
+        client_id: str,
+        keys: list[TestKey],
+        allowed_scope: str,
+        *,
+        access_token_ttl: int | None = None,
     ) -> None:
         """A SMART Backend Services client: client_credentials + private_key_jwt."""
-        self.clients[client_id] = {
+        entry: dict[str, Any] = {
             "client_id": client_id,
             "token_endpoint_auth_method": "private_key_jwt",
             "jwks": {"keys": [k.public_jwk for k in keys]},
             "allowed_scope": allowed_scope,
         }
+        if access_token_ttl is not None:
+            entry["access_token_ttl"] = access_token_ttl
+        self.clients[client_id] = entry
 
     def register_launch_client(
         self,

@@ -9,7 +9,7 @@ Task on the server, and a Task changed meanwhile is reported, not overwritten; a
 ``state``, an unknown ``iss``, a replayed code and a token for another patient are refused.
 
 Ports: the app on ``$ALLIANCE_FHIR_SMART_APP_TEST_PORT`` (default 8192); the provider and
-the bearer-checked HAPI on the ``oidc_provider`` fixture's ports.
+the bearer-checked HAPI are the session's (``oidc_provider``, ``smart_fhir_base_url``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from alliance_fhir.web.smart import routes
 
 from .cdpkit import Chromium
 from .clinickit import PHI, copy_clinic
-from .conftest import LOG_CAPTURE, auth_test_port, run_server_script
+from .conftest import LOG_CAPTURE
 from .oidckit import OidcProvider, TestKey
 
 APP_PORT = int(os.environ.get("ALLIANCE_FHIR_SMART_APP_TEST_PORT", "8192"))
@@ -71,23 +71,16 @@ def _admin(fhir: str, provider: OidcProvider, tmp: Path) -> AllianceFhir:
 
 
 @pytest.fixture(scope="module")
-def stack(oidc_provider: OidcProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    oidc_provider: OidcProvider,
+    smart_fhir_base_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("smart-view")
     oidc_provider.register_backend_client("smart-view-seed", [SEED_KEY], "system/*.cruds")
     oidc_provider.register_launch_client(CLIENT_ID, [f"{APP}/callback"])
     oidc_provider.apply()
-    port = str(auth_test_port())
-    # reuse a bearer-checked server another module started; else start one without request
-    # validation (its warm-up is most of a start, and these tests validate nothing)
-    running = run_server_script("status", "--port", port, timeout=60).returncode == 0
-    if not running:
-        started = run_server_script(
-            "start", "--port", port, "--no-validation", "--auth-issuer", oidc_provider.issuer
-        )
-        if started.returncode != 0:
-            tail = started.stderr[-2000:]
-            pytest.fail(f"bearer-checked HAPI did not start: {tail}", pytrace=False)
-    fhir = f"http://127.0.0.1:{port}/fhir"
+    fhir = smart_fhir_base_url
     examples = copy_clinic(tmp)
     admin = _admin(fhir, oidc_provider, tmp)
     try:
@@ -107,8 +100,6 @@ def stack(oidc_provider: OidcProvider, tmp_path_factory: pytest.TempPathFactory)
         yield Stack(fhir, oidc_provider, admin, patients)
     finally:
         admin.close()
-        if not running:
-            run_server_script("stop", "--port", port, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -53,10 +53,13 @@ const jwks = loadOrCreateKeys(keysPath);
 
 // Our own per-client fields are taken out before the client reaches oidc-provider:
 //   allowed_scope  space-separated scopes this client may be granted (granted = asked ∩ allowed)
+//   access_token_ttl  this client's access-token lifetime in seconds (else the global one)
 const allowedScope = new Map();
+const clientTtl = new Map();
 const clients = (config.clients || []).map((entry) => {
-  const { allowed_scope: allowed, ...client } = entry;
+  const { allowed_scope: allowed, access_token_ttl: ttl, ...client } = entry;
   allowedScope.set(client.client_id, new Set(String(allowed || '').split(' ').filter(Boolean)));
+  if (ttl) clientTtl.set(client.client_id, Number(ttl));
   if (client.token_endpoint_auth_method === 'private_key_jwt') {
     client.grant_types ??= ['client_credentials'];
     client.response_types ??= [];
@@ -118,7 +121,7 @@ const provider = new Provider(issuer, {
         return {
           scope: resourceScopes(client.clientId),
           audience: resource,
-          accessTokenTTL: tokenTtl,
+          accessTokenTTL: clientTtl.get(client.clientId) || tokenTtl,
           accessTokenFormat: 'jwt',
           jwt: { sign: { alg: 'RS256' } },
         };
@@ -130,8 +133,9 @@ const provider = new Provider(issuer, {
     return context ? { patient: context.patient } : undefined;
   },
   ttl: {
-    ClientCredentials: tokenTtl,
-    AccessToken: tokenTtl,
+    // The resource server's TTL (per client, see getResourceServerInfo) wins.
+    ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL || tokenTtl,
+    AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL || tokenTtl,
     AuthorizationCode: Number(config.authorization_code_ttl || 60),
     IdToken: 3600,
     Interaction: 600,

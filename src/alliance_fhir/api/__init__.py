@@ -25,6 +25,7 @@ from alliance_fhir.adapters.fhirjson import dumps
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
 from alliance_fhir.adapters.record import Desired
 from alliance_fhir.adapters.response_files import ReferenceResolver
+from alliance_fhir.api.scopes import check_scopes
 from alliance_fhir.app.connect import connect
 from alliance_fhir.app.engine import sync_engine, write_policy
 from alliance_fhir.app.goal_pull import GoalPull, pull_goal_plans, pull_plans, resolve_patient
@@ -164,6 +165,10 @@ class Doctor:
     degraded: list[str] = field(default_factory=list)
     #: State, inbox and report files or folders that group or others may read.
     too_open: list[str] = field(default_factory=list)
+    #: SMART credentials: the scope asked for, the scope granted, what is not granted.
+    requested_scope: str | None = None
+    granted_scope: str | None = None
+    scopes_not_granted: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -535,6 +540,19 @@ class AllianceFhir:
             report.error = str(exc)
             return report
         report.reachable = True
+        try:
+            scopes = check_scopes(self.client, self.settings.smart_scopes)
+        except FhirError as exc:
+            report.error = str(exc)
+            report.reachable = False
+            return report
+        if scopes is not None:
+            report.requested_scope = scopes.requested
+            report.granted_scope = scopes.granted
+            report.scopes_not_granted = scopes.not_granted
+            report.blockers += [
+                f"scope {lack} is not granted and sync needs it" for lack in scopes.sync_lacks
+            ]
         report.fhir_version = statement.get("fhirVersion")
         software = statement.get("software") or {}
         report.software = (
@@ -545,7 +563,7 @@ class AllianceFhir:
         self._capabilities = caps
         policy = write_policy(self.settings, caps)
         report.strategy = policy.mode
-        report.blockers = caps.blockers(WRITTEN_TYPES, PERSON_TYPES)
+        report.blockers += caps.blockers(WRITTEN_TYPES, PERSON_TYPES)
         for rtype in (*WRITTEN_TYPES, *PERSON_TYPES):
             cap = caps.of(rtype)
             allowed = sorted(cap.interactions) if cap else []

@@ -19,10 +19,12 @@ from alliance_fhir.exit_codes import ExitCode
 @pass_ctx
 def doctor(ctx: Ctx, as_json: bool) -> None:
     """Check that the server is reachable, authorised and offers what sync needs: per
-    resource type what it allows, the write strategy and the guarantee that holds.
+    resource type what it allows, the write strategy and the guarantee that holds; with
+    SMART credentials, the scope granted against the scope asked for.
 
-    Exit 0 when sync can run safely, 2 (one line per blocker) when it cannot, 4 when the
-    server cannot be reached or refuses our credentials."""
+    Exit 0 when sync can run safely, 2 (one line per blocker, e.g. a scope sync needs that
+    was not granted) when it cannot, 4 when the server or its token endpoint cannot be
+    reached or refuses our credentials."""
     with open_api(ctx) as api:
         report = api.doctor()
     for line in report.too_open:
@@ -45,6 +47,13 @@ def _print_doctor(report: Doctor) -> None:
         markup=False,
     )
     out.print(f"write strategy: {report.strategy}", markup=False)
+    if report.granted_scope is not None:
+        out.print(
+            f"scopes: asked {report.requested_scope}; granted {report.granted_scope or 'nothing'}",
+            markup=False,
+        )
+        for scope in report.scopes_not_granted:
+            err.print(f"warning: scope not granted: {scope}", markup=False)
     for t in report.types:
         allowed = " ".join(t.allowed) or "nothing"
         out.print(f"{t.resource_type}: allows {allowed}; {t.strategy}; {t.guarantee}", markup=False)

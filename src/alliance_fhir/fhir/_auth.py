@@ -6,6 +6,10 @@ token we obtain, is registered with the log scrubber, and no ``repr`` shows one.
 
 The client asks an ``Auth`` for an ``Authorization`` value before each request and tells it
 about a 401; the SMART flow then drops its cached token so the client can retry once.
+A token-endpoint failure is a ``TokenEndpointError`` (``TokenEndpointUnavailable``, retriable;
+``TokenEndpointRefused``, our credentials refused) saying "token endpoint <host>: <error>
+<error_description>": the reader learns where it failed, never from the FHIR interaction
+that happened to need a token.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from alliance_fhir.exceptions import ConfigError, FatalError, RetriableError
+from alliance_fhir.exceptions import ConfigError, FatalError, FhirError, RetriableError
 from alliance_fhir.fhir._errors import parse_retry_after, safe_path
 from alliance_fhir.fhir._transport import parse_json_object, refuse_plain_http, send_bounded
 from alliance_fhir.log import get_logger, register_sensitive
@@ -35,6 +39,30 @@ from alliance_fhir.log import get_logger, register_sensitive
 _TOKEN_RESPONSE_LIMIT = 1024 * 1024
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _ALGORITHMS = ("RS384", "ES384")
+#: The client assertion's lifetime: under the 300 s SMART allows, so a client clock a little
+#: ahead of the server's is not refused by a strict server.
+_ASSERTION_LIFETIME = 240.0
+#: After a failed early refresh, try again after this share of the token's remaining life.
+_EARLY_RETRY_SHARE = 0.25
+_DESCRIPTION_LIMIT = 200
+
+
+class TokenEndpointError(FhirError):
+    """The token endpoint failed us; ``endpoint`` is its host (and port), never a secret."""
+
+    endpoint: str = ""
+
+
+class TokenEndpointUnavailable(TokenEndpointError, RetriableError):
+    """The token endpoint could not be reached or answered 429/5xx: try again later."""
+
+
+class TokenEndpointRefused(TokenEndpointError, FatalError):
+    """The token endpoint refused our credentials (or answered unusably): fix them.
+
+    ``status`` is 401 whatever the HTTP status was (servers answer 400 or 401 for
+    ``invalid_client``): either way our credentials were refused; the message keeps the
+    real status."""
 
 
 class Secret:
@@ -103,6 +131,10 @@ class Auth(abc.ABC):
         """The server answered 401 to ``used``; True if one retry with a fresh value may help."""
         return False
 
+    def granted(self, ctx: AuthContext) -> str | None:
+        """The scope an authorization server granted us; None when the flow has no scopes."""
+        return None
+
 
 class BasicAuth(Auth):
     """HTTP basic authentication (some test servers and gateways)."""
@@ -169,8 +201,11 @@ class SmartBackendAuth(Auth):
 
     The token endpoint comes from ``{base}/.well-known/smart-configuration`` unless given.
     Tokens are cached and renewed ``refresh_skew`` seconds before expiry (or at half-life for
-    very short tokens); a 401 drops the cached token once. ``clock`` is wall-clock epoch
-    seconds, injectable for tests.
+    very short tokens); a 401 drops the cached token once. A failed *early* refresh (the
+    cached token still valid) keeps the cached token and tries again later; only a token
+    at its end must be renewed or the request fails. ``granted_scope`` is what the last
+    token response granted (SMART requires ``scope`` there; absent counts as nothing).
+    ``clock`` is wall-clock epoch seconds, injectable for tests.
     """
 
     def __init__(
@@ -184,7 +219,7 @@ class SmartBackendAuth(Auth):
         algorithm: str | None = None,
         key_password: Secret | None = None,
         refresh_skew: float = 60.0,
-        assertion_lifetime: float = 300.0,
+        assertion_lifetime: float = _ASSERTION_LIFETIME,
         clock: Callable[[], float] = time.time,
         allow_insecure_http: bool = False,
     ) -> None:
@@ -214,6 +249,9 @@ class SmartBackendAuth(Auth):
         self._lock = threading.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0
+        self._expires_at = 0.0
+        self._margin = 0.0
+        self.granted_scope: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -225,9 +263,17 @@ class SmartBackendAuth(Auth):
     def authorization(self, ctx: AuthContext) -> str | None:
         # One lock around the fetch: concurrent threads wait for one refresh, not N of them.
         with self._lock:
-            if self._token is None or self._clock() >= self._refresh_at:
+            now = self._clock()
+            if self._token is None or now >= self._expires_at - self._margin:
                 self._fetch_token(ctx)
+            elif now >= self._refresh_at:
+                self._refresh_early(ctx, now)
             return f"Bearer {self._token}"
+
+    def granted(self, ctx: AuthContext) -> str | None:
+        """The scope granted to us (a token is fetched if none is cached)."""
+        self.authorization(ctx)
+        return self.granted_scope or ""
 
     def unauthorized(self, used: str | None) -> bool:
         with self._lock:
@@ -253,6 +299,21 @@ class SmartBackendAuth(Auth):
         return assertion
 
     # -- internals -------------------------------------------------------------------------
+
+    def _refresh_early(self, ctx: AuthContext, now: float) -> None:
+        """Renew a still-valid token; on failure keep it and try again after a while."""
+        try:
+            self._fetch_token(ctx)
+        except FhirError as exc:
+            remaining = self._expires_at - self._margin - now
+            self._refresh_at = now + max(1.0, remaining * _EARLY_RETRY_SHARE)
+            get_logger("alliance_fhir.fhir.auth").warning(
+                "fhir.token_refresh_deferred",
+                endpoint=getattr(exc, "endpoint", None),
+                error=str(exc),
+                token_valid_s=int(remaining),
+                retry_in_s=round(self._refresh_at - now, 1),
+            )
 
     def _endpoint(self, ctx: AuthContext) -> str:
         if self._token_endpoint is None:
@@ -292,6 +353,7 @@ class SmartBackendAuth(Auth):
 
     def _fetch_token(self, ctx: AuthContext) -> None:
         endpoint = self._endpoint(ctx)
+        host = httpx.URL(endpoint).netloc.decode("ascii", "replace")
         form = {
             "grant_type": "client_credentials",
             "scope": self.scopes,
@@ -301,17 +363,36 @@ class SmartBackendAuth(Auth):
         request = ctx.http.build_request(
             "POST", endpoint, data=form, headers={"Accept": "application/json"}
         )
-        response, body = send_bounded(ctx.http, request, limit=_TOKEN_RESPONSE_LIMIT)
+        try:
+            response, body = send_bounded(ctx.http, request, limit=_TOKEN_RESPONSE_LIMIT)
+        except FhirError as exc:
+            # The transport's message starts with the request line; ours names the endpoint.
+            reason = str(exc).split(": ", 1)[-1]
+            raise _endpoint_error(
+                TokenEndpointUnavailable
+                if isinstance(exc, RetriableError)
+                else TokenEndpointRefused,
+                host,
+                f"unreachable ({reason})",
+                request.url,
+            ) from exc
         if response.status_code != 200:
-            raise self._token_error("SMART token request refused", response, body, request.url)
-        data = parse_json_object(response, body, method="POST") or {}
+            raise self._token_endpoint_error(host, response, body, request.url)
+        try:
+            data = parse_json_object(response, body, method="POST") or {}
+        except FatalError as exc:
+            raise _endpoint_error(
+                TokenEndpointRefused, host, "answer is not JSON", request.url, status=401
+            ) from exc
         token = data.get("access_token")
         token_type = str(data.get("token_type", "bearer")).lower()
         if not isinstance(token, str) or not token or token_type != "bearer":  # noqa: S105 - OAuth token_type
-            raise FatalError(
-                "SMART token response has no bearer access_token",
-                method="POST",
-                url=safe_path(request.url),
+            raise _endpoint_error(
+                TokenEndpointRefused,
+                host,
+                "answer has no bearer access_token",
+                request.url,
+                status=401,
             )
         register_sensitive(token)
         try:
@@ -319,13 +400,43 @@ class SmartBackendAuth(Auth):
         except (TypeError, ValueError):
             expires_in = 300.0
         expires_in = max(expires_in, 1.0)
+        now = self._clock()
         self._token = token
-        self._refresh_at = self._clock() + expires_in - min(self._skew, expires_in / 2)
+        self._refresh_at = now + expires_in - min(self._skew, expires_in / 2)
+        self._expires_at = now + expires_in
+        # The end of a token's use: a little before its expiry, for the request's own time.
+        self._margin = min(5.0, expires_in * 0.05)
+        scope = data.get("scope")
+        self.granted_scope = scope if isinstance(scope, str) else ""
         get_logger("alliance_fhir.fhir.auth").info(
             "fhir.token_obtained",
             expires_in=int(expires_in),
-            granted_scope=str(data.get("scope", "")),
+            granted_scope=self.granted_scope,
         )
+
+    def _token_endpoint_error(
+        self, host: str, response: httpx.Response, body: bytes, url: httpx.URL
+    ) -> TokenEndpointError:
+        """The token endpoint said no: "token endpoint <host>: <error> <error_description>"."""
+        status = response.status_code
+        code = description = ""
+        try:
+            data = parse_json_object(response, body, method="POST") or {}
+            code = str(data.get("error", ""))[:100]
+            description = str(data.get("error_description", ""))[:_DESCRIPTION_LIMIT]
+        except FatalError:
+            pass
+        reason = " ".join(part for part in (code, description) if part) or "no error given"
+        reason += f" (HTTP {status})"
+        get_logger("alliance_fhir.fhir.auth").warning(
+            "fhir.token_refused", endpoint=host, status=status, error=code, reason=description
+        )
+        if status in (429, 500, 502, 503, 504):
+            retry_after = parse_retry_after(response.headers.get("retry-after"), now=time.time())
+            return _endpoint_error(
+                TokenEndpointUnavailable, host, reason, url, status=status, retry_after=retry_after
+            )
+        return _endpoint_error(TokenEndpointRefused, host, reason, url, status=401)
 
     def _token_error(
         self, message: str, response: httpx.Response, body: bytes, url: httpx.URL
@@ -346,3 +457,24 @@ class SmartBackendAuth(Auth):
                 text, retry_after=retry_after, status=status, method=method, url=path
             )
         return FatalError(text, status=status, method=method, url=path)
+
+
+def _endpoint_error(
+    kind: type[TokenEndpointUnavailable] | type[TokenEndpointRefused],
+    host: str,
+    reason: str,
+    url: httpx.URL,
+    *,
+    status: int | None = None,
+    retry_after: float | None = None,
+) -> TokenEndpointError:
+    extra: dict[str, Any] = {"retry_after": retry_after} if kind is TokenEndpointUnavailable else {}
+    error = kind(
+        f"token endpoint {host}: {reason}",
+        status=status,
+        method="POST",
+        url=safe_path(url),
+        **extra,
+    )
+    error.endpoint = host
+    return error

@@ -43,7 +43,7 @@ from alliance_fhir.exceptions import (
     Problem,
     RetriableError,
 )
-from alliance_fhir.fhir._auth import Auth, AuthContext
+from alliance_fhir.fhir._auth import Auth, AuthContext, TokenEndpointError
 from alliance_fhir.fhir._errors import error_for_response, header_map, safe_path
 from alliance_fhir.fhir._paging import bundle_resources, next_link, resolve_next
 from alliance_fhir.fhir._results import FhirResponse, ReadResult, WriteResult, etag_for
@@ -202,6 +202,10 @@ class FhirClient:
             "GET", self._url("metadata"), headers=headers, interaction="capabilities"
         )
         return self._require_body(response, "CapabilityStatement", "GET", "metadata")
+
+    def granted_scope(self) -> str | None:
+        """The scope our credentials were granted (fetching a token); None without scopes."""
+        return self._auth.granted(self._auth_ctx) if self._auth else None
 
     def read(
         self, resource_type: str, resource_id: str, *, headers: Mapping[str, str] | None = None
@@ -567,6 +571,11 @@ class FhirClient:
             return once()
 
         def on_retry(error: RetriableError, attempt: int, delay: float) -> None:
+            if isinstance(error, TokenEndpointError):  # no FHIR request was sent
+                _log().warning(
+                    "fhir.token_retry", endpoint=error.endpoint, attempt=attempt, error=str(error)
+                )
+                return
             _log().warning(
                 "fhir.retry",
                 **labels,
