@@ -18,7 +18,7 @@ __all__ = ["SYNC_NEEDS", "ScopeCheck", "check_scopes"]
 
 #: What sync does per resource type, as SMART permission letters: our types are searched
 #: (by identifier), read, created and updated; people are only looked up.
-SYNC_NEEDS: dict[str, str] = dict.fromkeys(WRITTEN_TYPES, "rscu") | dict.fromkeys(
+SYNC_NEEDS: dict[str, str] = dict.fromkeys(WRITTEN_TYPES, "crus") | dict.fromkeys(
     PERSON_TYPES, "rs"
 )
 

@@ -68,8 +68,8 @@ def missing_scopes(requested: str, granted: str) -> list[str]:
 
 
 def uncovered_needs(needs: dict[str, str], granted: str, *, context: str = "system") -> list[str]:
-    """Of ``{resource type: letters}`` a job needs, the scopes the grant lacks, one per type
-    (one ``context/*.letters`` when every type lacks the same letters)."""
+    """Of ``{resource type: letters}`` a job needs, the scope the grant lacks: one typed scope
+    when one type lacks something, else one ``context/*.letters`` that would cover all."""
     have = parse_scopes(granted)
     lacking: dict[str, str] = {}
     for resource_type, letters in needs.items():
@@ -77,6 +77,7 @@ def uncovered_needs(needs: dict[str, str], granted: str, *, context: str = "syst
         missing = "".join(c for c in letters if c not in covered)
         if missing:
             lacking[resource_type] = missing
-    if len(lacking) == len(needs) > 1 and len(set(lacking.values())) == 1:
-        return [str(SmartScope(context, "*", next(iter(lacking.values()))))]
+    if len(lacking) > 1:
+        letters = "".join(c for c in _LETTERS if any(c in v for v in lacking.values()))
+        return [str(SmartScope(context, "*", letters))]
     return [str(SmartScope(context, t, letters)) for t, letters in lacking.items()]
