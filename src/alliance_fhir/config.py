@@ -162,6 +162,18 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8765", description="where clients open check-in links"
     )
 
+    # SMART clinician view (`serve`): a public client (PKCE), launched by these servers only
+    smart_app_client_id: str | None = Field(default=None, description="our client_id at the EHR")
+    smart_app_issuers: list[str] = Field(
+        default_factory=list, description="FHIR base URLs (iss) allowed to launch the view"
+    )
+    smart_app_url: str | None = Field(
+        default=None, description="our public base URL; the redirect URI is <it>/callback"
+    )
+    smart_app_scopes: str = "launch openid fhirUser patient/*.rs patient/Task.u"
+    smart_app_session_minutes: float = Field(default=60.0, gt=0)
+    smart_app_max_sessions: int = Field(default=500, ge=1)
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = None

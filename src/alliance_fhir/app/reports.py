@@ -1,9 +1,13 @@
 """The clinician's report of one client: gathered from the server, rendered by
 ``monitoring.report`` (pure HTML), saved, and screenshotted with headless Chromium.
 
-The page shows the client only as a pseudonymous label (default ``Client <server id>``);
-it is written where the user asked and never logged. Both files are patient data at rest:
-0600 from their first byte, in folders created 0700 (``private_files``), whatever the umask.
+The page shows the client only as a pseudonymous label (default ``Client <server id>``),
+but it quotes what the client said (their written answers, their lowest-rated items): it is
+written where the user asked and never logged. Both files are patient data at rest: 0600
+from their first byte, in folders created 0700 (``private_files``), whatever the umask.
+
+The SMART clinician view renders the same page through :meth:`Reports.report_html`, with
+its per-alert controls and a notice added; there is one renderer for both.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from alliance_fhir.app.alert_writer import AlertWriter
+from alliance_fhir.app.alert_writer import AlertWriter, OpenOnServer
 from alliance_fhir.app.goal_pull import pull_goal_plans, resolve_patient
 from alliance_fhir.app.patient_view import PatientReader
 from alliance_fhir.config import Settings
@@ -25,6 +29,8 @@ from alliance_fhir.goals import Goal, Plan, target_text
 from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.monitoring.alerts import PRIORITY
+from alliance_fhir.monitoring.client_voice import client_comments, conversation_prompts
+from alliance_fhir.monitoring.pull import score_response
 from alliance_fhir.monitoring.report import (
     ReportGoal,
     ReportMilestone,
@@ -113,12 +119,20 @@ class Reports:
         self._patients = PatientReader(client, library, settings)
         self._alerts = AlertWriter(client, library, settings, self.rules)
 
-    def report_html(self, patient: str, *, label: str | None = None) -> str:
+    def report_html(
+        self,
+        patient: str,
+        *,
+        label: str | None = None,
+        alert_controls: Callable[[OpenOnServer], str] | None = None,
+        notice: str = "",
+    ) -> str:
         """The clinician's report of one patient as a self-contained HTML page.
 
         The client is shown only as ``label`` (default ``Client <server id>``): the page
-        carries no name, no identifier of the person. Write it where the user asked; never
-        log it.
+        carries no name, no identifier of the person, but it does quote the client's answers.
+        Write it where the user asked; never log it. ``alert_controls`` (the SMART view) gives
+        the HTML placed beside each open alert; ``notice`` is shown above the alerts.
         """
         patient_id = resolve_patient(self.client, patient)
         now = self._now()
@@ -134,11 +148,14 @@ class Reports:
         not_shown = [f"not scored: {line}" for line in info.not_scored]
         not_shown += [f"not read: {problem}" for problem in pulled.problems]
         alerts: list[tuple[str, str, date | datetime | None]] = []
+        controls: list[str] = []
         for entry in self._alerts.open_alerts(patient_id).get(patient_id, []):
             rule = self._rules_by_id.get(entry.alert.rule_id)
             priority = str((entry.task or {}).get("priority"))
             severity = rule.severity if rule else _SEVERITY_OF_PRIORITY.get(priority, "medium")
             alerts.append((severity, entry.alert.description or "", entry.alert.since))
+            controls.append(alert_controls(entry) if alert_controls else "")
+        scored = [(resp, score_response(resp).checkin) for resp in info.responses]
         return render_report_html(
             label or f"Client {patient_id}",
             series,
@@ -146,6 +163,10 @@ class Reports:
             alerts,
             as_of=now.date(),
             not_shown=not_shown,
+            prompts=conversation_prompts(scored),
+            comments=client_comments(info.responses),
+            alert_controls=controls,
+            notice=notice,
         )
 
     def write_report(

@@ -79,7 +79,12 @@ def monitor(ctx: Ctx, all_patients: bool) -> None:
 )
 @pass_ctx
 def report_cmd(ctx: Ctx, patient: str, out_file: Path, png_file: Path | None) -> None:
-    """Write a clinician's alliance report (self-contained HTML, optional PNG) for one patient."""
+    """Write a clinician's alliance report (self-contained HTML, optional PNG) for one patient.
+
+    Besides scores, alerts and goals, the report quotes what the client said: their written
+    answers of recent check-ins and the lowest-rated items of the last one. Both files are
+    therefore patient data: they are written 0600 (folders created 0700); keep them so.
+    """
     with open_api(ctx) as api:
         written = api.write_report(patient, out_file, png=png_file)
     for path in written:

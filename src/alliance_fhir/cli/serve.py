@@ -1,4 +1,4 @@
-"""``alliance-fhir serve``: the ASGI app (check-in page, CDS Hooks service) on uvicorn.
+"""``alliance-fhir serve``: the ASGI app (check-in page, CDS Hooks, SMART view) on uvicorn.
 
 uvicorn's access log is off: check-in paths carry a token, and a log line per request
 would copy it into files others read. Our own log lines name codes, never paths.
@@ -19,7 +19,7 @@ __all__ = ["serve"]
 @pass_ctx
 def serve(ctx: Ctx, host: str, port: int) -> None:
     """Serve the client check-in page (links from `alliance-fhir checkin link`) and the
-    CDS Hooks service (/cds-services).
+    CDS Hooks service (/cds-services) and the SMART clinician view (/launch).
 
     Put it behind your TLS proxy for use outside this machine; it never logs request paths."""
     import uvicorn  # only this command needs the server

@@ -24,6 +24,7 @@ from datetime import date, datetime
 
 from alliance_fhir.exceptions import RenderError
 from alliance_fhir.instruments.schema import Instrument, ScoreDef
+from alliance_fhir.monitoring.client_voice import ClientComment, ConversationPrompt
 from alliance_fhir.monitoring.evaluate import CheckIn, flagged_points
 from alliance_fhir.monitoring.rules import Rule
 
@@ -374,17 +375,23 @@ def _series_section(series: ReportSeries) -> str:
 _SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 
 
-def _alerts(open_alerts: Sequence[tuple[str, str, date | datetime | None]]) -> str:
+def _alerts(
+    open_alerts: Sequence[tuple[str, str, date | datetime | None]], controls: Sequence[str] = ()
+) -> str:
     if not open_alerts:
         return '<section class="alerts none"><h2>Open alerts</h2><p>No open alerts.</p></section>'
-    ordered = sorted(open_alerts, key=lambda a: (_SEVERITY_ORDER.get(a[0], 3), _day(a[2]), a[1]))
+    ordered = sorted(
+        enumerate(open_alerts),
+        key=lambda ia: (_SEVERITY_ORDER.get(ia[1][0], 3), _day(ia[1][2]), ia[1][1], ia[0]),
+    )
     rows = []
-    for severity, message, since in ordered:
+    for index, (severity, message, since) in ordered:
         sev = severity if severity in _SEVERITY_ORDER else "other"
         since_text = f'<span class="since">since {_e(_day(since))}</span>' if since else ""
+        control = controls[index] if index < len(controls) else ""
         rows.append(
             f'<li class="alert {sev}"><span class="sev">{_e(severity)}</span>'
-            f'<span class="msg">{_e(message)}</span>{since_text}</li>'
+            f'<span class="msg">{_e(message)}</span>{since_text}{control}</li>'
         )
     return (
         f'<section class="alerts"><h2>Open alerts ({len(ordered)})</h2>'
@@ -442,6 +449,43 @@ def _goals(goals: Sequence[ReportGoal]) -> str:
             f'<ul class="milestones">{"".join(milestones)}</ul></div>'
         )
     return f'<section class="card"><h2>Goals</h2>{"".join(cards)}</section>'
+
+
+def _client_voice(
+    prompts: Sequence[ConversationPrompt] | None, comments: Sequence[ClientComment] | None
+) -> str:
+    """What the client said: the lowest-rated items of the last check-in (conversation
+    prompts) and their free-text answers; omitted when the caller passes neither."""
+    if prompts is None and comments is None:
+        return ""
+    parts = ['<section class="card voice"><h2>What the client said</h2>']
+    if prompts is not None:
+        parts.append("<h3>Conversation prompts: lowest-rated in the last check-in</h3>")
+        if prompts:
+            when = _day(prompts[0].authored)
+            rows = "".join(
+                f'<li><span class="mtext">{_e(p.item)}</span>'
+                f'<span class="answer">{_e(p.answer)}</span></li>'
+                for p in prompts
+            )
+            parts.append(
+                f'<p class="sub">{_e(prompts[0].instrument)}, {_e(when)}</p>'
+                f'<ul class="prompts">{rows}</ul>'
+            )
+        else:
+            parts.append('<p class="empty">No item was rated below the top of its scale.</p>')
+    if comments is not None:
+        parts.append("<h3>In their words</h3>")
+        if comments:
+            rows = "".join(
+                f'<li><p class="words">&#8220;{_e(c.text)}&#8221;</p><p class="sub">'
+                f"{_e(c.question)} &#183; {_e(c.instrument)}, {_e(_day(c.authored))}</p></li>"
+                for c in comments
+            )
+            parts.append(f'<ul class="comments">{rows}</ul>')
+        else:
+            parts.append('<p class="empty">No written answers in recent check-ins.</p>')
+    return "".join(parts) + "</section>\n"
 
 
 def _not_shown(lines: Sequence[str]) -> str:
@@ -516,6 +560,16 @@ color:#3730a3}
 .mtext{flex:1}
 .mstatus,.due{font-size:12px;color:#6b7280}
 .empty{color:#6b7280}
+h3{font-size:15px;margin:10px 0 4px}
+.prompts,.comments{list-style:none;margin:0;padding:0}
+.prompts li{display:flex;gap:12px;align-items:baseline;padding:3px 0}
+.answer{font-size:13px;padding:1px 8px;border-radius:999px;background:#ffe4e6;color:#9f1239}
+.comments li{border-left:4px solid #c7d2fe;padding:2px 10px;margin:6px 0}
+.comments .words{margin:0}
+.comments .sub{margin:0;font-size:13px}
+.act{display:inline-flex;gap:6px;margin-left:8px}
+.act button{font-size:12px;padding:2px 8px}
+.notice{background:#fef3c7;border-radius:8px;padding:10px 14px;margin-bottom:14px}
 """
 
 
@@ -528,12 +582,19 @@ def render_report_html(
     as_of: date | datetime | None = None,
     title: str = "Therapeutic alliance report",
     not_shown: Sequence[str] = (),
+    prompts: Sequence[ConversationPrompt] | None = None,
+    comments: Sequence[ClientComment] | None = None,
+    alert_controls: Sequence[str] = (),
+    notice: str = "",
 ) -> str:
     """The whole report as one HTML page (UTF-8, no scripts, no external assets).
 
     ``open_alerts`` are ``(severity, message, since)``; they are shown most severe first.
     ``not_shown`` lists records left out (``not scored: ...`` and unreadable goals), last.
     ``as_of`` is printed in the header when given (the output never reads the clock).
+    ``prompts`` and ``comments`` make the "What the client said" section (omitted when both
+    are None). The SMART view adds, as ready-made HTML it escaped itself, one control per
+    alert (``alert_controls[i]`` for ``open_alerts[i]``) and a ``notice`` above the alerts.
     """
     when = f'<span class="sub">as of {_e(_day(as_of))}</span>' if as_of else ""
     sections = "".join(_series_section(s) for s in series) or (
@@ -545,6 +606,7 @@ def render_report_html(
         f"<title>{_e(title)}: {_e(patient_label)}</title>"
         f"<style>{_CSS}</style></head>\n<body>\n"
         f"<header><h1>{_e(title)}: {_e(patient_label)}</h1>{when}</header>\n"
-        f"{_alerts(open_alerts)}\n{sections}\n{_goals(goals)}\n{_not_shown(not_shown)}"
+        f"{notice}{_alerts(open_alerts, alert_controls)}\n"
+        f"{_client_voice(prompts, comments)}{sections}\n{_goals(goals)}\n{_not_shown(not_shown)}"
         "</body></html>\n"
     )

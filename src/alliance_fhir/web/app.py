@@ -1,6 +1,6 @@
 """The one ASGI app of ``alliance-fhir serve``: each feature package adds its routes.
 
-A feature package (``web.checkin``, ``web.cds``; the SMART view next) exposes
+A feature package (``web.checkin``, ``web.cds``, ``web.smart``) exposes
 ``routes(...) -> list[BaseRoute]``; :func:`create_app` mounts them and wraps every answer in
 :class:`SecurityHeaders`. Nothing here logs a path: check-in paths carry a token.
 """
@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alliance_fhir.api.checkin import Checkins
 from alliance_fhir.config import Settings
-from alliance_fhir.web import cds, checkin
+from alliance_fhir.web import cds, checkin, smart
 
 __all__ = ["CSP", "SecurityHeaders", "create_app"]
 
@@ -69,7 +69,7 @@ class SecurityHeaders:
 
 def create_app(settings: Settings, *, checkins: Checkins | None = None) -> Starlette:
     """The app: the check-in page (``checkins`` defaults to a new :class:`Checkins` on
-    ``settings``, closed with the app) and the CDS Hooks service."""
+    ``settings``, closed with the app), the CDS Hooks service and the SMART clinician view."""
     service = checkins or Checkins(settings)
 
     @asynccontextmanager
@@ -81,7 +81,7 @@ def create_app(settings: Settings, *, checkins: Checkins | None = None) -> Starl
                 service.close()
 
     return Starlette(
-        routes=[*checkin.routes(service), *cds.routes(settings)],
+        routes=[*checkin.routes(service), *cds.routes(settings), *smart.routes(settings)],
         middleware=[Middleware(SecurityHeaders)],
         lifespan=lifespan,
     )
