@@ -392,7 +392,7 @@ def test_the_log_names_events_never_a_token_a_code_or_a_patient(
         browser.get("/clinician")
         browser.get("/callback", params={"code": "code-9", "state": "forged"})
     finally:
-        alog.configure(level="WARNING")
+        alog.configure()  # the default (INFO): tests after this one capture info events
     text = stream.getvalue()
     events = [json.loads(line)["event"] for line in text.splitlines()]
     assert "smart.launch" in events
