@@ -62,9 +62,12 @@ integration: venv
 	$(BIN)/python -m pytest tests/integration -q
 
 # Sync against every EHR-like profile of the test server (make test runs batch-only,
-# no-conditional and restricted); one server start serves them all.
-ehr-matrix: venv
-	ALLIANCE_FHIR_EHR_PROFILES=all $(BIN)/python -m pytest tests/integration/test_ehr_profiles.py -q -s
+# no-conditional and restricted), and the fault subset on each (matrix_ehr_faults.py, only
+# here); one server start serves them all.
+ehr-matrix: venv toxiproxy
+	ALLIANCE_FHIR_EHR_PROFILES=all $(BIN)/python -m pytest -q -s --durations=0 \
+		tests/integration/test_ehr_profiles.py tests/integration/test_ehr_degraded.py \
+		tests/integration/matrix_ehr_faults.py
 
 server-start:
 	scripts/fhir-server start --port $(PORT)

@@ -76,8 +76,13 @@ def _srs_file(tmp: Path, mrn: str, marks: list[float], *, first_week: int) -> Pa
     return path
 
 
-def _key_patients(tasks: list[dict[str, Any]]) -> Counter[str]:
-    return Counter(t["identifier"][0]["value"].split(":", 1)[1] for t in tasks)
+def _rules_by_patient(tasks: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Alert keys (``rule:patient id``) of the Tasks, as patient id -> sorted rule ids."""
+    out: dict[str, list[str]] = {}
+    for task in tasks:
+        rule, _, patient = task["identifier"][0]["value"].partition(":")
+        out.setdefault(patient, []).append(rule)
+    return {p: sorted(r) for p, r in out.items()}
 
 
 def test_restricted_raises_alerts_as_tasks_only_once_and_closes_them(
@@ -102,10 +107,12 @@ def test_restricted_raises_alerts_as_tasks_only_once_and_closes_them(
     assert first.alerts["new"] > 2
     tasks = _ours(fhir_base_url, "Task", "alert-task")
     assert len(tasks) == first.alerts["new"]
-    by_patient = _key_patients(tasks)
-    assert by_patient[_patient_id(fhir_base_url, "MRN-1003")] == 1
-    assert by_patient[syn] == 2
-    assert max(by_patient.values()) <= 2
+    rules = _rules_by_patient(tasks)
+    assert rules[_patient_id(fhir_base_url, "MRN-1003")] == [
+        "srs-below-cutoff",
+        "trc-client-below-cutoff",
+    ]
+    assert rules[syn] == ["srs-below-cutoff", "srs-drop"]
     for task in tasks:
         assert task["status"] == "requested"
         assert task["reasonCode"]["text"] == task["description"]
