@@ -144,10 +144,13 @@ class AlertWriter:
         store: StateStore | None = None,
         *,
         resources: AlertResources = "flag+task",
+        transactions: bool = True,
     ) -> None:
         self.client = client
         #: What carries an alert on this server (see ``app.alert_mode``).
         self.resources = resources
+        #: False on a server that takes no transaction: a raise is conditional creates.
+        self.transactions = transactions
         #: Where the bases live; None (read-only users such as the report) merges with the
         #: server's content as base, i.e. every difference is ours, as before bases were kept.
         self.store = store
@@ -352,9 +355,15 @@ class AlertWriter:
                 },
             }
         )
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        answer = self.client.transaction(bundle)
-        self._remember_created(entry_results(answer), entries)
+        if self.transactions:
+            bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+            results = entry_results(self.client.transaction(bundle))
+        else:  # Flag and Task do not point at each other: one conditional create each
+            results = [
+                self.client.create(e["resource"], if_none_exist=e["request"]["ifNoneExist"])
+                for e in entries
+            ]
+        self._remember_created(results, entries)
         log.info("monitoring.alert_raised", alert=trigger.key, severity=trigger.severity)
         return "new"
 

@@ -48,7 +48,7 @@ from alliance_fhir.app.alert_writer import (
     AlertWriter,
     OpenOnServer,
 )
-from alliance_fhir.app.engine import sync_engine
+from alliance_fhir.app.engine import sync_engine, write_policy
 from alliance_fhir.app.patient_view import PatientReader
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import AllianceFhirError, ServerRejectedError
@@ -160,11 +160,17 @@ class Monitor:
         self._ns = settings.identifier_namespace
         self._base = settings.canonical_base
         self.patients = PatientReader(client, library, settings)
-        self.carrier = alert_carrier(
-            settings.alert_resources, capabilities or Capabilities.unknown()
-        )
+        caps = capabilities or Capabilities.unknown()
+        self.carrier = alert_carrier(settings.alert_resources, caps)
+        policy = write_policy(settings, caps)
         self.alerts = AlertWriter(
-            client, library, settings, self.rules, store, resources=self.carrier.resources
+            client,
+            library,
+            settings,
+            self.rules,
+            store,
+            resources=self.carrier.resources,
+            transactions=all(policy.mode_of(t) == "transaction" for t in ("Flag", "Task")),
         )
 
     def run(self, *, all_patients: bool = False) -> MonitorResult:

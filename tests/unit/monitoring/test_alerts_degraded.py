@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -14,6 +14,7 @@ from test_monitoring_service import NOW, FakeServer, _falling, _qr
 
 from alliance_fhir.app.monitor import RECOVERED_REASON, Monitor
 from alliance_fhir.config import Settings
+from alliance_fhir.fhir import WriteResult
 from alliance_fhir.instruments.library import load_library
 from alliance_fhir.sync.state import StateStore
 
@@ -102,3 +103,42 @@ def test_report_only_alerts_write_and_read_nothing(
     )
     assert server.all("Flag") == server.all("Task") == []
     assert [len(p.triggers) for p in first.patients] == [2]
+
+
+class NoTransactions(FakeServer):
+    """A server that takes no transaction: conditional creates one by one."""
+
+    def transaction(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
+        raise AssertionError("a transaction was sent to a server that takes none")
+
+    def create(self, resource: Mapping[str, Any], *, if_none_exist: str) -> WriteResult:
+        query = dict(p.split("=", 1) for p in if_none_exist.split("&"))
+        if list(self.search(resource["resourceType"], query)):
+            return WriteResult(200, None, None, None, None, None, None)
+        rid = self.add(dict(resource))
+        self.writes.append(f"POST {resource['resourceType']}")
+        return WriteResult(201, f"{resource['resourceType']}/{rid}", rid, "1", None, None, None)
+
+
+def test_alerts_on_a_server_without_transactions_are_single_conditional_creates(
+    tmp_path: Path,
+) -> None:
+    server = NoTransactions()
+    settings = Settings(
+        server_url="http://fhir.test/fhir", state_path=tmp_path / "s.sqlite3", write_mode="single"
+    )
+    _falling(server)
+    with StateStore(settings.state_path) as store:
+        monitor = Monitor(
+            cast(Any, server),
+            store,
+            load_library(),
+            settings,
+            list(default_rules()),
+            now=lambda: NOW,
+        )
+        first = monitor.run()
+        second = monitor.run()
+    assert first.alerts == {"new": 2}
+    assert second.alerts == {"unchanged": 2}
+    assert sorted(server.writes) == ["POST Flag", "POST Flag", "POST Task", "POST Task"]
