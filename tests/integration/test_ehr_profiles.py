@@ -3,13 +3,17 @@
 For each profile the example clinic is published and pushed twice through
 ``/profiles/<name>/fhir``: the first run leaves every record on the server exactly once
 (counted by type and by identifier, read through the unrestricted ``/fhir``), the second
-writes nothing. For ``no-conditional`` (If-None-Exist ignored) one transaction answer is
-lost and the state file deleted between runs: still every record exactly once.
+writes nothing. Then, per profile, one write's answer is lost in a run that also holds an
+unknown patient (reported per record, the rest goes on) and the state file is deleted
+before the next run: still every record exactly once; one changed answer is one record
+group's update; a Goal a clinician changed in the EHR while the clinic changed it too is a
+conflict, the EHR's value kept.
 
 ``make test`` runs the profiles that differ most (batch-only, no-conditional, restricted);
-``make ehr-matrix`` sets ``ALLIANCE_FHIR_EHR_PROFILES=all``. Updates and conflicts run on
-``no-etag`` (updates without versions: read, compare, write) and ``restricted`` always, as
-does ``monitor`` on ``restricted`` (no ``_sort``, no ``_lastUpdated`` on responses).
+``make ehr-matrix`` sets ``ALLIANCE_FHIR_EHR_PROFILES=all`` (and adds the fault subset per
+profile, matrix_ehr_faults.py). A response amended in the EHR runs on ``no-etag`` (updates
+without versions: read, compare, write) and ``restricted`` always, as does ``monitor`` on
+``restricted`` (no ``_sort``, no ``_lastUpdated`` on responses).
 """
 
 from __future__ import annotations
