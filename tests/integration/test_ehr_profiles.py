@@ -42,6 +42,9 @@ ALL_PROFILES = ("full", "batch-only", "single-only", "no-conditional", "no-etag"
 SLICE = ("batch-only", "no-conditional", "restricted")
 _chosen = os.environ.get("ALLIANCE_FHIR_EHR_PROFILES", ",".join(SLICE))
 PROFILES = ALL_PROFILES if _chosen == "all" else tuple(p for p in _chosen.split(",") if p)
+#: Profiles whose proof deletes the state file between runs in ``make test`` too (every
+#: profile does in ``make ehr-matrix``): the one where a lost state is hardest.
+STATE_LOSS = ALL_PROFILES if _chosen == "all" else ("no-conditional",)
 
 #: What `doctor` says it will use, profile by profile.
 STRATEGY = {
@@ -227,8 +230,8 @@ def test_lost_answer_lost_state_one_change_and_a_clinicians_edit(
     profile: str, clinic: Path, fhir_base_url: str, fhir_profile_url: Any, tmp_path: Path
 ) -> None:
     """The proof beyond two clean runs, per profile: one write's answer lost, an unknown
-    patient in the input, then the state file deleted; then one changed answer and a Goal a
-    clinician changed in the EHR while the clinic changed it too."""
+    patient in the input, then the state file deleted (``STATE_LOSS``); then one changed
+    answer and a Goal a clinician changed in the EHR while the clinic changed it too."""
     base = fhir_profile_url(profile)
     state = tmp_path / "state.sqlite3"
     unknown, unknown_key = _unknown_patient_file(clinic, tmp_path)
@@ -247,11 +250,12 @@ def test_lost_answer_lost_state_one_change_and_a_clinicians_edit(
     assert "unknown Patient" in dead[0].reason
     _assert_each_once(fhir_base_url, expected)  # the rest went on, nothing twice
 
-    state.unlink()
-    with _api(base, state, CountingTransport()) as api:
-        again = _push_all(api, clinic)
-    assert again["created"] == 0
-    _assert_each_once(fhir_base_url, expected)
+    if profile in STATE_LOSS:
+        state.unlink()
+        with _api(base, state, CountingTransport()) as api:
+            again = _push_all(api, clinic)
+        assert again["created"] == 0
+        _assert_each_once(fhir_base_url, expected)
 
     source = clinic / "goals" / "plan-mrn-1001.yaml"
     _clinician_puts_goal_on_hold(fhir_base_url, base)
