@@ -93,9 +93,12 @@ integration: venv postgres web-assets
 	$(BIN)/python -m pytest tests/integration -q
 
 # Sync against every EHR-like profile of the test server (make test runs batch-only,
-# no-conditional and restricted); one server start serves them all.
-ehr-matrix: venv
-	ALLIANCE_FHIR_EHR_PROFILES=all $(BIN)/python -m pytest tests/integration/test_ehr_profiles.py -q -s
+# no-conditional and restricted), and the fault subset on each (matrix_ehr_faults.py, only
+# here); one server start serves them all.
+ehr-matrix: venv toxiproxy
+	ALLIANCE_FHIR_EHR_PROFILES=all $(BIN)/python -m pytest -q -s --durations=0 \
+		tests/integration/test_ehr_profiles.py tests/integration/test_ehr_degraded.py \
+		tests/integration/matrix_ehr_faults.py
 
 # The PostgreSQL state store beside SQLite: the example clinic's demo and a second run on
 # each, every printed line compared (four syncs; a few minutes, so not in `make test`).

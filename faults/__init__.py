@@ -4,7 +4,10 @@
 proxy (toxiproxy, see ``scripts/install-toxiproxy``) and a small HTTP status shim of ours, runs
 every scenario of :mod:`faults.scenarios` and checks after each one that the server holds
 exactly the expected records (:mod:`faults.invariants`). ``tests/integration/
-test_faults_subset.py`` runs a short subset of the same scenarios in ``make test``.
+test_faults_subset.py`` runs a short subset of the same scenarios in ``make test``;
+``tests/integration/matrix_ehr_faults.py`` (``make ehr-matrix``) runs ``PROFILE_SCENARIOS``
+(a 503 burst on writes, the client SIGKILLed, the state file deleted) through each EHR-like
+profile of the test server (``Harness.profile``, issue #13).
 
 Which fault comes from where:
 

@@ -108,6 +108,19 @@ class Harness:
     server: ServerControl | None = None
     log_sink: Callable[[str], object] | None = None
     _expected: list[Desired] | None = None
+    #: An EHR-like profile of the test server the client talks to (issue #13); the server
+    #: is still seeded and checked through ``base_url`` (unrestricted).
+    profile: str | None = None
+
+    @property
+    def path(self) -> str:
+        """The client's service base path: ``/fhir`` or ``/profiles/<name>/fhir``."""
+        return f"/profiles/{self.profile}/fhir" if self.profile else "/fhir"
+
+    @property
+    def url(self) -> str:
+        """The server as the client sees it without a fault (the profile's base)."""
+        return self.base_url.rsplit("/fhir", 1)[0] + self.path
 
     @property
     def namespace(self) -> str:
@@ -206,7 +219,7 @@ class Harness:
         """Re-run without the fault if needed (at most twice), then check the invariants."""
         if recover:
             for attempt in range(2):
-                again = self.push(self.base_url, state)
+                again = self.push(self.url, state)
                 outcome.notes.append(f"rerun {attempt + 1}: {again}")
                 if again == "ok":
                     break
@@ -255,14 +268,14 @@ Scenario = Callable[[Harness, Outcome, Path], None]
 def _through_toxics(*toxics: tuple[str, str, dict[str, object]]) -> Scenario:
     def run(h: Harness, outcome: Outcome, state: Path) -> None:
         with h.toxics(*toxics):
-            outcome.under_fault = h.push(h.proxy.url(), state, timeout_seconds=3.0)
+            outcome.under_fault = h.push(h.proxy.url(h.path), state, timeout_seconds=3.0)
         h.finish(outcome, state, recover=outcome.under_fault != "ok")
 
     return run
 
 
 def baseline(h: Harness, outcome: Outcome, state: Path) -> None:
-    outcome.under_fault = h.push(h.proxy.url(), state)
+    outcome.under_fault = h.push(h.proxy.url(h.path), state)
     h.finish(outcome, state, recover=outcome.under_fault != "ok")
 
 
@@ -284,7 +297,7 @@ def _toxic_window(name: str, kind: str, seconds: float, **attrs: object) -> Scen
         box: dict[str, str] = {}
         h.proxy.clear()
         thread = threading.Thread(
-            target=lambda: box.update(r=h.push(h.proxy.url(), state, timeout_seconds=3.0)),
+            target=lambda: box.update(r=h.push(h.proxy.url(h.path), state, timeout_seconds=3.0)),
             daemon=True,
         )
         thread.start()
@@ -310,7 +323,8 @@ timeouts = _toxic_window("stall", "timeout", 5.0, timeout=0)
 def _through_shim(script: list[str]) -> Scenario:
     def run(h: Harness, outcome: Outcome, state: Path) -> None:
         h.shim.load(script)
-        outcome.under_fault = h.push(h.shim.url(), state)
+        h.shim.write_path, h.shim.every_write = h.path, h.profile is not None
+        outcome.under_fault = h.push(h.shim.url(h.path), state)
         injected = list(h.shim.injected)
         h.shim.load([])
         outcome.notes.append(f"injected {len(injected)}/{len(script)}")
@@ -334,7 +348,9 @@ def server_killed(h: Harness, outcome: Outcome, state: Path) -> None:
     box: dict[str, str] = {}
     with h.toxics(("lag", "latency", {"latency": 150})):
         thread = threading.Thread(
-            target=lambda: box.update(r=h.push(h.proxy.url(), state, retry_deadline_seconds=15.0)),
+            target=lambda: box.update(
+                r=h.push(h.proxy.url(h.path), state, retry_deadline_seconds=15.0)
+            ),
             daemon=True,
         )
         thread.start()
@@ -356,7 +372,7 @@ def client_killed(h: Harness, outcome: Outcome, state: Path, *, kills: int = 3) 
     with h.toxics(("lag", "latency", {"latency": 200})):
         for n in range(kills):
             before = h.count("QuestionnaireResponse")
-            proc = h.cli(h.proxy.url(), state, "push", "assessments", str(ASSESSMENTS))
+            proc = h.cli(h.proxy.url(h.path), state, "push", "assessments", str(ASSESSMENTS))
 
             def progressed(b: int = before, p: subprocess.Popen[str] = proc) -> bool:
                 return h.count("QuestionnaireResponse") > b or p.poll() is not None
@@ -372,7 +388,7 @@ def client_killed(h: Harness, outcome: Outcome, state: Path, *, kills: int = 3) 
             outcome.notes.append(f"kill {n + 1}: exit {code}")
     outcome.under_fault = ", ".join(results)
     for what, path in (("assessments", ASSESSMENTS), ("goals", GOALS)):
-        code, text = h.collect(h.cli(h.base_url, state, "push", what, str(path)), 300)
+        code, text = h.collect(h.cli(h.url, state, "push", what, str(path)), 300)
         outcome.notes.append(f"rerun {what}: exit {code}")
         if code != 0:
             outcome.error = f"rerun of push {what} failed: {text.strip().splitlines()[-1:]}"
@@ -390,6 +406,23 @@ ALL: dict[str, tuple[str, Scenario]] = {
     "429-burst": ("shim: 5 transactions answered 429, Retry-After: 1", burst_429),
     "server-killed": ("HAPI SIGKILLed mid-run, restarted on its H2 files", server_killed),
     "client-killed": ("`alliance-fhir push` SIGKILLed mid-run 3 times, rerun", client_killed),
+}
+
+
+def state_deleted(h: Harness, outcome: Outcome, state: Path) -> None:
+    """A whole push, the state file deleted (a new machine, a lost disk), the push again."""
+    outcome.under_fault = h.push(h.url, state)
+    state.unlink()
+    outcome.notes.append("state file deleted")
+    h.finish(outcome, state, recover=True)
+
+
+#: The faults run against every EHR-like profile of the test server (``make ehr-matrix``,
+#: tests/integration/matrix_ehr_faults.py); a lost answer is in test_ehr_profiles.py.
+PROFILE_SCENARIOS: dict[str, tuple[str, Scenario]] = {
+    "503-burst": ("shim: 5 writes answered 503", burst_503),
+    "client-killed": ALL["client-killed"],
+    "state-deleted": ("the state file deleted between two runs", state_deleted),
 }
 
 #: The short subset `make test` runs (tests/integration/test_faults_subset.py).

@@ -56,6 +56,10 @@ class StatusShim:
         self.injected: list[str] = []
         self.forwarded = 0
         self.echo_when: bytes | None = None
+        #: The service base whose writes the script answers (an EHR-like profile's, #13);
+        #: ``every_write`` answers single requests too, not only bundles posted to the base.
+        self.write_path = "/fhir"
+        self.every_write = False
         self.echoed = 0
         self._http = httpx.Client(timeout=120.0)
         shim = self
@@ -134,8 +138,15 @@ class StatusShim:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def _next_action(self, method: str, path: str) -> str | None:
-        is_transaction = method == "POST" and path.split("?")[0].rstrip("/") == "/fhir"
-        if not is_transaction:
+        where = path.split("?")[0].rstrip("/")
+        is_transaction = method == "POST" and where == self.write_path
+        is_write = (
+            self.every_write
+            and method in ("POST", "PUT")
+            and where.startswith(self.write_path)
+            and not where.endswith("/_search")
+        )
+        if not (is_transaction or is_write):
             return None
         with self._lock:
             if not self._script:

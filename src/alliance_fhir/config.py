@@ -31,6 +31,19 @@ __all__ = ["CONFIG_ENV", "DEFAULT_CONFIG_FILE", "CdsIssuer", "Settings", "load_s
 CONFIG_ENV = "ALLIANCE_FHIR_CONFIG"
 DEFAULT_CONFIG_FILE = "alliance-fhir.toml"
 
+#: Resource types ``write_modes`` may name: those sync writes (``sync.strategies.WRITTEN_TYPES``,
+#: which a unit test keeps equal; config is a leaf and cannot import it).
+WRITE_MODE_TYPES = (
+    "QuestionnaireResponse",
+    "Observation",
+    "Goal",
+    "CarePlan",
+    "Task",
+    "CodeSystem",
+    "Questionnaire",
+    "Flag",
+)
+
 #: Keys whose values are secrets: refused in the TOML file, with where to put them instead.
 _SECRET_KEYS = {
     "token": "ALLIANCE_FHIR_TOKEN or token_file",
@@ -130,6 +143,18 @@ class Settings(BaseSettings):
         description="auto: as the statement declares; trust: rely on If-None-Exist; lookup: "
         "search our identifiers before every create (servers that ignore If-None-Exist)",
     )
+    # EHR compatibility (issue #13): per-type write switches and how alerts degrade
+    write_modes: dict[str, Literal["auto", "transaction", "batch", "single"]] = Field(
+        default_factory=dict,
+        description="per resource type, a write_mode overriding the statement for that type "
+        '(e.g. [write_modes] Observation = "single")',
+    )
+    alert_resources: Literal["auto", "flag+task", "task", "report"] = Field(
+        default="auto",
+        description="what carries the monitor's alerts: auto: Flag + Task where the server "
+        "takes both, Task only where it takes no Flag, only the run's report where it takes "
+        "neither",
+    )
 
     # Daemon
     inbox_dir: Path = Path(".alliance-fhir/inbox")
@@ -215,6 +240,17 @@ class Settings(BaseSettings):
     def effective_state_url(self) -> str:
         """``state_url``, or the SQLite file ``state_path`` names (the default)."""
         return self.state_url or f"sqlite:///{self.state_path}"
+
+    @field_validator("write_modes")
+    @classmethod
+    def _written_types_only(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(WRITE_MODE_TYPES))
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)}: not a resource type sync writes "
+                f"(one of {', '.join(WRITE_MODE_TYPES)})"
+            )
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -311,3 +347,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError("invalid configuration: " + "; ".join(lines)) from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    finally:
+        # The file is read once, here: a Settings made later (a test, an embedding job) must
+        # not silently pick up whichever file the last load named.
+        Settings.toml_path = None

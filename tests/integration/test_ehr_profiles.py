@@ -3,13 +3,17 @@
 For each profile the example clinic is published and pushed twice through
 ``/profiles/<name>/fhir``: the first run leaves every record on the server exactly once
 (counted by type and by identifier, read through the unrestricted ``/fhir``), the second
-writes nothing. For ``no-conditional`` (If-None-Exist ignored) one transaction answer is
-lost and the state file deleted between runs: still every record exactly once.
+writes nothing. Then, per profile, one write's answer is lost in a run that also holds an
+unknown patient (reported per record, the rest goes on) and the state file is deleted
+before the next run: still every record exactly once; one changed answer is one record
+group's update; a Goal a clinician changed in the EHR while the clinic changed it too is a
+conflict, the EHR's value kept.
 
 ``make test`` runs the profiles that differ most (batch-only, no-conditional, restricted);
-``make ehr-matrix`` sets ``ALLIANCE_FHIR_EHR_PROFILES=all``. Updates and conflicts run on
-``no-etag`` (updates without versions: read, compare, write) and ``restricted`` always, as
-does ``monitor`` on ``restricted`` (no ``_sort``, no ``_lastUpdated`` on responses).
+``make ehr-matrix`` sets ``ALLIANCE_FHIR_EHR_PROFILES=all`` (and adds the fault subset per
+profile, matrix_ehr_faults.py). A response amended in the EHR runs on ``no-etag`` (updates
+without versions: read, compare, write) and ``restricted`` always, as does ``monitor`` on
+``restricted`` (no ``_sort``, no ``_lastUpdated`` on responses).
 """
 
 from __future__ import annotations
@@ -32,11 +36,15 @@ from alliance_fhir.defaults import DEFAULT_NAMESPACE
 from alliance_fhir.exceptions import DuplicateRecordsError
 
 from .clinickit import CountingTransport
+from .test_goal_merge_integration import GOAL, OLD_WORDS, _change_plan
 
 ALL_PROFILES = ("full", "batch-only", "single-only", "no-conditional", "no-etag", "restricted")
 SLICE = ("batch-only", "no-conditional", "restricted")
 _chosen = os.environ.get("ALLIANCE_FHIR_EHR_PROFILES", ",".join(SLICE))
 PROFILES = ALL_PROFILES if _chosen == "all" else tuple(p for p in _chosen.split(",") if p)
+#: Profiles whose proof deletes the state file between runs in ``make test`` too (every
+#: profile does in ``make ehr-matrix``): the one where a lost state is hardest.
+STATE_LOSS = ALL_PROFILES if _chosen == "all" else ("no-conditional",)
 
 #: What `doctor` says it will use, profile by profile.
 STRATEGY = {
@@ -186,22 +194,91 @@ class LosingTransport(httpx.HTTPTransport):
         return response
 
 
-def test_no_conditional_lost_answer_and_lost_state(
-    clinic: Path, fhir_base_url: str, fhir_profile_url: Any, tmp_path: Path
-) -> None:
-    base = fhir_profile_url("no-conditional")
-    state = tmp_path / "state.sqlite3"
-    losing = LosingTransport(nth=3)  # a transaction of check-ins, after the two publish ones
-    with _api(base, state, losing) as api:
-        expected = _expected(api, clinic, "no-conditional")
-        _push_all(api, clinic)
-    assert losing.dropped == 1
-    _assert_each_once(fhir_base_url, expected)
+def _unknown_patient_file(clinic: Path, tmp_path: Path) -> tuple[Path, str]:
+    """One check-in naming a patient the EHR does not know (MRN-9999); its key."""
+    doc = yaml.safe_load((clinic / "clinic" / "assessments" / "mrn-1001.yaml").read_text())
+    record = {**doc["assessments"][0], "key": "9999-s01-trc-client"}
+    unknown = tmp_path / "unknown" / "mrn-9999.yaml"
+    unknown.parent.mkdir()
+    patient = {"system": "http://example-clinic.org/mrn", "value": "MRN-9999"}
+    unknown.write_text(
+        yaml.safe_dump(
+            {"defaults": {**doc["defaults"], "patient": patient}, "assessments": [record]}
+        )
+    )
+    return unknown, str(record["key"])
 
-    state.unlink()
-    with _api(base, state, CountingTransport()) as api:
-        again = _push_all(api, clinic)
-    assert again["created"] == 0
+
+def _clinician_puts_goal_on_hold(full_base: str, base: str) -> None:
+    """Someone in the EHR puts our sister Goal on hold (read through /fhir, written through
+    the profile as the EHR's own users would)."""
+    with httpx.Client(timeout=60, headers={"Cache-Control": "no-cache"}) as http:
+        found = http.get(f"{full_base}/Goal", params={"identifier": GOAL}).raise_for_status()
+        [entry] = found.json()["entry"]
+        goal = entry["resource"]
+        goal["lifecycleStatus"] = "on-hold"
+        put = http.put(
+            f"{base}/Goal/{goal['id']}",
+            json=goal,
+            headers={"Content-Type": "application/fhir+json"},
+        )
+    assert put.status_code == 200, put.text
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_lost_answer_lost_state_one_change_and_a_clinicians_edit(
+    profile: str, clinic: Path, fhir_base_url: str, fhir_profile_url: Any, tmp_path: Path
+) -> None:
+    """The proof beyond two clean runs, per profile: one write's answer lost, an unknown
+    patient in the input, then the state file deleted (``STATE_LOSS``); then one changed
+    answer and a Goal a clinician changed in the EHR while the clinic changed it too."""
+    base = fhir_profile_url(profile)
+    state = tmp_path / "state.sqlite3"
+    unknown, unknown_key = _unknown_patient_file(clinic, tmp_path)
+    losing = LosingTransport(nth=3)
+    with _api(base, state, losing) as api:
+        expected = _expected(api, clinic, profile)
+        api.publish(labels_only=True)
+        report = api.push_assessments([clinic / "clinic" / "assessments", unknown])
+        goals = api.push_goals([clinic / "goals"])
+        dead = api.status().dead_letters
+    assert losing.dropped == 1
+    assert goals.ok
+    assert report.result is not None
+    assert report.result.counts["rejected"] == 2  # the unknown patient's response and score
+    assert [d.key for d in dead] == [unknown_key] * 2
+    assert "unknown Patient" in dead[0].reason
+    _assert_each_once(fhir_base_url, expected)  # the rest went on, nothing twice
+
+    if profile in STATE_LOSS:
+        state.unlink()
+        with _api(base, state, CountingTransport()) as api:
+            again = _push_all(api, clinic)
+        assert again["created"] == 0
+        _assert_each_once(fhir_base_url, expected)
+
+    source = clinic / "goals" / "plan-mrn-1001.yaml"
+    _clinician_puts_goal_on_hold(fhir_base_url, base)
+    _change_plan(source)
+    key = _edit_answer(clinic, "mrn-1001", "3")
+    transport = CountingTransport()
+    with _api(base, state, transport) as api:
+        changed = _push_assessments(api, clinic)
+        answer_writes = transport.writes
+        plan = api.push_goals([source])
+        status = api.status()
+    assert changed["updated"] == 2  # the response and its score, nothing else
+    assert changed["created"] == changed["conflict"] == changed["rejected"] == 0
+    assert answer_writes == (2 if profile == "single-only" else 1)
+    assert _heard(_response(fhir_base_url, key)).endswith(".3")
+    assert plan.result is not None
+    assert plan.result.counts["conflict"] == 1
+    assert plan.result.failures == ["goal/plan-1001-2024/sister: conflict (lifecycleStatus)"]
+    assert [(c.kind, c.key) for c in status.conflicts] == [("goal", "plan-1001-2024/sister")]
+    with httpx.Client(timeout=60) as http:
+        [entry] = http.get(f"{fhir_base_url}/Goal", params={"identifier": GOAL}).json()["entry"]
+    assert entry["resource"]["lifecycleStatus"] == "on-hold"  # the EHR's change survived
+    assert entry["resource"]["description"]["text"] == OLD_WORDS
     _assert_each_once(fhir_base_url, expected)
 
 

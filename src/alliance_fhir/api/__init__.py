@@ -25,9 +25,10 @@ from alliance_fhir.adapters.fhirjson import dumps
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
 from alliance_fhir.adapters.record import Desired
 from alliance_fhir.adapters.response_files import ReferenceResolver
+from alliance_fhir.api.doctor import Doctor, TypeSupport, describe_server
 from alliance_fhir.api.scopes import check_scopes
 from alliance_fhir.app.connect import connect
-from alliance_fhir.app.engine import sync_engine, write_policy
+from alliance_fhir.app.engine import sync_engine
 from alliance_fhir.app.goal_pull import GoalPull, pull_goal_plans, pull_plans, resolve_patient
 from alliance_fhir.app.monitor import Monitor, MonitorResult, PatientOutcome, configured_rules
 from alliance_fhir.app.patients import reference_resolver
@@ -51,11 +52,7 @@ from alliance_fhir.exceptions import (
     Problem,
     RetriableError,
 )
-from alliance_fhir.fhir import (
-    Capabilities,
-    FhirClient,
-    missing_capabilities,
-)
+from alliance_fhir.fhir import Capabilities, FhirClient
 from alliance_fhir.goals import Plan
 from alliance_fhir.instruments.library import (
     InstrumentLibrary,
@@ -135,44 +132,6 @@ class Status:
     records: dict[str, int]
     conflicts: list[RecordState]
     dead_letters: list[DeadLetter]
-
-
-@dataclass(frozen=True)
-class TypeSupport:
-    """One resource type as ``doctor`` reports it: what the server allows, how we write it,
-    and what that guarantees."""
-
-    resource_type: str
-    allowed: list[str]
-    strategy: str
-    guarantee: str
-
-
-@dataclass
-class Doctor:
-    """``missing`` lists what the statement lacks (informational); ``blockers`` what makes a
-    safe sync impossible (sync refuses to start); ``degraded`` what sync leaves out."""
-
-    server_url: str
-    reachable: bool
-    fhir_version: str | None = None
-    software: str | None = None
-    missing: list[str] = field(default_factory=list)
-    error: str | None = None
-    strategy: str | None = None
-    types: list[TypeSupport] = field(default_factory=list)
-    blockers: list[str] = field(default_factory=list)
-    degraded: list[str] = field(default_factory=list)
-    #: State, inbox and report files or folders that group or others may read.
-    too_open: list[str] = field(default_factory=list)
-    #: SMART credentials: the scope asked for, the scope granted, what is not granted.
-    requested_scope: str | None = None
-    granted_scope: str | None = None
-    scopes_not_granted: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.reachable and not self.blockers and (self.fhir_version or "").startswith("4.0")
 
 
 class AllianceFhir:
@@ -534,7 +493,7 @@ class AllianceFhir:
         return wider_than_private(roots)
 
     def doctor(self) -> Doctor:
-        """Can we reach the server, and does it offer what we need?"""
+        """Can we reach the server, and does it offer what we need? (``api.doctor``)"""
         report = Doctor(server_url=self.settings.server_url, reachable=False)
         report.too_open = self.files_too_open()
         try:
@@ -542,7 +501,7 @@ class AllianceFhir:
         except FhirError as exc:
             report.error = str(exc)
             return report
-        report.reachable = True
+        self._capabilities = describe_server(report, statement, self.settings)
         try:
             scopes = check_scopes(self.client, self.settings.smart_scopes)
         except FhirError as exc:
@@ -556,49 +515,7 @@ class AllianceFhir:
             report.blockers += [
                 f"scope {lack} is not granted and sync needs it" for lack in scopes.sync_lacks
             ]
-        report.fhir_version = statement.get("fhirVersion")
-        software = statement.get("software") or {}
-        report.software = (
-            " ".join(str(software[k]) for k in ("name", "version") if software.get(k)) or None
-        )
-        report.missing = missing_capabilities(statement)
-        caps = Capabilities.from_statement(statement)
-        self._capabilities = caps
-        policy = write_policy(self.settings, caps)
-        report.strategy = policy.mode
-        report.blockers += caps.blockers(WRITTEN_TYPES, PERSON_TYPES)
-        for rtype in (*WRITTEN_TYPES, *PERSON_TYPES):
-            cap = caps.of(rtype)
-            allowed = sorted(cap.interactions) if cap else []
-            if rtype in PERSON_TYPES:
-                report.types.append(TypeSupport(rtype, allowed, "search", "read only"))
-                continue
-            if rtype in policy.skip_types:
-                report.types.append(TypeSupport(rtype, allowed, "not written", "none"))
-                report.degraded.append(f"{rtype}: {_DEGRADED.get(rtype, 'not written')}")
-                continue
-            how = policy.mode + (
-                " + identifier lookup" if rtype in policy.lookup_types else " + If-None-Exist"
-            )
-            guarantee = "no duplicates" + (
-                ", no silent overwrite (If-Match)"
-                if caps.versioned(rtype)
-                else ", updates unversioned (no ETag): read and compared with our last write "
-                "first, never overwriting a change made before that read; a change racing "
-                "between the read and the write can be overwritten"
-            )
-            if rtype in policy.lookup_types:
-                guarantee += "; one writer at a time"
-            report.types.append(TypeSupport(rtype, allowed, how, guarantee))
         return report
-
-
-#: What sync does instead when the server takes no writes of an optional type.
-_DEGRADED = {
-    "CodeSystem": "not written; answer codes are carried in the Questionnaires",
-    "Questionnaire": "not written; responses cite the Questionnaire by canonical URL only",
-    "Flag": "not writable; the monitor's alerts (Flag + Task) fail on this server",
-}
 
 
 def as_json(resource: dict[str, Any]) -> str:

@@ -21,6 +21,11 @@ version over the *base* kept in the state store (what we last wrote of the field
 value; one both changed is a conflict settled by ``conflict_policy`` (``skip``: nothing is
 written for that resource, the state store and ``status`` name the fields). Reopening a
 Flag for a new episode is our decision over the closed one, not a merge.
+
+Where the server takes no Flag (``app.alert_mode``), an alert is its Task alone, carrying
+what the Flag would have said in ``reasonCode`` (the rule's code, the message as text); it
+is merged and closed like the pair's Task. Where it takes no Task either, alerts are only
+counted (``reported``) and nothing is read or written.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from alliance_fhir.adapters import fhirjson
 from alliance_fhir.adapters.fhirjson import content_hash
 from alliance_fhir.adapters.identity import identifier_system, search_token
 from alliance_fhir.adapters.record import record_uuid
+from alliance_fhir.app.alert_mode import AlertResources
 from alliance_fhir.app.patient_view import PatientView, identifier_value, parse_when
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import ConflictError, Problem
@@ -92,7 +98,7 @@ class OpenOnServer:
 #: The Flag fields we own (merged three ways); the rest of a Flag is the EHR's.
 FLAG_FIELDS = ("status", "code.text", "period.start", "period.end")
 #: The Task fields we own; ``lastModified`` is stamped on every write we make, not merged.
-TASK_FIELDS = ("status", "statusReason", "priority", "description", "focus", "note")
+TASK_FIELDS = ("status", "statusReason", "priority", "description", "reasonCode", "focus", "note")
 
 _RULES = {
     "Flag": path_rules(FLAG_FIELDS),
@@ -136,8 +142,15 @@ class AlertWriter:
         settings: Settings,
         rules: Sequence[Rule],
         store: StateStore | None = None,
+        *,
+        resources: AlertResources = "flag+task",
+        transactions: bool = True,
     ) -> None:
         self.client = client
+        #: What carries an alert on this server (see ``app.alert_mode``).
+        self.resources = resources
+        #: False on a server that takes no transaction: a raise is conditional creates.
+        self.transactions = transactions
         #: Where the bases live; None (read-only users such as the report) merges with the
         #: server's content as base, i.e. every difference is ours, as before bases were kept.
         self.store = store
@@ -159,11 +172,18 @@ class AlertWriter:
     def open_alerts(self, patient_id: str | None = None) -> dict[str, list[OpenOnServer]]:
         """Alerts open on the server (active Flag or open Task of ours), by patient id."""
         found: dict[str, OpenOnServer] = {}
+        if self.resources == "report":
+            return {}  # nothing of ours on the server to read
         subject = {"subject": f"Patient/{patient_id}"} if patient_id else {}
         # Flag has no ``status`` search parameter in R4: one Flag per alert key (it is reopened
-        # when the rule fires again), so filtering here stays cheap.
-        flags = self.client.search(
-            "Flag", {"identifier": f"{self._flag_system}|", **subject}, headers=NO_CACHE
+        # when the rule fires again), so filtering here stays cheap. Task-only alerts leave
+        # Flags alone (the server would refuse their edits).
+        flags = (
+            self.client.search(
+                "Flag", {"identifier": f"{self._flag_system}|", **subject}, headers=NO_CACHE
+            )
+            if self.resources == "flag+task"
+            else iter(())
         )
         for flag in flags:
             key = identifier_value(flag, self._flag_system)
@@ -236,6 +256,8 @@ class AlertWriter:
         made it, see ``conflicts``)."""
         if decision.state == AlertState.UNCHANGED:
             return "unchanged"
+        if self.resources == "report":
+            return "reported"
         if decision.state == AlertState.NEW:
             assert decision.trigger is not None
             return self._raise(decision.trigger, info, now)
@@ -295,8 +317,15 @@ class AlertWriter:
         task_token = search_token(TASK_KIND, trigger.key, self._ns)
         open_tasks = ",".join(OPEN_TASK_STATUSES)
         entries: list[dict[str, Any]] = []
-        earlier = list(self.client.search("Flag", {"identifier": flag_token}, headers=NO_CACHE))
-        if earlier:
+        if self.resources == "task":
+            # No Flag on this server: what it would have said (the rule's code, the message)
+            # goes on the Task.
+            task = fhirjson.validate(
+                {**task, "reasonCode": copy.deepcopy(flag["code"])}, source=f"Task {trigger.key}"
+            )
+        elif earlier := list(
+            self.client.search("Flag", {"identifier": flag_token}, headers=NO_CACHE)
+        ):
             # The rule fired before and recovered: reopen its Flag (the last episode stays
             # in the Flag's history) rather than a second Flag with the same identifier.
             def reopen(old: dict[str, Any]) -> dict[str, Any]:
@@ -326,9 +355,15 @@ class AlertWriter:
                 },
             }
         )
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        answer = self.client.transaction(bundle)
-        self._remember_created(entry_results(answer), entries)
+        if self.transactions:
+            bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+            results = entry_results(self.client.transaction(bundle))
+        else:  # Flag and Task do not point at each other: one conditional create each
+            results = [
+                self.client.create(e["resource"], if_none_exist=e["request"]["ifNoneExist"])
+                for e in entries
+            ]
+        self._remember_created(results, entries)
         log.info("monitoring.alert_raised", alert=trigger.key, severity=trigger.severity)
         return "new"
 
@@ -479,6 +514,8 @@ class AlertWriter:
             out = _editable(task)
             out["description"] = trigger.message
             out["priority"] = PRIORITY[trigger.severity]
+            if self.resources == "task":  # the Flag's text, kept on the Task alone
+                out["reasonCode"] = {**_mapping(out.get("reasonCode")), "text": trigger.message}
             out["lastModified"] = _stamp(now)
             if focus is not None:
                 out["focus"] = {"reference": focus.reference}

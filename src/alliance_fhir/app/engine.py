@@ -71,4 +71,5 @@ def write_policy(settings: Settings, capabilities: Capabilities) -> WritePolicy:
         capabilities,
         write_mode=settings.write_mode,
         conditional_create=settings.conditional_create,
+        write_modes=settings.write_modes,
     )

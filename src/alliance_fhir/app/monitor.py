@@ -23,7 +23,9 @@ One :meth:`Monitor.run` (the CLI's ``alliance-fhir monitor``):
    ``evaluate.evaluate``; ``alerts.decide_alerts`` compares the triggers with the alerts
    open on the server (our ``alert-flag``/``alert-task`` identifiers).
 3. **Alerts** are written by :class:`~alliance_fhir.app.alert_writer.AlertWriter`
-   (new -> Flag + Task, changed -> patched, recovered -> closed; see there).
+   (new -> Flag + Task, changed -> patched, recovered -> closed; see there). A server that
+   takes no Flag gets the Task alone, one that takes no Task neither (``alert_resources``,
+   ``app.alert_mode``); the run says so once (log and ``MonitorResult.alert_note``).
 4. The watermark advances (to the newest ``meta.lastUpdated`` the server sent, its clock)
    only when the run had no failures, so a failed run is simply repeated.
 
@@ -39,13 +41,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alliance_fhir.adapters.record import Desired
+from alliance_fhir.app.alert_mode import alert_carrier
 from alliance_fhir.app.alert_writer import (
     OPEN_TASK_STATUSES,
     RECOVERED_REASON,
     AlertWriter,
     OpenOnServer,
 )
-from alliance_fhir.app.engine import sync_engine
+from alliance_fhir.app.engine import sync_engine, write_policy
 from alliance_fhir.app.patient_view import PatientReader
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import AllianceFhirError, ServerRejectedError
@@ -108,6 +111,8 @@ class MonitorResult:
     sync: SyncResult | None = None
     watermark: str | None = None
     failures: list[str] = field(default_factory=list)
+    #: How alerts were carried when less than Flag + Task (``Task only (...)``), else None.
+    alert_note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -155,12 +160,30 @@ class Monitor:
         self._ns = settings.identifier_namespace
         self._base = settings.canonical_base
         self.patients = PatientReader(client, library, settings)
-        self.alerts = AlertWriter(client, library, settings, self.rules, store)
+        caps = capabilities or Capabilities.unknown()
+        self.carrier = alert_carrier(settings.alert_resources, caps)
+        policy = write_policy(settings, caps)
+        self.alerts = AlertWriter(
+            client,
+            library,
+            settings,
+            self.rules,
+            store,
+            resources=self.carrier.resources,
+            transactions=all(policy.mode_of(t) == "transaction" for t in ("Flag", "Task")),
+        )
 
     def run(self, *, all_patients: bool = False) -> MonitorResult:
         """Pull, score, evaluate and alert (see the module docstring)."""
         now = self._now()
         result = MonitorResult()
+        if self.carrier.degraded:
+            result.alert_note = self.carrier.describe()
+            log.warning(
+                "monitor.alerts_degraded",
+                resources=self.carrier.resources,
+                reason=self.carrier.reason,
+            )
         previous = self.store.watermark(WATERMARK)
         since = None if all_patients else since_for(previous, self.settings.pull_overlap_seconds)
         raw = self._pull(since)

@@ -102,6 +102,8 @@ def print_monitor(result: MonitorResult) -> None:
         f"{len(result.patients)} patients evaluated; alerts: {alerts}",
         markup=False,
     )
+    if result.alert_note:
+        out.print(f"alerts written as: {result.alert_note}", markup=False)
     for line in result.not_scored:
         err.print(f"not scored: {line}", markup=False)
     for line in result.failures:

@@ -57,6 +57,8 @@ def _print_doctor(report: Doctor) -> None:
     for t in report.types:
         allowed = " ".join(t.allowed) or "nothing"
         out.print(f"{t.resource_type}: allows {allowed}; {t.strategy}; {t.guarantee}", markup=False)
+    if report.alerts:
+        out.print(f"alerts: {report.alerts}", markup=False)
     for line in report.degraded:
         out.print(f"degraded: {line}", markup=False)
     for line in report.blockers:

@@ -329,12 +329,13 @@ class SyncEngine:
         """Write record groups the way the policy says (transaction, batch, single)."""
         if self.policy.lookup_types and not existing_pass:
             groups = drop_existing(self, groups, ctx)
-        if self.policy.mode != "transaction":
-            sent = send_stepwise(self, groups, ctx, mode=self.policy.mode)
+        for mode, part in self.policy.by_mode(groups):
+            if mode == "transaction":
+                self._send_transaction(part, ctx, existing_pass=existing_pass)
+                continue
+            sent = send_stepwise(self, part, ctx, mode=mode)
             if self.progress is not None and not existing_pass and sent:
                 self.progress.advance(sent)
-            return
-        self._send_transaction(groups, ctx, existing_pass=existing_pass)
 
     def _send_transaction(
         self, groups: list[list[Action]], ctx: RunContext, *, existing_pass: bool = False

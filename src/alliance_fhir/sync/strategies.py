@@ -110,6 +110,8 @@ class WritePolicy:
     verify_creates: bool = False
     #: Types whose updates If-Match cannot guard (no versions): read and compared first.
     unversioned_types: frozenset[str] = frozenset()
+    #: Per-type overrides of ``mode`` (``[write_modes]``: a statement wrong for one type).
+    type_modes: Mapping[str, WriteMode] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_capabilities(
@@ -118,6 +120,7 @@ class WritePolicy:
         *,
         write_mode: str = "auto",
         conditional_create: str = "auto",
+        write_modes: Mapping[str, str] | None = None,
     ) -> WritePolicy:
         skip = frozenset(t for t in OPTIONAL_WRITE_TYPES if not caps.writable(t))
         if conditional_create == "lookup":
@@ -132,10 +135,37 @@ class WritePolicy:
             skip_types=skip,
             verify_creates=caps.known and conditional_create != "lookup",
             unversioned_types=frozenset(t for t in WRITTEN_TYPES if not caps.versioned(t)),
+            type_modes={
+                t: caps.write_mode(m) for t, m in (write_modes or {}).items() if m != "auto"
+            },
         )
 
     def trusts_if_none_exist(self) -> bool:
         return not self.lookup_types
+
+    def mode_of(self, resource_type: str) -> WriteMode:
+        """How records of this type are written (its override, else the run's mode)."""
+        return self.type_modes.get(resource_type, self.mode)
+
+    def by_mode(
+        self, groups: Sequence[Sequence[Action]]
+    ) -> list[tuple[WriteMode, list[list[Action]]]]:
+        """``groups`` split by how each is written: a record group goes the weakest way any
+        of its types needs (one Observation set to ``single`` sends its response singly
+        too), so what a transaction would have kept together is never half in a bundle."""
+        parts: dict[WriteMode, list[list[Action]]] = {}
+        for group in groups:
+            mode = max(
+                (self.mode_of(a.desired.resource_type) for a in group),
+                key=_MODE_STRENGTH.index,
+                default=self.mode,
+            )
+            parts.setdefault(mode, []).append(list(group))
+        return [(m, parts[m]) for m in _MODE_STRENGTH if m in parts]
+
+
+#: Write modes from the strongest guarantee to the weakest.
+_MODE_STRENGTH: tuple[WriteMode, ...] = ("transaction", "batch", "single")
 
 
 class StepClient(Protocol):
