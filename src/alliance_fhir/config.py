@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -104,6 +104,15 @@ class Settings(BaseSettings):
         default="auto",
         description="auto: as the statement declares; trust: rely on If-None-Exist; lookup: "
         "search our identifiers before every create (servers that ignore If-None-Exist)",
+    )
+
+    # Mapping
+    validation: Literal["shape", "full"] = Field(
+        default="shape",
+        validation_alias=AliasChoices("validate", "alliance_fhir_validate"),
+        description="shape: fhir.resources validates each shape of resource once, then each "
+        "record's values are checked with its primitive types; full: every resource through "
+        "fhir.resources (slower, same output)",
     )
 
     # Daemon
