@@ -8,6 +8,7 @@ pydantic ValidationError into our Problems with those lines filled in.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,7 @@ _LineLoader.yaml_implicit_resolvers = {
 }
 _LineLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool",
-    __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"),
 )
 
@@ -191,11 +192,26 @@ def parse_yaml(text: str, source: str) -> tuple[Any, Positions]:
     refuses is parsed again by the pure-Python one, whose messages name the problem and line
     the way users know them. Both build the data with the same walk, so they agree.
     """
-    if _FastLoader is not None:
+    if _FastLoader is not None and not _libyaml_differs(text):
         fast = _parse_fast(text, source)
         if fast is not None:
             return fast
     return _parse_slow(text, source)
+
+
+#: Where libyaml and the pure-Python parser disagree (found by the property tests): a comment
+#: right after a block scalar's indicator (``|#``), tabs, the Unicode line breaks (NEL, LS,
+#: PS), a byte-order mark inside the text, a document marker after a CR, a %-escape in a
+#: tag. Such documents take the slow parser, as before.
+def _libyaml_differs(text: str) -> bool:
+    """Whether ``text`` may hold something the two parsers read differently (see above)."""
+    if _LIBYAML_DIFFERS.search(text) is not None:
+        return True
+    # '?' inside a plain scalar of a flow collection: libyaml keeps it, PyYAML refuses it
+    return "?" in text and ("[" in text or "{" in text)
+
+
+_LIBYAML_DIFFERS = re.compile(r"[|>][-+0-9]*#|[\t\x85\u2028\u2029\ufeff]|\r(?:\.\.\.|---)|!\S*%")
 
 
 def _parse_fast(text: str, source: str) -> tuple[Any, Positions] | None:
@@ -210,7 +226,8 @@ def _parse_fast(text: str, source: str) -> tuple[Any, Positions] | None:
         root = loader.get_single_node()
         if root is None:
             return None
-        return _walk_fast(root, (), loader, pos.lines, source), pos
+        data = _walk_fast(root, (), loader, pos.lines, source)
+        return None if data is None else (data, pos)  # an empty document: the slow one says
     except _TooManyNodes:
         raise
     except (_Slow, yaml.YAMLError, ValueError, OverflowError, TypeError, RecursionError):
@@ -223,7 +240,8 @@ class _Slow(Exception):
     """The fast walk met something only the slow one words right (a duplicate key...)."""
 
 
-_STR = "tag:yaml.org,2002:str"
+_STANDARD = "tag:yaml.org,2002:"
+_STR = _STANDARD + "str"
 
 
 def _walk_fast(
@@ -235,6 +253,8 @@ def _walk_fast(
         raise _TooManyNodes(
             Problem(source, "", f"the document expands to more than {MAX_NODES} nodes")
         )
+    if not node.tag.startswith(_STANDARD):
+        raise _Slow  # a local tag: refused, in the slow parser's words
     kind = type(node)
     if kind is yaml.MappingNode:
         out: dict[str, Any] = {}
@@ -259,7 +279,9 @@ def _walk_fast(
             _walk_fast(child, (*path, i), loader, lines, source)
             for i, child in enumerate(node.value)
         ]
-    if kind is yaml.ScalarNode and node.tag == _STR:
+    if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+        if not node.value and not node.style:
+            raise _Slow  # a plain empty scalar tagged ``!``: libyaml says "", PyYAML None
         return node.value
     return loader.construct_object(node, deep=True)
 
