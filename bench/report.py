@@ -266,10 +266,15 @@ def render(results: Results) -> str:
         "",
         "## Results",
         "",
-        f"Machine: {m.cpu}, {m.cores} cores, {m.ram_gb:g} GB RAM, {m.os}; Python {m.python}; "
-        f"{m.java}. Server: {m.server} (tests/fhir-server: H2 in memory, request validation "
-        f"ON against the base R4 definitions) with JVM options `{m.java_opts}`. The server "
-        "and the client share the machine.",
+        (
+            f"Machine: {m.cpu}, {m.cores} cores, {m.ram_gb:g} GB RAM, {m.os}; Python {m.python}; "
+            f"{m.java}. Server: {m.server} (tests/fhir-server: H2 in memory, request validation "
+            f"ON against the base R4 definitions) with JVM options `{m.java_opts}`. The server "
+            "and the client share the machine."
+        )
+        if results.server
+        else f"Machine: {m.cpu}, {m.cores} cores, {m.ram_gb:g} GB RAM, {m.os}; Python "
+        f"{m.python}. No server (`--offline`): reading and mapping only.",
         "",
         f"Load average (1 min) at start {results.load[0]:.2f}, at end {results.load[1]:.2f}"
         f"{_triples(results)}; the whole run took {results.minutes:.1f} min.",
