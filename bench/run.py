@@ -25,7 +25,7 @@ import httpx
 
 from bench.generate import generate
 from bench.measure import Measurement
-from bench.report import Machine, Results, machine_info, write_report
+from bench.report import MAX_LOAD_TO_PUBLISH, Machine, Results, machine_info, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_SCRIPT = REPO / "scripts" / "fhir-server"
@@ -162,14 +162,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--work", type=Path, default=REPO / ".bench")
     parser.add_argument("--keep-server", action="store_true")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=f"rewrite --out even when the 1-minute load at start is above {MAX_LOAD_TO_PUBLISH}",
+    )
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="reading and mapping only (one core, no server): ratios that hold under load",
+    )
     args = parser.parse_args(argv)
-    sizes = args.size or [1000]
+    load_start = os.getloadavg()
+    busy = load_start[0] > MAX_LOAD_TO_PUBLISH and not args.force
+    if busy:
+        log(
+            f"load average {load_start[0]:.2f} > {MAX_LOAD_TO_PUBLISH}: measuring, but "
+            f"{args.out.name} is left alone (--force to write it anyway)"
+        )
+    sizes = [] if args.offline else (args.size or [1000])
     work: Path = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     log_file = work / "workers.log"
     started_here = False
     base_url = args.base_url
-    if base_url is None:
+    if base_url is None and not sizes:
+        base_url = ""
+    elif base_url is None:
         status = subprocess.run(
             ["bash", str(SERVER_SCRIPT), "status", "--port", str(args.port)],
             capture_output=True,
@@ -188,9 +207,8 @@ def main(argv: list[str] | None = None) -> None:
         started_here = status.returncode != 0
     server = Server(base_url)
     began = time.time()
-    load_start = os.getloadavg()
     try:
-        machine: Machine = machine_info(server.software())
+        machine: Machine = machine_info(server.software() if sizes else "none (--offline)")
         results = Results(machine=machine, sizes=sizes)
         for size in sizes:
             results.server[size] = server_scenarios(
@@ -223,11 +241,20 @@ def main(argv: list[str] | None = None) -> None:
                 capture_output=True,
                 check=False,
             )
-    results.load = (load_start[0], os.getloadavg()[0])
+    load_end = os.getloadavg()
+    results.load = (load_start[0], load_end[0])
+    results.load_triples = (tuple(load_start), tuple(load_end))
     results.minutes = (time.time() - began) / 60
-    write_report(results, args.out)
     if args.json is not None:
         args.json.write_text(json.dumps(results.to_json(), indent=2) + "\n", encoding="utf-8")
+    if busy:
+        aside = work / "BENCHMARKS.loaded.md"
+        write_report(results, aside)
+        raise SystemExit(
+            f"bench: not written to {args.out}: load average {load_start[0]:.2f} at start "
+            f"(> {MAX_LOAD_TO_PUBLISH}); the tables are in {aside}"
+        )
+    write_report(results, args.out)
     log(f"wrote {args.out}")
 
 

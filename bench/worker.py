@@ -14,8 +14,10 @@ inside the timed block, per scenario:
                   sequential, people looked up by identifier once each, own references
                   replaced by the server ids of earlier creates. The mapped resources are
                   given to them ready-made (our mapping is not in their time).
-* ``mapping``   - assessment -> QuestionnaireResponse + Observation, validated and
-                  serialized, pinned to one core; and the plain fhir.resources baseline.
+* ``mapping``   - reading the clinic's assessment files (checked records), then assessment
+                  -> QuestionnaireResponse + Observation, validated (``validate`` setting,
+                  default ``shape``) and serialized, pinned to one core; and the plain
+                  fhir.resources baseline on the same resources.
 * ``import``    - reading + mapping the clinic's assessments (peak RSS is the point).
 * ``export``    - (not a measurement) writes the records file for ``ceiling`` and the peers.
 """
@@ -331,8 +333,13 @@ def run_mapping(clinic: Path, limit: int) -> None:
 
     settings = Settings(state_path=Path(os.devnull))
     library = load_library([])
-    assessments, problems = read_assessment_files([clinic / "assessments"], library, settings)
+    r = Measurement("reading")
+    with timed(r):  # files -> checked Assessments: YAML record files and CSV
+        assessments, problems = read_assessment_files([clinic / "assessments"], library, settings)
     assert not problems, problems[:3]
+    r.resources = len(assessments)
+    r.extra = {"unit": "assessments", "cores": 1}
+    emit(r)
 
     def map_all(batch: list[Any]) -> tuple[list[dict[str, Any]], int]:
         # The very path push and sync take: check, score, map, validate (per record).
@@ -347,7 +354,12 @@ def run_mapping(clinic: Path, limit: int) -> None:
     with timed(m):
         made, out_bytes = map_all(assessments)
     m.resources = len(made)
-    m.extra = {"assessments": len(assessments), "bytes": out_bytes, "cores": 1}
+    m.extra = {
+        "assessments": len(assessments),
+        "bytes": out_bytes,
+        "cores": 1,
+        "validate": settings.validation,
+    }
     emit(m)
 
     from fhir.resources.R4B.observation import Observation

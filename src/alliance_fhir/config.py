@@ -14,7 +14,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -154,6 +162,15 @@ class Settings(BaseSettings):
         description="what carries the monitor's alerts: auto: Flag + Task where the server "
         "takes both, Task only where it takes no Flag, only the run's report where it takes "
         "neither",
+    )
+
+    # Mapping
+    validation: Literal["shape", "full"] = Field(
+        default="shape",
+        validation_alias=AliasChoices("validate", "alliance_fhir_validate"),
+        description="shape: fhir.resources validates each shape of resource once, then each "
+        "record's values are checked with its primitive types; full: every resource through "
+        "fhir.resources (slower, same output)",
     )
 
     # Daemon

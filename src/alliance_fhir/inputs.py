@@ -8,6 +8,7 @@ pydantic ValidationError into our Problems with those lines filled in.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,15 +78,45 @@ _LineLoader.yaml_implicit_resolvers = {
 }
 _LineLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool",
-    __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"),
 )
+
+
+def _fast_loader_class() -> Any:
+    """``_LineLoader`` with libyaml (PyYAML's C parser) doing the scanning and parsing: the
+    same nodes and line marks, the same resolvers and constructors. None without libyaml."""
+    if not getattr(yaml, "__with_libyaml__", False):
+        return None
+    try:
+        # the stubs re-export yaml._yaml.CParser from yaml.cyaml; import it from its home
+        from yaml._yaml import CParser
+    except ImportError:  # a PyYAML that says it has libyaml but was built without it
+        return None
+
+    class _CLineLoader(CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+        yaml_implicit_resolvers = _LineLoader.yaml_implicit_resolvers
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    return _CLineLoader
+
+
+#: The libyaml loader, or None (then every document takes the pure-Python parser).
+_FastLoader: Any = _fast_loader_class()
+
+
+class _TooManyNodes(InvalidInputError):
+    """An alias bomb: said at once by either parser (the slow one would only say it again)."""
 
 
 def _walk(node: yaml.Node, path: PathKey, loader: _LineLoader, pos: Positions) -> Any:
     pos.lines[path] = node.start_mark.line + 1
     if len(pos.lines) > MAX_NODES:
-        raise InvalidInputError(
+        raise _TooManyNodes(
             Problem(pos.source, "", f"the document expands to more than {MAX_NODES} nodes")
         )
     if isinstance(node, yaml.MappingNode):
@@ -155,7 +186,107 @@ def _key(key_node: yaml.Node, path: PathKey, loader: _LineLoader, pos: Positions
 
 
 def parse_yaml(text: str, source: str) -> tuple[Any, Positions]:
-    """Parse one YAML (or JSON, a YAML subset) document, keeping line numbers."""
+    """Parse one YAML (or JSON, a YAML subset) document, keeping line numbers.
+
+    libyaml parses (about ten times faster than the pure-Python parser); any document it
+    refuses is parsed again by the pure-Python one, whose messages name the problem and line
+    the way users know them. Both build the data with the same walk, so they agree.
+    """
+    if _FastLoader is not None and not _libyaml_differs(text):
+        fast = _parse_fast(text, source)
+        if fast is not None:
+            return fast
+    return _parse_slow(text, source)
+
+
+#: Where libyaml and the pure-Python parser disagree (found by the property tests): a comment
+#: right after a block scalar's indicator (``|#``), tabs, the Unicode line breaks (NEL, LS,
+#: PS), a byte-order mark inside the text, a document marker after a CR, a %-escape in a
+#: tag. Such documents take the slow parser, as before.
+def _libyaml_differs(text: str) -> bool:
+    """Whether ``text`` may hold something the two parsers read differently (see above)."""
+    if _LIBYAML_DIFFERS.search(text) is not None:
+        return True
+    # '?' inside a plain scalar of a flow collection: libyaml keeps it, PyYAML refuses it
+    return "?" in text and ("[" in text or "{" in text)
+
+
+_LIBYAML_DIFFERS = re.compile(r"[|>][-+0-9]*#|[\t\x85\u2028\u2029\ufeff]|\r(?:\.\.\.|---)|!\S*%")
+
+
+def _parse_fast(text: str, source: str) -> tuple[Any, Positions] | None:
+    """The document and its lines through libyaml, or None when the slow parser must tell
+    what is wrong (a syntax or character error: libyaml words its messages differently)."""
+    pos = Positions(source)
+    try:
+        loader = _FastLoader(text)
+    except yaml.YAMLError:
+        return None
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        data = _walk_fast(root, (), loader, pos.lines, source)
+        return None if data is None else (data, pos)  # an empty document: the slow one says
+    except _TooManyNodes:
+        raise
+    except (_Slow, yaml.YAMLError, ValueError, OverflowError, TypeError, RecursionError):
+        return None  # a duplicate key, a bad scalar...: said, exactly, by the slow parser
+    finally:
+        loader.dispose()
+
+
+class _Slow(Exception):
+    """The fast walk met something only the slow one words right (a duplicate key...)."""
+
+
+_STANDARD = "tag:yaml.org,2002:"
+_STR = _STANDARD + "str"
+
+
+def _walk_fast(
+    node: yaml.Node, path: PathKey, loader: Any, lines: dict[PathKey, int], source: str
+) -> Any:
+    """:func:`_walk` for documents that are fine, lean: anything odd raises for the slow walk."""
+    lines[path] = node.start_mark.line + 1
+    if len(lines) > MAX_NODES:
+        raise _TooManyNodes(
+            Problem(source, "", f"the document expands to more than {MAX_NODES} nodes")
+        )
+    if not node.tag.startswith(_STANDARD):
+        raise _Slow  # a local tag: refused, in the slow parser's words
+    kind = type(node)
+    if kind is yaml.MappingNode:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if type(key_node) is not yaml.ScalarNode:
+                raise _Slow
+            if key_node.tag == _STR:
+                key = key_node.value
+            else:
+                constructed = loader.construct_object(key_node, deep=True)
+                if isinstance(constructed, bytes):
+                    raise _Slow
+                key = constructed if isinstance(constructed, str) else str(constructed)
+            if key in out:
+                raise _Slow
+            sub = (*path, key)
+            out[key] = _walk_fast(value_node, sub, loader, lines, source)
+            lines[sub] = key_node.start_mark.line + 1
+        return out
+    if kind is yaml.SequenceNode:
+        return [
+            _walk_fast(child, (*path, i), loader, lines, source)
+            for i, child in enumerate(node.value)
+        ]
+    if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+        if not node.value and not node.style:
+            raise _Slow  # a plain empty scalar tagged ``!``: libyaml says "", PyYAML None
+        return node.value
+    return loader.construct_object(node, deep=True)
+
+
+def _parse_slow(text: str, source: str) -> tuple[Any, Positions]:
     pos = Positions(source)
     try:
         loader = _LineLoader(text)  # the reader checks the first chunk's characters here

@@ -53,6 +53,7 @@ def test_tiny_benchmark_run_reports_every_scenario(fhir_base_url: str, tmp_path:
             str(raw),
             "--work",
             str(tmp_path / "work"),
+            "--force",  # the load of a test run is not the point here
         ]
     )
     text = out.read_text(encoding="utf-8")

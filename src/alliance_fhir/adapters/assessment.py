@@ -101,12 +101,14 @@ def questionnaire_response(
     canonical_base: str = DEFAULT_CANONICAL_BASE,
     namespace: str = DEFAULT_NAMESPACE,
     prepared: bool = False,
+    validation: fhirjson.Validation = "full",
 ) -> dict[str, Any]:
     """The QuestionnaireResponse of ``assessment`` (answers checked against ``instrument``).
 
     The client form is authored by, and sourced from, the patient; the clinician form is
     authored by the clinician. Raises InvalidInputError for answers that fail the checks.
     ``prepared`` says the caller already ran ``prepare`` (the checks cost a tenth of mapping).
+    ``validation`` is how the result is validated (``fhirjson.Validation``; same output).
     """
     if not prepared:
         assessment = prepare(instrument, assessment)
@@ -144,7 +146,7 @@ def questionnaire_response(
         resource["author"] = clinician
     if items:
         resource["item"] = items
-    return fhirjson.validate(resource, source=assessment.where)
+    return fhirjson.validate(resource, source=assessment.where, mode=validation)
 
 
 def _quantity(value: float, score: ScoreDef) -> dict[str, Any]:
@@ -185,6 +187,7 @@ def score_observation(
     qr_ref: Mapping[str, Any] | str | None = None,
     canonical_base: str = DEFAULT_CANONICAL_BASE,
     namespace: str = DEFAULT_NAMESPACE,
+    validation: fhirjson.Validation = "full",
 ) -> dict[str, Any]:
     """The score Observation of ``assessment``.
 
@@ -259,7 +262,7 @@ def score_observation(
     ]
     if components:
         resource["component"] = components
-    return fhirjson.validate(resource, source=assessment.where)
+    return fhirjson.validate(resource, source=assessment.where, mode=validation)
 
 
 def assessment_resources(
@@ -271,6 +274,7 @@ def assessment_resources(
     qr_ref: Mapping[str, Any] | str | None = None,
     canonical_base: str = DEFAULT_CANONICAL_BASE,
     namespace: str = DEFAULT_NAMESPACE,
+    validation: fhirjson.Validation = "full",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(QuestionnaireResponse, Observation)``; ScoringError if the total is missing.
 
@@ -278,7 +282,12 @@ def assessment_resources(
     total cannot be scored (e.g. an ``in-progress`` one).
     """
     qr = questionnaire_response(
-        assessment, instrument, refs=refs, canonical_base=canonical_base, namespace=namespace
+        assessment,
+        instrument,
+        refs=refs,
+        canonical_base=canonical_base,
+        namespace=namespace,
+        validation=validation,
     )
     obs = score_observation(
         assessment,
@@ -288,5 +297,6 @@ def assessment_resources(
         qr_ref=qr_ref,
         canonical_base=canonical_base,
         namespace=namespace,
+        validation=validation,
     )
     return qr, obs

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from alliance_fhir.adapters.fhirjson import content_hash
@@ -31,6 +32,7 @@ _URL_SCHEME_KINDS = frozenset({"goal", "careplan", "gas-rating", "gas-summary"})
 UpdateMode = Literal["if-match", "merge"]
 
 
+@lru_cache(maxsize=8192)  # a response's uuid is asked for by its record and by its score
 def record_uuid(kind: str, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> str:
     """The ``urn:uuid:`` a record is known by inside bundles, stable for its (kind, key).
 

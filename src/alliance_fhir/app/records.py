@@ -205,7 +205,13 @@ def assessment_records(
             scores = score(instrument, prepared.answers)
             refs = _person_refs(prepared)
             qr = questionnaire_response(
-                prepared, instrument, refs=refs, canonical_base=base, namespace=ns, prepared=True
+                prepared,
+                instrument,
+                refs=refs,
+                canonical_base=base,
+                namespace=ns,
+                prepared=True,
+                validation=settings.validation,
             )
         except InvalidInputError as exc:
             out.problems.extend(exc.problems)
@@ -228,6 +234,7 @@ def assessment_records(
                 qr_ref=record_uuid("assessment", assessment.key),
                 canonical_base=base,
                 namespace=ns,
+                validation=settings.validation,
             )
         except ScoringError as exc:
             out.skipped.extend(f"not scored: {p}" for p in exc.problems)

@@ -17,6 +17,7 @@ from alliance_fhir.instruments.schema import LINK_ID
 RawAnswer = str | int | float
 
 KEY = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_LINK_ID = re.compile(LINK_ID)  # compiled once: every answer of every record is matched
 
 
 class Identifier(BaseModel):
@@ -73,7 +74,7 @@ class Assessment(BaseModel):
             if isinstance(v, dict | list):
                 raise ValueError(f"answer to {k}: expected one code, number or text")
             out[str(k)] = v
-        bad = sorted(k for k in out if not re.fullmatch(LINK_ID, k))
+        bad = sorted(k for k in out if not _LINK_ID.fullmatch(k))
         if bad:
             raise ValueError(f"not a valid linkId: {', '.join(bad)}")
         return out

@@ -131,11 +131,13 @@ def read_records(path: Path) -> Result:
             continue
         merged = {**defaults, **record}
         line = pos.line(where)
-        answer_lines = {
-            str(k): pos.lines[(*where, "answers", k)]
-            for k in (record.get("answers") or {})
-            if isinstance(record.get("answers"), dict) and (*where, "answers", k) in pos.lines
-        }
+        answers, lines = record.get("answers"), pos.lines
+        answer_lines: dict[str, int] = {}
+        if isinstance(answers, dict):
+            for k in answers:
+                at = lines.get((*where, "answers", k))
+                if at is not None:
+                    answer_lines[str(k)] = at
         try:
             assessment = Assessment.model_validate(
                 {**merged, "source": source, "line": line, "answer_lines": answer_lines}
