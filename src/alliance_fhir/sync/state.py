@@ -25,10 +25,12 @@ from typing import Any
 
 from alliance_fhir.exceptions import StateError, outcome_summary, redact_outcome
 from alliance_fhir.private_files import FILE_MODE, private_dir
+from alliance_fhir.sync.source_state import SOURCE_SCHEMA, SourceFingerprints
 
 #: 2: ``resources`` gained ``base`` and ``conflict_fields`` (older stores upgrade on open;
 #: their records have no base until the next write, see ``sync.merge3``).
-SCHEMA_VERSION = 2
+#: 3: ``source_files``, the source fingerprints (``sync.source_state``; created on open).
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -137,7 +139,7 @@ class RunRecord:
     counts: dict[str, int]
 
 
-class StateStore:
+class StateStore(SourceFingerprints):
     """Thread-safe access to one SQLite state file (one connection, one lock)."""
 
     def __init__(self, path: Path | str) -> None:
@@ -151,6 +153,7 @@ class StateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._db.executescript(SOURCE_SCHEMA)
             self._db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
