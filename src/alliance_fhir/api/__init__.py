@@ -380,7 +380,12 @@ class AllianceFhir:
         return SourceIndex(self.store, context, self.settings, full=full, remember=remember)
 
     def assessment_records(
-        self, paths: Sequence[Path], *, fingerprints: bool = False, remember: bool = True
+        self,
+        paths: Sequence[Path],
+        *,
+        fingerprints: bool = False,
+        remember: bool = True,
+        labels_only: bool = False,
     ) -> Records:
         """Read, check and score assessment files into records (problems kept aside). With
         ``fingerprints``, files unchanged since a run that synced them all are not read:
@@ -390,7 +395,11 @@ class AllianceFhir:
             self.library,
             self.settings,
             resolve_reference=self._resolver(),
-            sources=self.source_index(remember=remember) if fingerprints else None,
+            sources=(
+                self.source_index(remember=remember, labels_only=labels_only)
+                if fingerprints
+                else None
+            ),
         )
 
     def push_assessments(
@@ -467,7 +476,10 @@ class AllianceFhir:
             records = instruments
             records.extend(
                 self.assessment_records(
-                    self.settings.assessments, fingerprints=dry_run and not full, remember=False
+                    self.settings.assessments,
+                    fingerprints=dry_run and not full,
+                    remember=False,
+                    labels_only=labels_only,
                 )
             )
             records.extend(self.goal_records(self.settings.goals))

@@ -51,7 +51,7 @@ def test_a_schema_1_store_upgrades_in_place_and_its_records_have_no_base(tmp_pat
 
     with sqlite3.connect(path) as db:
         [(version,)] = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchall()
-    assert version == str(SCHEMA_VERSION) == "2"
+    assert version == str(SCHEMA_VERSION) == "3"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
