@@ -116,7 +116,7 @@ def _seed_state(settings: Any) -> dict[str, Any]:
     with AllianceFhir(settings) as api:
         published = api.publish(labels_only=True)
         assert published.ok, published.result and published.result.failures
-        records = api.assessment_records(settings.assessments, fingerprints=True)
+        records = api.assessment_records(settings.assessments, fingerprints=True, labels_only=True)
         store = api.store
         with store.transaction() as db:
             for n, d in enumerate(records.desired):
@@ -135,19 +135,31 @@ def _seed_state(settings: Any) -> dict[str, Any]:
     return {"seconds": round(time.perf_counter() - started, 3), "records": len(records.desired)}
 
 
-def _change_files(clinic: Path, fraction: float) -> int:
-    """Alter one answer in ``fraction`` of the record files (every n-th file); how many."""
+def _change_files(clinic: Path, fraction: float) -> dict[Path, str]:
+    """Alter one answer in ``fraction`` of the record files (every n-th file); their texts
+    before, to put back."""
     files = sorted((clinic / "assessments").rglob("*.yaml"))
     step = max(1, round(1 / fraction))
-    changed = 0
+    before: dict[Path, str] = {}
     for path in files[::step]:
         text = path.read_text()
         for old, new in (('"3"', '"4"'), ('"4"', '"3"'), ('"2"', '"3"')):
             if old in text:
                 path.write_text(text.replace(old, new, 1))
-                changed += 1
+                before[path] = text
                 break
-    return changed
+    return before
+
+
+def _post_people(base_url: str, clinic: Path) -> None:
+    """The clinic's Patients and Practitioners (one transaction; never timed)."""
+    seeded = httpx.post(
+        base_url,
+        content=(clinic / "people.json").read_bytes(),
+        headers={"Content-Type": "application/fhir+json"},
+        timeout=600,
+    )
+    seeded.raise_for_status()
 
 
 def _load() -> list[float]:
@@ -156,13 +168,15 @@ def _load() -> list[float]:
 
 def measure(size: int, base_url: str, work: Path, *, seed_state: bool) -> dict[str, Any]:
     clinic = work / f"clinic-{size}"
-    if clinic.exists():
-        shutil.rmtree(clinic)
-    generate(size, clinic, goals=False)
+    manifest = clinic / "manifest.json"
+    if not manifest.exists() or json.loads(manifest.read_text()).get("changed"):
+        generate(size, clinic, goals=False)  # deterministic: the same clinic every time
     state = work / f"state-{size}" / "state.sqlite3"
     if state.parent.exists():
         shutil.rmtree(state.parent)
     settings = _settings(base_url, clinic, state)
+    if not seed_state:  # a seeded state writes no assessment, so needs no people
+        _post_people(base_url, clinic)
     out: dict[str, Any] = {"size": size, "load_before": _load(), "seeded": seed_state}
     step: Callable[[str], None] = lambda name: print(f"[{size}] {name}", file=sys.stderr)  # noqa: E731
     step("first sync" if not seed_state else "seed state")
@@ -179,9 +193,12 @@ def measure(size: int, base_url: str, work: Path, *, seed_state: bool) -> dict[s
     step("1% of assessments changed (plan)")
     out["changed_assessments_plan"] = _sync(settings, dry_run=True)
     generate(size, clinic, goals=False)  # back to the synced content
-    out["changed_files"] = _change_files(clinic, 0.01)
+    before = _change_files(clinic, 0.01)
+    out["changed_files"] = len(before)
     step("1% of files changed (plan)")
     out["changed_files_plan"] = _sync(settings, dry_run=True)
+    for path, text in before.items():
+        path.write_text(text)
     out["load_after"] = _load()
     return out
 
