@@ -178,7 +178,9 @@ def measure(size: int, base_url: str, work: Path, *, seed_state: bool) -> dict[s
     if not seed_state:  # a seeded state writes no assessment, so needs no people
         _post_people(base_url, clinic)
     out: dict[str, Any] = {"size": size, "load_before": _load(), "seeded": seed_state}
-    step: Callable[[str], None] = lambda name: print(f"[{size}] {name}", file=sys.stderr)  # noqa: E731
+    step: Callable[[str], None] = lambda name: print(  # noqa: E731
+        f"[{size}] {name} (so far: {json.dumps(out)})", file=sys.stderr, flush=True
+    )
     step("first sync" if not seed_state else "seed state")
     out["first"] = _seed_state(settings) if seed_state else _sync(settings)
     step("unchanged (in process)")
