@@ -135,6 +135,72 @@ def _seed_state(settings: Any) -> dict[str, Any]:
     return {"seconds": round(time.perf_counter() - started, 3), "records": len(records.desired)}
 
 
+def _synthetic_state(settings: Any) -> dict[str, Any]:
+    """Publish for real, then fill the state *without mapping*: per file its real sha256
+    and context, per assessment two records ("assessment", "score") with made-up hashes
+    that the resources rows repeat. What the unchanged re-sync does with it (hash every
+    file, load the fingerprints and the synced hashes, compare, one liveness read) is the
+    real code path; only the mapping that would have produced the hashes is skipped (under
+    today's load, mapping 100,000 assessments took over an hour)."""
+    from alliance_fhir.api import AllianceFhir
+    from alliance_fhir.app.fingerprints import file_sha256
+    from alliance_fhir.sync.source_state import SourceFingerprint
+
+    started = time.perf_counter()
+    with AllianceFhir(settings) as api:
+        published = api.publish(labels_only=True)
+        assert published.ok, published.result and published.result.failures
+        context = api.source_index(labels_only=True).context
+        store = api.store
+        found: list[SourceFingerprint] = []
+        n = 0
+        with store.transaction() as db:
+            for path in sorted(p for p in settings.assessments[0].rglob("*") if p.is_file()):
+                text = path.read_text()
+                count = text.count("- key:") if path.suffix == ".yaml" else text.count("\n") - 1
+                records = []
+                for i in range(count):
+                    for kind, rtype in (
+                        ("assessment", "QuestionnaireResponse"),
+                        ("score", "Observation"),
+                    ):
+                        key, chash = f"{path.stem}-{i}", f"h{n}"
+                        records.append((kind, key, chash, None))
+                        store.record(
+                            kind=kind,
+                            key=key,
+                            resource_type=rtype,
+                            server_id=f"seeded-{n}",
+                            version_id="1",
+                            content_hash=chash,
+                            status="synced",
+                            run_id="seeded",
+                            db=db,
+                        )
+                        n += 1
+                st = path.stat()
+                found.append(
+                    SourceFingerprint(
+                        _key(path),
+                        st.st_size,
+                        st.st_mtime_ns,
+                        st.st_ino,
+                        file_sha256(path),
+                        context,
+                        tuple(records),
+                    )
+                )
+            db.execute("UPDATE resources SET last_sync=0 WHERE run_id='seeded'")
+        store.save_source_fingerprints(found)
+    return {"seconds": round(time.perf_counter() - started, 3), "records": n, "files": len(found)}
+
+
+def _key(path: Path) -> str:
+    from alliance_fhir.app.fingerprints import _path_key
+
+    return _path_key(path)
+
+
 def _change_files(clinic: Path, fraction: float) -> dict[Path, str]:
     """Alter one answer in ``fraction`` of the record files (every n-th file); their texts
     before, to put back."""
@@ -143,7 +209,7 @@ def _change_files(clinic: Path, fraction: float) -> dict[Path, str]:
     before: dict[Path, str] = {}
     for path in files[::step]:
         text = path.read_text()
-        for old, new in (('"3"', '"4"'), ('"4"', '"3"'), ('"2"', '"3"')):
+        for old, new in ((": '3'", ": '4'"), (": '4'", ": '3'"), (": '2'", ": '3'")):
             if old in text:
                 path.write_text(text.replace(old, new, 1))
                 before[path] = text
@@ -166,7 +232,15 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def measure(size: int, base_url: str, work: Path, *, seed_state: bool) -> dict[str, Any]:
+def measure(
+    size: int,
+    base_url: str,
+    work: Path,
+    *,
+    seed_state: bool,
+    synthetic: bool = False,
+    only_unchanged: bool = False,
+) -> dict[str, Any]:
     clinic = work / f"clinic-{size}"
     manifest = clinic / "manifest.json"
     if not manifest.exists() or json.loads(manifest.read_text()).get("changed"):
@@ -182,11 +256,17 @@ def measure(size: int, base_url: str, work: Path, *, seed_state: bool) -> dict[s
         f"[{size}] {name} (so far: {json.dumps(out)})", file=sys.stderr, flush=True
     )
     step("first sync" if not seed_state else "seed state")
-    out["first"] = _seed_state(settings) if seed_state else _sync(settings)
+    if synthetic:
+        out["first"] = _synthetic_state(settings)
+    else:
+        out["first"] = _seed_state(settings) if seed_state else _sync(settings)
     step("unchanged (in process)")
     out["unchanged"] = _sync(settings)
     step("unchanged (command)")
     out["unchanged_cli"] = _cli_sync(settings, work)
+    if only_unchanged:
+        out["load_after"] = _load()
+        return out
     step("full plan")
     out["full_plan"] = _sync(settings, dry_run=True, full=True)
     step("unchanged plan")
@@ -210,12 +290,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, action="append", help="assessments (repeatable)")
     parser.add_argument("--base-url", required=True, help="a running FHIR server")
     parser.add_argument("--seed-state", action="store_true", help="see the module doc")
+    parser.add_argument("--synthetic-state", action="store_true", help="see _synthetic_state")
+    parser.add_argument("--only-unchanged", action="store_true", help="no plan rows")
     parser.add_argument("--work", type=Path, default=REPO / ".bench" / "resync")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     results = [
-        measure(size, args.base_url, args.work, seed_state=args.seed_state)
+        measure(
+            size,
+            args.base_url,
+            args.work,
+            seed_state=args.seed_state or args.synthetic_state,
+            synthetic=args.synthetic_state,
+            only_unchanged=args.only_unchanged,
+        )
         for size in args.size or [4000]
     ]
     text = json.dumps(results, indent=2)
