@@ -102,7 +102,8 @@ def context_hash(
 def _path_key(path: Path) -> str:
     """A file's key in the store: the sha256 of its absolute path (a file name may be a
     person's name; the store needs only to recognise the path)."""
-    return hashlib.sha256(str(path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()
+    absolute = os.path.abspath(path)  # not resolve(): a symlink walk per file costs seconds
+    return hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _stat_tuple(path: Path) -> tuple[int, int, int, int] | None:
