@@ -29,12 +29,13 @@ from alliance_fhir.api.doctor import Doctor, TypeSupport, describe_server
 from alliance_fhir.api.scopes import check_scopes
 from alliance_fhir.app.connect import connect
 from alliance_fhir.app.engine import sync_engine
+from alliance_fhir.app.fingerprints import SourceIndex, context_hash
 from alliance_fhir.app.goal_pull import GoalPull, pull_goal_plans, pull_plans, resolve_patient
 from alliance_fhir.app.monitor import Monitor, MonitorResult, PatientOutcome, configured_rules
 from alliance_fhir.app.patients import reference_resolver
 from alliance_fhir.app.records import (
     Records,
-    assessment_records,
+    assessment_files_records,
     assessment_windows,
     goal_records,
     instrument_records,
@@ -65,7 +66,7 @@ from alliance_fhir.instruments.scoring import Scores, score
 from alliance_fhir.log import get_logger
 from alliance_fhir.monitoring.rules import Rule
 from alliance_fhir.private_files import wider_than_private
-from alliance_fhir.sync.engine import Progress, SyncEngine, SyncResult
+from alliance_fhir.sync.engine import Progress, SyncEngine, SyncResult, Unchanged
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.plan import SyncPlan
 from alliance_fhir.sync.references import PERSON_TYPES
@@ -132,6 +133,9 @@ class Status:
     records: dict[str, int]
     conflicts: list[RecordState]
     dead_letters: list[DeadLetter]
+    #: The last fingerprinted run's source files: ``files``, ``skipped`` (unchanged, not
+    #: read), ``records_skipped``, ``full`` (1 for ``--full``); {} before the first.
+    sources: dict[str, int | float] = field(default_factory=dict)
 
 
 class AllianceFhir:
@@ -273,9 +277,15 @@ class AllianceFhir:
         engine = self.engine(writing=not dry_run)
         plan: SyncPlan = engine.plan(records.desired)
         report.plan = plan.counts()
+        if records.unchanged:
+            report.plan["unchanged"] = report.plan.get("unchanged", 0) + records.unchanged
+            report.plan = dict(sorted(report.plan.items()))
         if dry_run:
             return report
-        report.result = engine.run(records.desired, command=command)
+        report.result = engine.run_windows(
+            [Unchanged(records.unchanged, records.files_skipped), records.desired],
+            command=command,
+        )
         self._record_problems(report)
         return report
 
@@ -326,27 +336,59 @@ class AllianceFhir:
         state = self.store.get(kind, key)
         return state.content_hash if state is not None else None
 
-    def assessment_records(self, paths: Sequence[Path]) -> Records:
-        """Read, check and score assessment files into records (problems kept aside)."""
-        notes: list[str] = []
-        assessments, problems = read_assessment_files(
-            paths, self.library, self.settings, notes, resolve_reference=self._resolver()
+    def source_index(
+        self, *, full: bool = False, labels_only: bool = False, remember: bool = True
+    ) -> SourceIndex:
+        """This run's source fingerprints (``app.fingerprints``): which files are unchanged
+        and synced, so not read; ``full`` reads every file; ``remember`` keeps what was read."""
+        context = context_hash(self.library, self.settings, labels_only=labels_only)
+        return SourceIndex(self.store, context, self.settings, full=full, remember=remember)
+
+    def assessment_records(
+        self,
+        paths: Sequence[Path],
+        *,
+        fingerprints: bool = False,
+        remember: bool = True,
+        labels_only: bool = False,
+    ) -> Records:
+        """Read, check and score assessment files into records (problems kept aside). With
+        ``fingerprints``, files unchanged since a run that synced them all are not read:
+        their records are only counted (``Records.unchanged``)."""
+        return assessment_files_records(
+            paths,
+            self.library,
+            self.settings,
+            resolve_reference=self._resolver(),
+            sources=(
+                self.source_index(remember=remember, labels_only=labels_only)
+                if fingerprints
+                else None
+            ),
         )
-        records = assessment_records(assessments, self.library, self.settings)
-        records.problems[:0] = problems
-        records.skipped[:0] = notes
-        return records
 
     def push_assessments(
-        self, paths: Sequence[Path], *, dry_run: bool = False, out_dir: Path | None = None
+        self,
+        paths: Sequence[Path],
+        *,
+        dry_run: bool = False,
+        out_dir: Path | None = None,
+        full: bool = False,
+        fingerprints: bool = True,
     ) -> Report:
         """Send assessments as QuestionnaireResponse + score Observation, streaming: files
-        are read, mapped and sent a window at a time."""
-        if dry_run or out_dir is not None:
+        are read, mapped and sent a window at a time. A file unchanged since a run that
+        synced all its records is not read (``full``: read and plan every file; without
+        ``fingerprints`` none are kept, as for a one-off inbox file)."""
+        if out_dir is not None:
             records = self.assessment_records(paths)
-            return self.run(records, command="push assessments", dry_run=dry_run, out_dir=out_dir)
+            return self.run(records, command="push assessments", out_dir=out_dir)
+        if dry_run:
+            records = self.assessment_records(paths, fingerprints=not full, remember=False)
+            return self.run(records, command="push assessments", dry_run=True)
+        sources = self.source_index(full=full) if fingerprints else None
         windows = assessment_windows(
-            paths, self.library, self.settings, resolve_reference=self._resolver()
+            paths, self.library, self.settings, resolve_reference=self._resolver(), sources=sources
         )
         return self.run_stream(windows, command="push assessments")
 
@@ -354,10 +396,12 @@ class AllianceFhir:
         """Sync records that arrive in windows as one run; problems are gathered on the way."""
         report = Report()
 
-        def desired() -> Iterator[list[Desired]]:
+        def desired() -> Iterator[list[Desired] | Unchanged]:
             for window in windows:
                 report.problems.extend(window.problems)
                 report.skipped.extend(window.skipped)
+                if window.unchanged or window.files_skipped:
+                    yield Unchanged(window.unchanged, window.files_skipped)
                 yield window.desired
 
         report.result = self.engine(writing=True).run_windows(desired(), command=command)
@@ -385,14 +429,24 @@ class AllianceFhir:
         labels_only: bool = False,
         dry_run: bool = False,
         out_dir: Path | None = None,
+        full: bool = False,
     ) -> Report:
-        """Everything configured, in dependency order: instruments, assessments, goals."""
+        """Everything configured, in dependency order: instruments, assessments, goals.
+        Assessment files unchanged since a run that synced all their records are not read
+        (``full``: read and plan every file)."""
         instruments = self.instrument_records(
             labels_only=labels_only, against_state=out_dir is None
         )
         if dry_run or out_dir is not None:
             records = instruments
-            records.extend(self.assessment_records(self.settings.assessments))
+            records.extend(
+                self.assessment_records(
+                    self.settings.assessments,
+                    fingerprints=dry_run and not full,
+                    remember=False,
+                    labels_only=labels_only,
+                )
+            )
             records.extend(self.goal_records(self.settings.goals))
             return self.run(records, command="sync", dry_run=dry_run, out_dir=out_dir)
 
@@ -403,6 +457,7 @@ class AllianceFhir:
                 self.library,
                 self.settings,
                 resolve_reference=self._resolver(),
+                sources=self.source_index(full=full, labels_only=labels_only),
             )
             yield self.goal_records(self.settings.goals)
 
@@ -482,6 +537,7 @@ class AllianceFhir:
             records=store.counts_by_status(),
             conflicts=store.conflicts(),
             dead_letters=store.open_dead_letters(),
+            sources=store.source_figures(),
         )
 
     def files_too_open(self) -> list[str]:
@@ -496,6 +552,8 @@ class AllianceFhir:
         """Can we reach the server, and does it offer what we need? (``api.doctor``)"""
         report = Doctor(server_url=self.settings.server_url, reachable=False)
         report.too_open = self.files_too_open()
+        if self.settings.state_path.exists():  # doctor creates no state store
+            report.sources = self.store.source_figures()
         try:
             statement = self.client.capabilities()
         except FhirError as exc:

@@ -54,6 +54,8 @@ class Doctor:
     requested_scope: str | None = None
     granted_scope: str | None = None
     scopes_not_granted: list[str] = field(default_factory=list)
+    #: The last fingerprinted run's source files (as ``Status.sources``).
+    sources: dict[str, int | float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -22,6 +22,7 @@ from alliance_fhir.adapters.questionnaire import (
 )
 from alliance_fhir.adapters.record import Desired, record_uuid
 from alliance_fhir.adapters.response_files import ReferenceResolver
+from alliance_fhir.app.fingerprints import FileDecision, SourceIndex
 from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import (
@@ -47,11 +48,17 @@ class Records:
     desired: list[Desired] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: Records of source files skipped as unchanged (``app.fingerprints``): all synced, not
+    #: planned, counted ``unchanged``; and how many files that was.
+    unchanged: int = 0
+    files_skipped: int = 0
 
     def extend(self, other: Records) -> None:
         self.desired.extend(other.desired)
         self.problems.extend(other.problems)
         self.skipped.extend(other.skipped)
+        self.unchanged += other.unchanged
+        self.files_skipped += other.files_skipped
 
 
 def canonical_search(resource_url: str, version: str) -> str:
@@ -260,12 +267,26 @@ def read_assessment_files(
     """
     assessments: list[Assessment] = []
     problems: list[Problem] = []
-    for found, bad, left_out in _assessments_by_file(paths, library, settings, resolve_reference):
-        assessments.extend(found)
-        problems.extend(bad)
+    for read in _assessments_by_file(paths, library, settings, resolve_reference):
+        assessments.extend(read.found)
+        problems.extend(read.problems)
         if notes is not None:
-            notes.extend(left_out)
+            notes.extend(read.notes)
     return assessments, problems
+
+
+@dataclass
+class _FileRead:
+    """One source file's assessments, problems and notes (or its skip decision)."""
+
+    found: list[Assessment]
+    problems: list[Problem]
+    notes: list[str]
+    decision: FileDecision | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.decision is not None and self.decision.skip is not None
 
 
 def _assessments_by_file(
@@ -273,15 +294,30 @@ def _assessments_by_file(
     library: InstrumentLibrary,
     settings: Settings,
     resolve_reference: ReferenceResolver | None = None,
-) -> Iterator[tuple[list[Assessment], list[Problem], list[str]]]:
+    sources: SourceIndex | None = None,
+) -> Iterator[_FileRead]:
+    """Each file's assessments; with ``sources``, a file unchanged since it was last read
+    and synced is not read (``app.fingerprints``), yet its keys still count as seen."""
     seen: dict[str, str] = {}
-    for path in _expand(paths):
+    files = _expand(paths)
+    decisions = sources.decide(files) if sources is not None else {}
+    # Keys of files to be skipped: a file read earlier holding one makes that later file's
+    # copy a duplicate, which only reading it reports; it is read after all.
+    skipped_keys = {key: path for path, d in decisions.items() for key, _ in d.assessment_lines()}
+    for path in files:
+        decision = decisions.get(path)
+        if decision is not None and decision.skip is not None:
+            for key, line in decision.assessment_lines():
+                seen[key] = str(path) if line is None else f"{path}:{line}"
+            yield _FileRead([], [], list(decision.notes[0]), decision)
+            continue
+        resolver = sources.watch(resolve_reference, decision) if sources else resolve_reference
         found, problems, notes = read_assessments(
             path,
             instruments=library.all(),
             canonical_base=settings.canonical_base,
             namespace=settings.identifier_namespace,
-            resolve_reference=resolve_reference,
+            resolve_reference=resolver,
         )
         kept = []
         for assessment in found:
@@ -291,8 +327,56 @@ def _assessments_by_file(
                 )
                 continue
             seen[assessment.key] = assessment.where
+            later = skipped_keys.get(assessment.key)
+            if later is not None and later != path:
+                decisions[later].skip = None
             kept.append(assessment)
-        yield kept, problems, notes
+        yield _FileRead(kept, problems, notes, decision)
+
+
+def _mapped(
+    read: _FileRead, library: InstrumentLibrary, settings: Settings, sources: SourceIndex | None
+) -> Records:
+    """One file's records (none for a file skipped as unchanged: counted ``unchanged``);
+    the fingerprint of a file read is handed to ``sources``."""
+    if read.skipped:
+        assert read.decision is not None
+        assert read.decision.skip is not None
+        if sources is not None:
+            sources.skipped_file(read.decision)
+        skipped = list(read.decision.notes[1])
+        return Records(skipped=skipped, unchanged=len(read.decision.skip), files_skipped=1)
+    mapped = assessment_records(read.found, library, settings)
+    if sources is not None and read.decision is not None:
+        clean = not (read.problems or mapped.problems)
+        lines = {a.key: a.line for a in read.found}
+        notes = (read.notes, mapped.skipped)
+        sources.read_file(read.decision, mapped.desired, lines, notes, clean=clean)
+    return mapped
+
+
+def assessment_files_records(
+    paths: Iterable[Path],
+    library: InstrumentLibrary,
+    settings: Settings,
+    *,
+    resolve_reference: ReferenceResolver | None = None,
+    sources: SourceIndex | None = None,
+) -> Records:
+    """All files' records at once: every reading problem before the mapping problems, every
+    reading note before the mapping notes (the order the CLI prints them in)."""
+    read_problems: list[Problem] = []
+    read_notes: list[str] = []
+    out = Records()
+    for read in _assessments_by_file(paths, library, settings, resolve_reference, sources):
+        read_problems.extend(read.problems)
+        read_notes.extend(read.notes)
+        out.extend(_mapped(read, library, settings, sources))
+    out.problems[:0] = read_problems
+    out.skipped[:0] = read_notes
+    if sources is not None:
+        sources.finish()
+    return out
 
 
 def assessment_windows(
@@ -302,18 +386,21 @@ def assessment_windows(
     *,
     size: int = 2000,
     resolve_reference: ReferenceResolver | None = None,
+    sources: SourceIndex | None = None,
 ) -> Iterator[Records]:
     """Assessment records a few files at a time (at least ``size`` records a window, a file
     never split), so memory stays flat however large the import."""
     window = Records()
-    for found, problems, notes in _assessments_by_file(paths, library, settings, resolve_reference):
-        window.problems.extend(problems)
-        window.skipped.extend(notes)
-        window.extend(assessment_records(found, library, settings))
+    for read in _assessments_by_file(paths, library, settings, resolve_reference, sources):
+        window.problems.extend(read.problems)
+        window.skipped.extend(read.notes)
+        window.extend(_mapped(read, library, settings, sources))
         if len(window.desired) >= size:
             yield window
             window = Records()
-    if window.desired or window.problems or window.skipped:
+    if sources is not None:
+        sources.finish()
+    if window.desired or window.problems or window.skipped or window.unchanged:
         yield window
 
 

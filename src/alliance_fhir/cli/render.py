@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -83,8 +83,10 @@ def print_report(report: Report, *, dry_run: bool = False) -> None:
         return
     res = report.result
     summary = ", ".join(f"{k} {v}" for k, v in res.summary().items())
+    skipped = f"; {res.files_skipped} files unchanged (skipped)" if res.files_skipped else ""
     out.print(
-        f"run {res.run_id}: {summary} ({res.bundles} bundles, {res.seconds:.1f}s)", markup=False
+        f"run {res.run_id}: {summary} ({res.bundles} bundles, {res.seconds:.1f}s){skipped}",
+        markup=False,
     )
     for failure in res.failures:
         err.print(f"failed: {failure}", markup=False)
@@ -161,8 +163,20 @@ def print_status(st: Status) -> None:
             markup=False,
         )
     out.print(f"dead letters: {len(st.dead_letters)}", markup=False)
+    if st.sources:
+        out.print(sources_line(st.sources), markup=False)
     for d in st.dead_letters:
         status_text = f" HTTP {d.http_status}" if d.http_status else ""
         out.print(
             f"  rejected: {d.kind}/{d.key}{status_text}: {alog.scrub(d.reason)}", markup=False
         )
+
+
+def sources_line(figures: Mapping[str, int | float]) -> str:
+    """The last fingerprinted run's source files, one line (``status``, ``doctor``)."""
+    full = " (--full)" if figures.get("full") else ""
+    return (
+        f"source files last run{full}: {int(figures.get('files', 0))}, "
+        f"{int(figures.get('skipped', 0))} unchanged (skipped), "
+        f"{int(figures.get('records_skipped', 0))} records not re-read"
+    )

@@ -10,7 +10,7 @@ import click
 from alliance_fhir.api import Doctor
 from alliance_fhir.cli.context import Ctx, open_api, pass_ctx
 from alliance_fhir.cli.errors import fail
-from alliance_fhir.cli.render import err, out
+from alliance_fhir.cli.render import err, out, sources_line
 from alliance_fhir.exit_codes import ExitCode
 
 
@@ -54,6 +54,8 @@ def _print_doctor(report: Doctor) -> None:
         )
         for scope in report.scopes_not_granted:
             err.print(f"warning: scope not granted: {scope}", markup=False)
+    if report.sources:
+        out.print(sources_line(report.sources), markup=False)
     for t in report.types:
         allowed = " ".join(t.allowed) or "nothing"
         out.print(f"{t.resource_type}: allows {allowed}; {t.strategy}; {t.guarantee}", markup=False)

@@ -20,6 +20,13 @@ out_option = click.option(
     help="Write transaction bundles to this directory instead of a server.",
 )
 
+full_option = click.option(
+    "--full",
+    is_flag=True,
+    help="Read and plan every assessment file, also those unchanged since a run that synced "
+    "all their records (skipped otherwise).",
+)
+
 
 def finish(report: Report, *, dry_run: bool) -> None:
     """Print the report and exit with its code."""
@@ -64,13 +71,14 @@ def push() -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
 @dry_run_option
 @out_option
+@full_option
 @pass_ctx
 def push_assessments(
-    ctx: Ctx, paths: tuple[Path, ...], dry_run: bool, out_dir: Path | None
+    ctx: Ctx, paths: tuple[Path, ...], dry_run: bool, out_dir: Path | None, full: bool
 ) -> None:
     """Send assessments as QuestionnaireResponse + score Observation (idempotent)."""
     with open_api(ctx) as api:
-        report = api.push_assessments(list(paths), dry_run=dry_run, out_dir=out_dir)
+        report = api.push_assessments(list(paths), dry_run=dry_run, out_dir=out_dir, full=full)
     finish(report, dry_run=dry_run)
 
 
@@ -94,9 +102,10 @@ def push_goals(ctx: Ctx, paths: tuple[Path, ...], dry_run: bool, out_dir: Path |
 )
 @dry_run_option
 @out_option
+@full_option
 @pass_ctx
-def sync(ctx: Ctx, labels_only: bool, dry_run: bool, out_dir: Path | None) -> None:
+def sync(ctx: Ctx, labels_only: bool, dry_run: bool, out_dir: Path | None, full: bool) -> None:
     """Publish instruments, push the configured assessments and goal plans."""
     with open_api(ctx) as api:
-        report = api.sync(labels_only=labels_only, dry_run=dry_run, out_dir=out_dir)
+        report = api.sync(labels_only=labels_only, dry_run=dry_run, out_dir=out_dir, full=full)
     finish(report, dry_run=dry_run)

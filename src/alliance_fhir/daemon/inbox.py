@@ -277,7 +277,7 @@ class Inbox:
             elif kind == "goals":
                 report = api.push_goals([path])
             else:
-                report = api.push_assessments([path])
+                report = api.push_assessments([path], fingerprints=False)  # taken once
         except (FhirError, StateError):
             log.warning("daemon.inbox_deferred", file=ref, kind=kind)
             raise

@@ -207,7 +207,10 @@ def push_if_changed(ctx: CycleContext, records: Records, command: str) -> Mappin
         )
     plan = api.engine().plan(records.desired)
     if not plan.writes:
-        return {k: v for k, v in plan.counts().items() if k in ("unchanged", "conflict")}
+        counts = {k: v for k, v in plan.counts().items() if k in ("unchanged", "conflict")}
+        if records.unchanged:  # records of source files skipped as unchanged
+            counts["unchanged"] = counts.get("unchanged", 0) + records.unchanged
+        return counts
     report = api.run(records, command=command)
     return report.result.summary() if report.result is not None else {}
 
@@ -227,7 +230,8 @@ def configured_step(ctx: CycleContext) -> Mapping[str, int]:
     counts: dict[str, int] = {}
     api, settings = ctx.api, ctx.settings
     if settings.assessments:
-        _add(counts, push_if_changed(ctx, api.assessment_records(settings.assessments), "push"))
+        records = api.assessment_records(settings.assessments, fingerprints=True)
+        _add(counts, push_if_changed(ctx, records, "push"))
     if settings.goals and not ctx.stopping():
         _add(counts, push_if_changed(ctx, api.goal_records(settings.goals), "push goals"))
     return counts

@@ -52,7 +52,7 @@ from alliance_fhir.sync.merged import adopted_note, read_and_merge
 from alliance_fhir.sync.plan import Action, SyncPlan, make_plan
 from alliance_fhir.sync.references import PersonResolver, person_keys
 from alliance_fhir.sync.references import resolve_references as _resolve
-from alliance_fhir.sync.run import Progress, RunContext, SyncClient, SyncResult
+from alliance_fhir.sync.run import Progress, RunContext, SyncClient, SyncResult, Unchanged
 from alliance_fhir.sync.state import RecordState, StateStore, StoreView
 from alliance_fhir.sync.strategies import (
     Entry,
@@ -65,7 +65,7 @@ from alliance_fhir.sync.strategies import (
 )
 from alliance_fhir.sync.unversioned import Verdict, unversioned_verdict
 
-__all__ = ["MergeRules", "Progress", "SyncClient", "SyncEngine", "SyncResult"]
+__all__ = ["MergeRules", "Progress", "SyncClient", "SyncEngine", "SyncResult", "Unchanged"]
 
 log = get_logger("alliance_fhir.sync")
 
@@ -129,11 +129,12 @@ class SyncEngine:
         return self.run_windows([desired], command=command)
 
     def run_windows(
-        self, windows: Iterable[Sequence[Desired]], *, command: str = "sync"
+        self, windows: Iterable[Sequence[Desired] | Unchanged], *, command: str = "sync"
     ) -> SyncResult:
         """One run over records that arrive in windows (a file or a few at a time), so a
         100k-assessment import never holds more than a window of resources. A window must
-        keep each record group whole; a record key may appear once per run."""
+        keep each record group whole; a record key may appear once per run. An
+        ``Unchanged`` window only counts its records (their source files were skipped)."""
         started = time.monotonic()
         result = SyncResult(run_id=new_id())
         self.store.start_run(result.run_id, command)
@@ -143,6 +144,11 @@ class SyncEngine:
         try:
             self._check_state_matches_server()
             for window in windows:
+                if isinstance(window, Unchanged):
+                    if window.records:
+                        result.counts["unchanged"] += window.records
+                    result.files_skipped += window.files
+                    continue
                 self._check_unique(window, seen)
                 plan = make_plan(
                     window,
@@ -169,6 +175,7 @@ class SyncEngine:
                 run_id=result.run_id,
                 outcome=outcome,
                 bundles=result.bundles,
+                files_skipped=result.files_skipped,
                 seconds=round(result.seconds, 3),
                 **result.summary(),
             )

@@ -13,7 +13,7 @@ from alliance_fhir.fhir import ReadResult
 from alliance_fhir.sync.plan import Action
 from alliance_fhir.sync.references import PersonResolver
 
-__all__ = ["Progress", "RunContext", "SyncClient", "SyncResult"]
+__all__ = ["Progress", "RunContext", "SyncClient", "SyncResult", "Unchanged"]
 
 
 class Progress(Protocol):
@@ -47,6 +47,8 @@ class SyncResult:
     seconds: float = 0.0
     #: Records merged without a stored base (state from before bases were kept).
     bases_adopted: int = 0
+    #: Source files skipped as unchanged (their records are counted ``unchanged``).
+    files_skipped: int = 0
 
     @property
     def ok(self) -> bool:
@@ -57,6 +59,15 @@ class SyncResult:
     def summary(self) -> dict[str, int]:
         keys = ("created", "updated", "unchanged", "conflict", "rejected")
         return {k: self.counts[k] for k in keys}
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A window of a run known unchanged without planning: ``records`` from ``files``
+    source files that are unchanged and whose records are all synced (``app.fingerprints``)."""
+
+    records: int
+    files: int
 
 
 class RunContext:

@@ -44,7 +44,8 @@ class FakeApi:
             raise self.error
         return self.report
 
-    def push_assessments(self, paths: Sequence[Path]) -> Report:
+    def push_assessments(self, paths: Sequence[Path], *, fingerprints: bool = True) -> Report:
+        assert not fingerprints  # an inbox file is taken once: nothing to remember
         return self._push("assessments", paths)
 
     def push_goals(self, paths: Sequence[Path]) -> Report:
@@ -254,10 +255,10 @@ def test_file_rewritten_during_the_push_is_quarantined_not_archived(inbox: Inbox
     inbox.scan()
 
     class Rewriting(FakeApi):
-        def push_assessments(self, paths: Sequence[Path]) -> Report:
+        def push_assessments(self, paths: Sequence[Path], *, fingerprints: bool = True) -> Report:
             with path.open("a") as fh:  # a writer that paused longer than the settle time
                 fh.write("# more rows\n")
-            return super().push_assessments(paths)
+            return super().push_assessments(paths, fingerprints=fingerprints)
 
     result = inbox.process(Rewriting(), path)  # type: ignore[arg-type]
     assert result.outcome == "failed"
@@ -297,10 +298,10 @@ def test_a_hostile_file_fails_alone_and_the_good_one_beside_it_is_pushed(
     class Reading(FakeApi):
         """Reads the file with the real importer, as AllianceFhir.push_assessments does."""
 
-        def push_assessments(self, paths: Sequence[Path]) -> Report:
+        def push_assessments(self, paths: Sequence[Path], *, fingerprints: bool = True) -> Report:
             _found, problems, _notes = read_assessments(paths[0])
             self.report = Report(problems=problems, result=_result(created=2))
-            return super().push_assessments(paths)
+            return super().push_assessments(paths, fingerprints=fingerprints)
 
     api = Reading()
     results = [inbox.process(api, p) for p in inbox.scan()]  # type: ignore[arg-type]

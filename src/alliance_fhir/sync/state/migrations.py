@@ -150,10 +150,41 @@ _V3_POSTGRESQL = (
     "used_at TEXT NOT NULL)"
 )
 
+#: Schema 4: source fingerprints (``sync.state.sources``, ``app.fingerprints``): per source
+#: file, keyed by the sha256 of its path, its stat tuple, content hash, context hash and the
+#: records it mapped to, so an unchanged file is not parsed again.
+_V4 = """
+CREATE TABLE IF NOT EXISTS source_files (
+    path_key TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    context TEXT NOT NULL,
+    records TEXT NOT NULL,
+    notes TEXT NOT NULL,
+    seen REAL NOT NULL
+)
+"""
+_V4_POSTGRESQL = """
+CREATE TABLE IF NOT EXISTS source_files (
+    path_key TEXT COLLATE "C" PRIMARY KEY,
+    size BIGINT NOT NULL,
+    mtime_ns BIGINT NOT NULL,
+    inode BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    context TEXT NOT NULL,
+    records TEXT NOT NULL,
+    notes TEXT NOT NULL,
+    seen DOUBLE PRECISION NOT NULL
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "records, runs, dead letters, watermarks", _V1_SQLITE, _V1_POSTGRESQL),
     Migration(2, "merge bases, conflict values, run owners", _add_missing_columns, _V2_POSTGRESQL),
     Migration(3, "used check-in links", _V3, _V3_POSTGRESQL),
+    Migration(4, "source fingerprints", _V4, _V4_POSTGRESQL),
 )
 
 #: The schema this release writes (the last migration's version).

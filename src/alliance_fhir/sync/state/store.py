@@ -37,10 +37,11 @@ from alliance_fhir.sync.state.records import (
     record_state,
     redact_reason,
 )
+from alliance_fhir.sync.state.sources import SourceFingerprints
 from alliance_fhir.sync.state.sqlite import SqliteBackend
 
 
-class StateStore:
+class StateStore(SourceFingerprints):
     """Thread-safe access to one state store (one connection, one lock).
 
     ``StateStore(path)`` opens (or creates) a SQLite file; ``open_store(url)`` picks the

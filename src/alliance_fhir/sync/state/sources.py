@@ -1,0 +1,138 @@
+"""Source fingerprints in the state store (migration 4): which source files are unchanged.
+
+One table, ``source_files``: per source file (keyed by the sha256 of its absolute path, so
+a file name that is a person's name is not kept in clear) its stat tuple, the sha256 of its
+content, the *context hash* it was read under (``app.fingerprints``) and the records it
+mapped to as ``[kind, key, content hash, line]``, and the notes its reading and mapping
+printed (records left out on purpose, responses not scored: said again when it is skipped).
+The last run's figures (files read and skipped) live in ``meta`` under ``sources_last_run``.
+
+A mixin of ``StateStore`` (it uses that class's backend and lock), so the store's main
+module stays about records and runs. The SQL is written once for SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from alliance_fhir.sync.state.backend import Backend
+
+__all__ = ["SourceFingerprint", "SourceFingerprints"]
+
+#: Insert or replace, in the SQL both SQLite and PostgreSQL speak.
+_UPSERT = (
+    "INSERT INTO source_files"
+    " (path_key, size, mtime_ns, inode, sha256, context, records, notes, seen)"
+    " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (path_key) DO UPDATE SET"
+    " size=excluded.size, mtime_ns=excluded.mtime_ns, inode=excluded.inode,"
+    " sha256=excluded.sha256, context=excluded.context, records=excluded.records,"
+    " notes=excluded.notes, seen=excluded.seen"
+)
+
+#: One record a source file mapped to: kind, key, content hash, and the assessment's line
+#: in the file (for the "duplicate of the record in file:line" message), or None.
+SourceRecord = tuple[str, str, str, int | None]
+
+
+@dataclass(frozen=True)
+class SourceFingerprint:
+    """What a source file was when we last read it and what it mapped to."""
+
+    path_key: str
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str
+    context: str
+    records: tuple[SourceRecord, ...]
+    #: The notes reading the file gave, then those mapping its records gave.
+    notes: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+
+
+class SourceFingerprints:
+    """The ``source_files`` methods of ``StateStore`` (see the module docstring)."""
+
+    _db: Backend
+    _lock: threading.RLock
+
+    def source_fingerprints(self) -> dict[str, SourceFingerprint]:
+        """Every stored fingerprint, keyed by path key (one query for a whole run)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path_key, size, mtime_ns, inode, sha256, context, records, notes"
+                " FROM source_files"
+            ).fetchall()
+        return {r[0]: _fingerprint(r) for r in rows}
+
+    def save_source_fingerprints(self, found: Sequence[SourceFingerprint]) -> None:
+        """Insert or replace fingerprints, in one transaction."""
+        now = time.time()
+        rows = [
+            (
+                f.path_key,
+                f.size,
+                f.mtime_ns,
+                f.inode,
+                f.sha256,
+                f.context,
+                json.dumps(f.records, separators=(",", ":"), ensure_ascii=False),
+                json.dumps(f.notes, ensure_ascii=False),
+                now,
+            )
+            for f in found
+        ]
+        with self._lock, self._db.transaction():
+            self._db.executemany(_UPSERT, rows)
+
+    def forget_source_fingerprints(self, path_keys: Sequence[str]) -> None:
+        """Drop fingerprints (files that now have problems, or could not be read)."""
+        with self._lock, self._db.transaction():
+            self._db.executemany(
+                "DELETE FROM source_files WHERE path_key=?", [(k,) for k in path_keys]
+            )
+
+    def synced_hashes(self) -> dict[tuple[str, str], str]:
+        """(kind, key) -> content hash of every record the server holds as we last wrote
+        it: ``synced``, with a server id, and no open dead letter."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, key, content_hash FROM resources WHERE status='synced'"
+                " AND server_id IS NOT NULL AND content_hash IS NOT NULL"
+            ).fetchall()
+            lettered = self._db.execute(
+                "SELECT kind, key FROM dead_letters WHERE resolved=0"
+            ).fetchall()
+        found = {(r[0], r[1]): r[2] for r in rows}
+        for kind, key in lettered:  # few; one query apiece is slower than subtracting here
+            found.pop((kind, key), None)
+        return found
+
+    def set_source_figures(self, figures: dict[str, int | float]) -> None:
+        """The last run's source figures (files read, skipped, records skipped)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES ('sources_last_run', ?)"
+                " ON CONFLICT (key) DO UPDATE"
+                " SET value=excluded.value",
+                (json.dumps(figures, sort_keys=True),),
+            )
+
+    def source_figures(self) -> dict[str, int | float]:
+        """What :meth:`set_source_figures` kept ({} before the first fingerprinted run)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='sources_last_run'").fetchone()
+        found = json.loads(row[0]) if row else {}
+        return found if isinstance(found, dict) else {}
+
+
+def _fingerprint(row: tuple[Any, ...]) -> SourceFingerprint:
+    records: tuple[SourceRecord, ...] = tuple(map(tuple, json.loads(row[6])))  # C-speed
+    read, mapped = json.loads(row[7])
+    return SourceFingerprint(
+        row[0], row[1], row[2], row[3], row[4], row[5], records, (tuple(read), tuple(mapped))
+    )
