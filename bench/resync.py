@@ -142,10 +142,9 @@ def _synthetic_state(settings: Any) -> dict[str, Any]:
     file, load the fingerprints and the synced hashes, compare, one liveness read) is the
     real code path; only the mapping that would have produced the hashes is skipped (under
     today's load, mapping 100,000 assessments took over an hour)."""
-    from alliance_fhir.sync.source_state import SourceFingerprint
-
     from alliance_fhir.api import AllianceFhir
     from alliance_fhir.app.fingerprints import file_sha256
+    from alliance_fhir.sync.state.sources import SourceFingerprint
 
     started = time.perf_counter()
     with AllianceFhir(settings) as api:
