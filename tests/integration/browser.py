@@ -178,7 +178,9 @@ class Chromium:
             f"""(() => {{
               const el = document.querySelector({json.dumps(selector)});
               if (!el) return null;
-              el.scrollIntoView({{block: 'center'}});
+              // instant: a page styled with smooth scrolling would still be moving when the
+              // box is measured, and the click would land beside the element
+              el.scrollIntoView({{block: 'center', behavior: 'instant'}});
               const r = el.getBoundingClientRect();
               return {{x: r.left + r.width / 2, y: r.top + r.height / 2}};
             }})()"""

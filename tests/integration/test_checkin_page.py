@@ -27,7 +27,7 @@ from alliance_fhir.api.checkin_links import create_checkin_link, read_token
 from alliance_fhir.config import Settings
 from alliance_fhir.web.app import create_app
 
-from .browser import Chromium
+from .browser import BrowserError, Chromium
 from .clinickit import REPO, copy_clinic
 from .conftest import expunge_everything
 
@@ -167,7 +167,17 @@ def _renderer_scores(browser: Chromium) -> dict[str, float]:
 
 
 def _submit(browser: Chromium) -> int:
-    browser.click("#submit")
+    """Press Submit as a person would: again if the tap did not register (the page says
+    "Sending..." at once when it does; a second tap on a disabled button does nothing)."""
+    started = "document.getElementById('message').textContent || "
+    started += "document.body.getAttribute('data-status')"
+    for _ in range(3):
+        browser.click("#submit")
+        try:
+            browser.wait_for(started, timeout=10)
+            break
+        except BrowserError:
+            continue
     return int(browser.wait_for("document.body.getAttribute('data-status')", timeout=120))
 
 

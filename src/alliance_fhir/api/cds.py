@@ -18,7 +18,6 @@ request with prefetch does no I/O at all. Nothing here logs patient data or the 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +39,7 @@ from alliance_fhir.monitoring.alerts import FLAG_KIND, TASK_KIND
 from alliance_fhir.monitoring.concerns import Concern, patient_concerns
 from alliance_fhir.monitoring.pull import patient_id_of
 from alliance_fhir.monitoring.rules import Rule
+from alliance_fhir.net import is_loopback
 
 __all__ = [
     "KEYS",
@@ -69,15 +69,6 @@ _TEMPLATE_ID = "{{context.patientId}}"
 def is_fhir_id(value: Any) -> bool:
     """Whether ``value`` is a FHIR resource id (what ``context.patientId`` must be)."""
     return isinstance(value, str) and _FHIR_ID.match(value) is not None
-
-
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class CdsDataUnavailable(AllianceFhirError):
@@ -213,7 +204,7 @@ class CdsService:
 
     def _client(self, fhir_server: str, token: str) -> FhirClient:
         url = httpx.URL(fhir_server)
-        loopback_ok = self.settings.cds_allow_loopback_http and _loopback(url.host)
+        loopback_ok = self.settings.cds_allow_loopback_http and is_loopback(url.host)
         if url.scheme != "https" and not (url.scheme == "http" and loopback_ok):
             raise CdsDataUnavailable("fhirServer must be an https:// URL")
         verify: bool | str = self.settings.verify_tls

@@ -38,11 +38,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alliance_fhir.adapters import fhirjson
+from alliance_fhir.adapters.dates import parse_when
 from alliance_fhir.adapters.fhirjson import content_hash
 from alliance_fhir.adapters.identity import identifier_system, search_token
 from alliance_fhir.adapters.record import record_uuid
 from alliance_fhir.app.alert_mode import AlertResources
-from alliance_fhir.app.patient_view import PatientView, identifier_value, parse_when
+from alliance_fhir.app.patient_view import PatientView, identifier_value
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import ConflictError, Problem
 from alliance_fhir.fhir import FhirClient, WriteResult, entry_results

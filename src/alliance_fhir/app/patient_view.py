@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import datetime
 from typing import Any
 
+from alliance_fhir.adapters.dates import parse_when
 from alliance_fhir.adapters.goals import KIND_PLAN
 from alliance_fhir.adapters.identity import identifier_system
 from alliance_fhir.app.goal_pull import care_plans
@@ -32,23 +33,9 @@ from alliance_fhir.monitoring.pull import (
     score_response,
 )
 
-__all__ = ["PatientReader", "PatientView", "identifier_value", "not_scored_line", "parse_when"]
+__all__ = ["PatientReader", "PatientView", "identifier_value", "not_scored_line"]
 
 log = get_logger("alliance_fhir.monitoring")
-
-
-def parse_when(text: Any) -> datetime | None:
-    """A FHIR date or dateTime as an aware datetime (a date is midnight UTC); None when
-    missing or unreadable."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        if "T" not in text:
-            return datetime.combine(date.fromisoformat(text[:10]), time(), tzinfo=UTC)
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def identifier_value(resource: Mapping[str, Any], system: str) -> str | None:

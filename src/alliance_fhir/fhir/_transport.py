@@ -6,7 +6,6 @@ Content-Length nor a gzip bomb can make us hold more than ``max_response_bytes``
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import ssl
 from typing import Any
@@ -16,9 +15,9 @@ import httpx
 from alliance_fhir.exceptions import ConfigError
 from alliance_fhir.fhir._errors import is_json_type, refuse, translate_transport_error
 from alliance_fhir.log import get_logger
+from alliance_fhir.net import is_loopback
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -119,17 +118,6 @@ def parse_json_object(
             status=response.status_code,
         )
     return data
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and any 127.0.0.0/8 or ``::1`` address: traffic that never
-    leaves the machine, so plain HTTP cannot expose credentials on a network."""
-    if host.lower() in LOCAL_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def refuse_plain_http(url: httpx.URL | str, what: str, *, allow: bool) -> None:

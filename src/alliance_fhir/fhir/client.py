@@ -50,13 +50,13 @@ from alliance_fhir.fhir._results import FhirResponse, ReadResult, WriteResult, e
 from alliance_fhir.fhir._retry import RetryPolicy, call_with_retry
 from alliance_fhir.fhir._transport import (
     build_http_client,
-    is_loopback,
     origin,
     parse_json_object,
     refuse_plain_http,
     send_bounded,
 )
 from alliance_fhir.log import get_logger, new_id
+from alliance_fhir.net import is_loopback
 
 #: Search parameters: a mapping (values may repeat as lists) or ordered (name, value) pairs.
 Params = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]]

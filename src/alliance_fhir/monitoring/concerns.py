@@ -24,10 +24,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from alliance_fhir.adapters.codesystem import score_coding
+from alliance_fhir.adapters.dates import parse_when
 from alliance_fhir.adapters.identity import identifier_system
 from alliance_fhir.instruments.schema import Instrument
 from alliance_fhir.monitoring.alerts import FLAG_KIND, TASK_KIND
@@ -88,18 +89,6 @@ class ScoreSeries:
     derived_from: Mapping[str, str]
 
 
-def _when(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        if "T" not in text:
-            return datetime.combine(date.fromisoformat(text[:10]), time(), tzinfo=UTC)
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
 def _codings(concept: Any) -> list[tuple[str, str]]:
     if not isinstance(concept, Mapping):
         return []
@@ -154,7 +143,7 @@ def score_series(
         if obs.get("status") not in COUNTED_OBSERVATION_STATUSES:
             continue
         found = next((totals[c] for c in _codings(obs.get("code")) if c in totals), None)
-        when = _when(obs.get("effectiveDateTime"))
+        when = parse_when(obs.get("effectiveDateTime"))
         total = _number(obs.get("valueQuantity"))
         if found is None or when is None or total is None:
             continue
@@ -178,7 +167,7 @@ def score_series(
 
 
 def _updated(resource: Mapping[str, Any]) -> datetime:
-    return _when((resource.get("meta") or {}).get("lastUpdated")) or datetime.min.replace(
+    return parse_when((resource.get("meta") or {}).get("lastUpdated")) or datetime.min.replace(
         tzinfo=UTC
     )
 
@@ -227,7 +216,9 @@ def _alert_concern(
         if rule is not None
         else _SEVERITY_OF_PRIORITY.get(str(task.get("priority")), "medium")
     )
-    since = _when((flag.get("period") or {}).get("start")) or _when(task.get("authoredOn"))
+    since = parse_when((flag.get("period") or {}).get("start")) or parse_when(
+        task.get("authoredOn")
+    )
     return Concern(
         rule_id=rule_id,
         label=label or rule_id,
@@ -311,7 +302,7 @@ def patient_concerns(
                     kind=rule.kind,
                     instrument=rule.instrument,
                     values=dict(trigger.values),
-                    since=_when(trigger.values.get("date")),
+                    since=parse_when(trigger.values.get("date")),
                 )
             )
 

@@ -39,8 +39,8 @@ _CACHEABLE_PREFIX = "/assets/"
 
 
 class SecurityHeaders:
-    """Adds the security headers to every HTTP answer, and ``Cache-Control: no-store`` to
-    every one but our static files."""
+    """Adds the security headers to every HTTP answer that does not set its own, and
+    ``Cache-Control: no-store`` to every one but our static files."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -58,7 +58,11 @@ class SecurityHeaders:
                     for k, v in message.get("headers", [])
                     if k.lower() != b"cache-control" or cacheable
                 ]
-                headers.extend(_HEADERS)
+                # A feature's own, stricter policy wins (the SMART view sets its CSP, and
+                # Referrer-Policy same-origin so its forms post with a real Origin header):
+                # two of one header would be merged by the browser, the last one winning.
+                present = {k.lower() for k, _ in headers}
+                headers.extend((k, v) for k, v in _HEADERS if k not in present)
                 if not cacheable:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers

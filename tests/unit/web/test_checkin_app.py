@@ -201,3 +201,17 @@ def test_the_one_app_also_answers_cds_discovery_and_refuses_unsigned_hooks(
     _assert_secure(resp)
     hook = client.post("/cds-services/alliance-patient-view", json={"hook": "patient-view"})
     assert hook.status_code == 401
+
+
+def test_a_features_own_policy_headers_are_kept_not_doubled(settings: Settings) -> None:
+    """The SMART view answers with its own CSP and ``Referrer-Policy: same-origin`` (its
+    forms must post with a real Origin); the app-wide headers must not be added beside them,
+    or the browser would apply the app's ``no-referrer`` and the forms would fail."""
+    with TestClient(create_app(settings)) as client:
+        resp = client.get("/launch", params={"iss": "https://unknown.example/fhir"})
+    assert resp.status_code == 400
+    assert resp.headers.get_list("referrer-policy") == ["same-origin"]
+    assert len(resp.headers.get_list("content-security-policy")) == 1
+    assert resp.headers["content-security-policy"] != CSP
+    assert resp.headers["x-frame-options"] == "DENY"  # what the view does not set is added
+    assert resp.headers.get_list("cache-control") == ["no-store"]

@@ -23,7 +23,6 @@ the token itself is never logged.
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import json
 import threading
 import time
@@ -35,6 +34,7 @@ import httpx
 import jwt
 
 from alliance_fhir.config import CdsIssuer, Settings
+from alliance_fhir.net import is_loopback
 
 __all__ = [
     "ALGORITHMS",
@@ -69,15 +69,6 @@ class JwtRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
@@ -131,7 +122,7 @@ class JwksCache:
             raise JwtRefused("JWKS URL is not a valid URL") from exc
         if parsed.scheme == "https" and parsed.host:
             return
-        if parsed.scheme == "http" and self._allow_http and _loopback(parsed.host):
+        if parsed.scheme == "http" and self._allow_http and is_loopback(parsed.host):
             return
         raise JwtRefused("JWKS URL must be https://")
 

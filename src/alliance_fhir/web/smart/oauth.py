@@ -20,6 +20,8 @@ from urllib.parse import urlencode
 
 import httpx
 
+from alliance_fhir.net import is_loopback
+
 __all__ = [
     "Endpoints",
     "LaunchError",
@@ -103,13 +105,9 @@ def _endpoint(config: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value.startswith(("https://", "http://")):
         raise LaunchError(f"The FHIR server's SMART configuration has no usable {key}.")
     url = httpx.URL(value)
-    if url.scheme == "http" and not _loopback_host(url.host):
+    if url.scheme == "http" and not is_loopback(url.host):
         raise LaunchError(f"The FHIR server's {key} is not https.", reason="insecure_endpoint")
     return value
-
-
-def _loopback_host(host: str) -> bool:
-    return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
 
 
 def discover(client: httpx.Client, iss: str) -> Endpoints:

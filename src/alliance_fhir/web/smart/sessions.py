@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 
 from starlette.responses import Response
 
-__all__ = ["COOKIE", "Pending", "Session", "SessionStore", "is_loopback", "set_session_cookie"]
+from alliance_fhir.net import is_loopback
+
+__all__ = ["COOKIE", "Pending", "Session", "SessionStore", "set_session_cookie"]
 
 #: The session cookie's name.
 COOKIE = "alliance_smart"
@@ -119,12 +121,6 @@ class SessionStore:
     def drop(self, session: Session) -> None:
         with self._lock:
             self._sessions.pop(session.sid, None)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (no port) is this machine: the only place a cookie may be sent over
-    plain http."""
-    return host in ("localhost", "127.0.0.1", "::1", "[::1]") or host.startswith("127.")
 
 
 def set_session_cookie(response: Response, session: Session, *, host: str, max_age: int) -> None:
