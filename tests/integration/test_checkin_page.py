@@ -8,6 +8,7 @@ Screenshots land in ``test-artifacts/checkin/`` (gitignored).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -127,6 +128,25 @@ def _walk(items: list[dict[str, Any]], path: str = "") -> Iterator[tuple[dict[st
         yield from _walk(item.get("item") or [], f"{path}/1")
 
 
+_CHOSEN = """(() => {
+  const el = document.querySelector(%s);
+  if (!el) return false;
+  return el.checked === true || (el.control != null && el.control.checked === true)
+    || el.querySelector('input:checked') != null;
+})()"""
+
+
+def _choose(browser: Chromium, selector: str) -> None:
+    """Tap an answer and see that it is chosen, tapping again if the tap was lost (the form
+    re-lays itself out as rows become active, and a tap during that can miss)."""
+    for _ in range(3):
+        browser.click(selector)
+        browser.pump(0.1)
+        if browser.evaluate(_CHOSEN % json.dumps(selector)):
+            return
+    raise BrowserError(f"the answer {selector} is not chosen after three taps")
+
+
 def _fill(
     browser: Chromium, questionnaire: dict[str, Any], *, number: str, pick: int, skip: int = 0
 ) -> int:
@@ -143,7 +163,7 @@ def _fill(
         options = item.get("answerOption") or []
         if options:
             coding = options[(pick + answered) % len(options)]["valueCoding"]
-            browser.click(f'[id="{element}|{coding["system"]}|{coding["code"]}"]')
+            _choose(browser, f'[id="{element}|{coding["system"]}|{coding["code"]}"]')
         else:
             browser.click(f'[id="{element}"]')
             browser.type(number)
