@@ -22,7 +22,7 @@ from alliance_fhir.daemon.loop import (
     jittered,
     monitoring_step,
 )
-from alliance_fhir.daemon.metrics import DaemonMetrics, MetricsServer, Registry
+from alliance_fhir.daemon.metrics import DaemonMetrics, MetricsServer
 from alliance_fhir.daemon.runner import (
     EXIT_ALREADY_RUNNING,
     EXIT_CONFIG,
@@ -48,7 +48,6 @@ __all__ = [
     "Inbox",
     "InstanceLock",
     "MetricsServer",
-    "Registry",
     "Step",
     "StepIncomplete",
     "StepOutcome",

@@ -1,195 +1,216 @@
-"""Health and metrics over local HTTP (stdlib ``http.server`` in a daemon thread).
+"""The daemon's numbers, on ``prometheus_client``, and the readiness verdict built from them.
 
-* ``GET /healthz`` — 200 while the process serves requests (liveness).
-* ``GET /readyz``  — 200 when the last cycle succeeded and the FHIR server answered within
-  the readiness window, else 503 (with a one-line reason).
-* ``GET /metrics`` — Prometheus text exposition format 0.0.4.
+Served over local HTTP by ``metrics_http`` (``/healthz``, ``/readyz``, ``/metrics``). Each
+``DaemonMetrics`` has its own ``CollectorRegistry`` (never the library's global one), so
+tests and embedding programs can hold several without collisions. With
+``PROMETHEUS_MULTIPROC_DIR`` set, values go to per-process files and ``/metrics`` merges every
+worker on the host (``metrics_multiproc``); each gauge says how its workers combine.
 
-The handler only reads in-memory numbers under a lock; it never touches the state store or
-the FHIR server, so a scrape cannot slow down or block a cycle. Nothing here carries PHI:
-metric labels are step names and operations, never record keys.
+Nothing here carries PHI: label values are outcomes, operations, step names, queue states and
+a worker id made of host name and pid, never record keys, file names or patient data.
 """
 
 from __future__ import annotations
 
-import math
+import os
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from collections.abc import Callable, Iterable
+from typing import Final, Literal
 
-from alliance_fhir.log import get_logger
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
-log = get_logger("alliance_fhir.daemon")
+from alliance_fhir.daemon.metrics_http import MetricsServer
+from alliance_fhir.daemon.metrics_multiproc import (
+    LiveMultiProcessCollector,
+    ProcessMirror,
+    multiproc_dir,
+    prepare,
+)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+__all__ = ["CYCLE_BUCKETS", "PREFIX", "DaemonMetrics", "Family", "MetricsServer", "worker_id"]
+
 PREFIX = "alliance_fhir_"
 
-Kind = Literal["counter", "gauge"]
-LabelKey = tuple[tuple[str, str], ...]
+# A cycle is a probe and a few pushes when nothing changed (well under a second), minutes
+# when a large inbox or a long monitor pull lands, and an hour is already an incident.
+CYCLE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+
+# How one gauge's values from several live workers combine in multiprocess mode:
+# per worker (a ``pid`` label each), or the latest reading of state all workers share.
+PER_WORKER: Final = "liveall"
+SHARED: Final = "livemostrecent"
+Mode = Literal["liveall", "livemostrecent", "livesum"]
 
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def worker_id() -> str:
+    """This process as a worker: host name and pid (no PHI, unique while it lives)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+class Family:
+    """One metric family behind the small interface the loop uses: inc, set and get by
+    label, so callers need not hold the library's labelled children."""
 
+    def __init__(self, metric: Counter | Gauge, name: str, labelnames: Iterable[str] = ()) -> None:
+        self.metric = metric
+        self.labelnames = tuple(labelnames)
+        self.counter = isinstance(metric, Counter)
+        self.name = name
+        self._sample = name if not self.counter or name.endswith("_total") else name + "_total"
 
-def format_value(value: float) -> str:
-    """A sample value as Prometheus writes it (integers without a fraction, +Inf, NaN)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(float(value))
-
-
-@dataclass
-class Metric:
-    """One metric family: a counter (only goes up) or a gauge, with optional labels."""
-
-    name: str
-    help: str
-    kind: Kind
-    labelnames: tuple[str, ...] = ()
-    _values: dict[LabelKey, float] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _key(self, labels: Mapping[str, str]) -> LabelKey:
+    def _child(self, labels: dict[str, str]) -> Counter | Gauge:
         if set(labels) != set(self.labelnames):
             raise ValueError(f"{self.name} takes labels {self.labelnames}, got {sorted(labels)}")
-        return tuple((k, str(labels[k])) for k in self.labelnames)
+        return self.metric.labels(**labels) if self.labelnames else self.metric
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if self.kind == "counter" and amount < 0:
+        if self.counter and amount < 0:
             raise ValueError(f"counter {self.name} cannot decrease")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        self._child(labels).inc(amount)
 
     def set(self, value: float, **labels: str) -> None:
-        if self.kind == "counter":
+        child = self._child(labels)
+        if not isinstance(child, Gauge):
             raise ValueError(f"counter {self.name} cannot be set")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = float(value)
+        child.set(value)
 
     def touch(self, **labels: str) -> None:
         """Make a labelled series visible at 0 before its first event."""
-        key = self._key(labels)
-        with self._lock:
-            self._values.setdefault(key, 0.0)
+        self._child(labels)
 
     def get(self, **labels: str) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
-        with self._lock:
-            values = dict(self._values)
-        if not values and not self.labelnames:
-            values[()] = 0.0
-        for key, value in sorted(values.items()):
-            labels = ",".join(f'{k}="{_escape_label(v)}"' for k, v in key)
-            series = f"{self.name}{{{labels}}}" if labels else self.name
-            lines.append(f"{series} {format_value(value)}")
-        return lines
-
-
-class Registry:
-    """The metric families of one process, rendered in registration order."""
-
-    def __init__(self) -> None:
-        self._metrics: dict[str, Metric] = {}
-
-    def _add(self, name: str, help: str, kind: Kind, labelnames: Iterable[str]) -> Metric:
-        full = name if name.startswith(PREFIX) else PREFIX + name
-        if full in self._metrics:
-            raise ValueError(f"metric {full} registered twice")
-        metric = Metric(full, help, kind, tuple(labelnames))
-        self._metrics[full] = metric
-        return metric
-
-    def counter(self, name: str, help: str, labelnames: Iterable[str] = ()) -> Metric:
-        return self._add(name, help, "counter", labelnames)
-
-    def gauge(self, name: str, help: str, labelnames: Iterable[str] = ()) -> Metric:
-        return self._add(name, help, "gauge", labelnames)
-
-    def render(self) -> str:
-        lines: list[str] = []
-        for metric in self._metrics.values():
-            lines.extend(metric.render())
-        return "\n".join(lines) + "\n"
+        """This process's value (in multiprocess mode too: not the merged one)."""
+        self._child(labels)
+        for family in self.metric.collect():
+            for sample in family.samples:
+                if sample.name == self._sample and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
 
 
 class DaemonMetrics:
     """The daemon's numbers, and the readiness verdict built from them."""
 
-    def __init__(self, *, ready_window: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        ready_window: float,
+        clock: Callable[[], float] = time.time,
+        worker: str | None = None,
+    ) -> None:
         self.ready_window = ready_window
         self.clock = clock
         self.started = clock()
-        r = self.registry = Registry()
-        self.cycles = r.counter("cycles_total", "Daemon cycles run, by outcome.", ["outcome"])
-        self.last_success = r.gauge(
+        self.worker = worker or worker_id()
+        self.multiproc = multiproc_dir()
+        if self.multiproc is not None:
+            prepare(self.multiproc)
+        r = self.registry = CollectorRegistry()
+
+        def counter(name: str, help: str, labelnames: Iterable[str] = ()) -> Family:
+            metric = Counter(PREFIX + name, help, labelnames, registry=r)
+            return Family(metric, PREFIX + name, labelnames)
+
+        def gauge(name: str, help: str, mode: Mode, labelnames: Iterable[str] = ()) -> Family:
+            metric = Gauge(PREFIX + name, help, labelnames, registry=r, multiprocess_mode=mode)
+            return Family(metric, PREFIX + name, labelnames)
+
+        self.cycles = counter("cycles_total", "Daemon cycles run, by outcome.", ["outcome"])
+        self.last_success = gauge(
             "last_success_timestamp_seconds",
             "Unix time at which the last fully successful cycle ended (0: none yet).",
+            PER_WORKER,
         )
-        self.last_cycle = r.gauge(
-            "last_cycle_timestamp_seconds", "Unix time at which the last cycle ended."
+        self.last_cycle = gauge(
+            "last_cycle_timestamp_seconds", "Unix time at which the last cycle ended.", PER_WORKER
         )
-        self.cycle_duration = r.gauge(
-            "cycle_duration_seconds", "Wall time the last cycle took, in seconds."
+        self.cycle_duration = gauge(
+            "cycle_duration_seconds", "Wall time the last cycle took, in seconds.", PER_WORKER
         )
-        self.pushed = r.counter(
+        self.cycle_seconds = Histogram(
+            PREFIX + "cycle_seconds",
+            "Wall time of daemon cycles, in seconds (all cycles, as a histogram).",
+            buckets=CYCLE_BUCKETS,
+            registry=r,
+        )
+        self.pushed = counter(
             "resources_pushed_total",
             "Resources written to the FHIR server, by operation (created, updated).",
             ["operation"],
         )
-        self.pulled = r.counter(
+        self.pulled = counter(
             "resources_pulled_total", "Resources pulled from the FHIR server (monitoring)."
         )
-        self.errors = r.counter(
+        self.errors = counter(
             "errors_total", "Failed daemon steps, by step (server down, fatal, bug).", ["step"]
         )
-        self.conflicts = r.gauge(
-            "conflicts", "Records left in conflict (changed on the server; not overwritten)."
+        self.conflicts = gauge(
+            "conflicts",
+            "Records left in conflict (changed on the server; not overwritten).",
+            SHARED,
         )
-        self.conflicts_seen = r.counter(
-            "conflicts_total", "Conflicts met by sync runs (a record may count in many runs)."
+        # Was ``conflicts_total``: the library (like OpenMetrics) names a counter's family
+        # without ``_total``, which would be ``conflicts``, the gauge above.
+        self.conflicts_seen = counter(
+            "sync_conflicts_total", "Conflicts met by sync runs (a record may count in many runs)."
         )
-        self.dead_letters = r.gauge(
-            "dead_letters", "Open dead letters: records the server refused, waiting for a fix."
+        self.dead_letters = gauge(
+            "dead_letters",
+            "Open dead letters: records the server refused, waiting for a fix.",
+            SHARED,
         )
-        self.rejected = r.counter("rejected_total", "Records the server refused in sync runs.")
-        self.inbox_depth = r.gauge(
-            "inbox_depth", "Input files waiting in the inbox (including ones still being written)."
+        self.rejected = counter("rejected_total", "Records the server refused in sync runs.")
+        self.inbox_depth = gauge(
+            "inbox_depth",
+            "Input files waiting in the inbox (including ones still being written).",
+            SHARED,
         )
-        self.inbox_files = r.counter(
+        self.inbox_files = counter(
             "inbox_files_total", "Inbox files handled, by outcome (processed, failed).", ["outcome"]
         )
-        self.server_up = r.gauge(
-            "server_reachable", "1 when the FHIR server answered during the last cycle, else 0."
+        self.server_up = gauge(
+            "server_reachable",
+            "1 when the FHIR server answered during the last cycle, else 0.",
+            PER_WORKER,
         )
-        self.last_server_ok = r.gauge(
+        self.last_server_ok = gauge(
             "server_last_reachable_timestamp_seconds",
             "Unix time the FHIR server last answered (0: not yet).",
+            PER_WORKER,
         )
-        self.backoff = r.gauge(
-            "backoff_seconds", "Current back-off delay after failed cycles (0: healthy)."
+        self.backoff = gauge(
+            "backoff_seconds",
+            "Current back-off delay after failed cycles (0: healthy).",
+            PER_WORKER,
         )
-        self.consecutive_failures = r.gauge(
-            "consecutive_failed_cycles", "Failed cycles in a row (0 after a success)."
+        self.consecutive_failures = gauge(
+            "consecutive_failed_cycles", "Failed cycles in a row (0 after a success).", PER_WORKER
         )
-        self.up_since = r.gauge("start_timestamp_seconds", "Unix time the daemon started.")
+        self.up_since = gauge(
+            "start_timestamp_seconds", "Unix time the daemon started.", PER_WORKER
+        )
+        self.work_items = gauge(
+            "work_items",
+            "Work items in the shared queue, by state (pending, leased, done).",
+            SHARED,
+            ["state"],
+        )
+        self.leases_held = gauge(
+            "worker_leases_held", "Work-item leases this worker holds now.", "livesum", ["worker"]
+        )
+        self.leases_claimed = counter(
+            "worker_leases_claimed_total", "Work-item leases claimed, by worker.", ["worker"]
+        )
+        self.leases_lost = counter(
+            "worker_leases_lost_total",
+            "Work-item leases lost (expired before the work was done), by worker.",
+            ["worker"],
+        )
         self.up_since.set(self.started)
         for outcome in ("ok", "failed"):
             self.cycles.touch(outcome=outcome)
@@ -197,15 +218,34 @@ class DaemonMetrics:
             self.pushed.touch(operation=op)
         for outcome in ("processed", "failed"):
             self.inbox_files.touch(outcome=outcome)
+
+        self._mirror: ProcessMirror | None = None
+        if self.multiproc is None:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            self.exposed = r
+        else:
+            self.exposed = CollectorRegistry()
+            self.exposed.register(LiveMultiProcessCollector(self.multiproc))
+            PlatformCollector(registry=self.exposed)
+            self._mirror = ProcessMirror()
+            self._mirror.refresh()
+
         self._last_cycle_ok: bool | None = None
+        self._server_seen = 0.0
         self._lock = threading.Lock()
+
+    # What the loop and the workers report
 
     def cycle_finished(self, *, ok: bool, duration: float, server_ok: bool | None) -> None:
         now = self.clock()
         with self._lock:
             self._last_cycle_ok = ok
+            if server_ok:
+                self._server_seen = now
         self.cycles.inc(outcome="ok" if ok else "failed")
         self.cycle_duration.set(duration)
+        self.cycle_seconds.observe(duration)
         self.last_cycle.set(now)
         if ok:
             self.last_success.set(now)
@@ -213,99 +253,47 @@ class DaemonMetrics:
             self.server_up.set(1 if server_ok else 0)
             if server_ok:
                 self.last_server_ok.set(now)
+        if self._mirror is not None:
+            self._mirror.refresh()
+
+    def work_queue(self, *, pending: int, leased: int, done: int) -> None:
+        """The shared queue as this worker last read it (every worker sees the same queue:
+        in multiprocess mode the latest reading wins, nothing is summed)."""
+        for state, n in (("pending", pending), ("leased", leased), ("done", done)):
+            self.work_items.set(n, state=state)
+
+    def leases(self, *, held: int, claimed: int, lost: int) -> None:
+        """This worker's leases: ``held`` now, ``claimed`` and ``lost`` since the last call."""
+        if claimed < 0 or lost < 0:
+            raise ValueError("claimed and lost are increments: never negative")
+        self.leases_held.set(held, worker=self.worker)
+        self.leases_claimed.inc(claimed, worker=self.worker)
+        self.leases_lost.inc(lost, worker=self.worker)
+
+    # What the HTTP endpoints answer
 
     def readiness(self) -> tuple[bool, str]:
         with self._lock:
             last_ok = self._last_cycle_ok
+            seen = self._server_seen
         if last_ok is None:
             return False, "no cycle finished yet"
         if not last_ok:
             return False, "last cycle failed"
-        seen = self.last_server_ok.get()
         if seen <= 0 or self.clock() - seen > self.ready_window:
             return False, "FHIR server not reached recently"
         return True, "ready"
 
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """The ``/metrics`` body and its content type, negotiated by the library from the
+        scraper's Accept header (Prometheus text 0.0.4 unless OpenMetrics is asked for)."""
+        if self._mirror is not None:
+            self._mirror.refresh()
+        encode, content_type = choose_encoder(accept)
+        return encode(self.exposed), content_type
+
     def render(self) -> str:
-        return self.registry.render()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _MetricsHTTPServer
-    server_version = "alliance-fhir-daemon"
-    sys_version = ""
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        metrics = self.server.metrics
-        if path == "/healthz":
-            self._send(200, "ok\n")
-        elif path == "/readyz":
-            ready, reason = metrics.readiness()
-            self._send(200 if ready else 503, reason + "\n")
-        elif path == "/metrics":
-            self._send(200, metrics.render(), CONTENT_TYPE)
-        else:
-            self._send(404, "not found\n")
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def _send(
-        self, status: int, body: str, content_type: str = "text/plain; charset=utf-8"
-    ) -> None:
-        data = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes are not logged (one every few seconds would drown the daemon's log)."""
-
-
-class _MetricsHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], metrics: DaemonMetrics) -> None:
-        self.metrics = metrics
-        super().__init__(address, _Handler)
-
-
-class MetricsServer:
-    """``/healthz``, ``/readyz`` and ``/metrics`` on ``host:port`` (port 0: any free port)."""
-
-    def __init__(self, metrics: DaemonMetrics, host: str, port: int) -> None:
-        self._server = _MetricsHTTPServer((host, port), metrics)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.25},
-            name="alliance-fhir-metrics",
-            daemon=True,
-        )
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    def start(self) -> MetricsServer:
-        self._thread.start()
-        host, port = self.address
-        log.info("daemon.metrics_listening", host=host, port=port)
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> MetricsServer:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+        """The Prometheus text exposition, as ``/metrics`` sends it by default."""
+        if self._mirror is not None:
+            self._mirror.refresh()
+        return generate_latest(self.exposed).decode("utf-8")

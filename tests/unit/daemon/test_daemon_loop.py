@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from alliance_fhir.api import MonitorResult
 from alliance_fhir.config import Settings
@@ -26,6 +27,19 @@ from alliance_fhir.daemon.metrics import DaemonMetrics
 from alliance_fhir.exceptions import FatalError, RetriableError
 from alliance_fhir.sync.engine import SyncResult
 from alliance_fhir.sync.state import StateStore
+
+
+def series(daemon: Daemon) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The daemon's /metrics as a dashboard reads it: (series, labels) -> value."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(daemon.metrics.render())
+        for s in family.samples
+    }
+
+
+def metric(daemon: Daemon, name: str, **labels: str) -> float | None:
+    return series(daemon).get((name, frozenset(labels.items())))
 
 
 def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
@@ -157,10 +171,9 @@ def test_server_down_backs_off_exponentially_then_recovers(api: FakeApi) -> None
     # 1, 2, 4, 8, 8 (capped) while down, then the normal interval (jitter 0 here)
     assert waits == [1, 2, 4, 8, 8, 60, 60]
     assert ran.count("publish") == 2  # skipped while the server was down
-    values = daemon.metrics.registry.render()
-    assert 'alliance_fhir_errors_total{step="probe"} 5' in values
-    assert 'alliance_fhir_resources_pushed_total{operation="created"} 6' in values
-    assert 'alliance_fhir_cycles_total{outcome="failed"} 5' in values
+    assert metric(daemon, "alliance_fhir_errors_total", step="probe") == 5
+    assert metric(daemon, "alliance_fhir_resources_pushed_total", operation="created") == 6
+    assert metric(daemon, "alliance_fhir_cycles_total", outcome="failed") == 5
     assert daemon.metrics.last_success.get() > 0
     assert daemon.metrics.backoff.get() == 0
 
@@ -182,9 +195,8 @@ def test_a_failing_step_does_not_stop_the_others_or_the_daemon(api: FakeApi) -> 
     assert daemon.run_forever() == 0
     assert ran == ["monitoring", "inbox", "monitoring", "inbox"]
     assert waits == [60, 60]  # not a server outage: no back-off
-    text = daemon.metrics.registry.render()
-    assert 'alliance_fhir_errors_total{step="monitoring"} 1' in text
-    assert 'alliance_fhir_inbox_files_total{outcome="processed"} 4' in text
+    assert metric(daemon, "alliance_fhir_errors_total", step="monitoring") == 1
+    assert metric(daemon, "alliance_fhir_inbox_files_total", outcome="processed") == 4
 
 
 def test_stop_request_is_honoured_between_steps(api: FakeApi) -> None:
@@ -236,10 +248,9 @@ def test_monitoring_step_runs_the_api_monitor_every_cycle(api: FakeApi) -> None:
     daemon.run_forever()
     assert api.monitor_calls == 2
     assert waits == [60, 60]
-    text = daemon.metrics.registry.render()
-    assert "alliance_fhir_resources_pulled_total 8" in text
-    assert 'alliance_fhir_cycles_total{outcome="ok"} 2' in text
-    assert "alliance_fhir_errors_total{" not in text
+    assert metric(daemon, "alliance_fhir_resources_pulled_total") == 8
+    assert metric(daemon, "alliance_fhir_cycles_total", outcome="ok") == 2
+    assert not [k for k in series(daemon) if k[0] == "alliance_fhir_errors_total"]
 
 
 def test_monitoring_counts_are_the_runs_numbers_alerts_and_sync_summary(api: FakeApi) -> None:
@@ -307,11 +318,10 @@ def test_monitor_result_with_failures_marks_the_step_failed_but_keeps_counts(
     daemon, waits = make_daemon(api, [Step("monitoring", monitoring_step)], cycles=1)
     daemon.run_forever()
     assert waits == [60]  # a failed step, not an outage: no back-off
-    text = daemon.metrics.registry.render()
-    assert 'alliance_fhir_errors_total{step="monitoring"} 1' in text
-    assert "alliance_fhir_resources_pulled_total 3" in text
-    assert 'alliance_fhir_resources_pushed_total{operation="created"} 4' in text
-    assert 'alliance_fhir_cycles_total{outcome="failed"} 1' in text
+    assert metric(daemon, "alliance_fhir_errors_total", step="monitoring") == 1
+    assert metric(daemon, "alliance_fhir_resources_pulled_total") == 3
+    assert metric(daemon, "alliance_fhir_resources_pushed_total", operation="created") == 4
+    assert metric(daemon, "alliance_fhir_cycles_total", outcome="failed") == 1
 
 
 def test_monitor_run_with_a_refused_score_write_fails_the_step(api: FakeApi) -> None:
@@ -321,6 +331,5 @@ def test_monitor_run_with_a_refused_score_write_fails_the_step(api: FakeApi) -> 
         api, [Step("monitoring", monitoring_step)], cycles=1, options=DaemonOptions(once=True)
     )
     assert daemon.run_forever() == 1
-    text = daemon.metrics.registry.render()
-    assert 'alliance_fhir_errors_total{step="monitoring"} 1' in text
-    assert "alliance_fhir_rejected_total 1" in text
+    assert metric(daemon, "alliance_fhir_errors_total", step="monitoring") == 1
+    assert metric(daemon, "alliance_fhir_rejected_total") == 1
