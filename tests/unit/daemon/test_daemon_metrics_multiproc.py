@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -168,3 +170,95 @@ def test_the_variable_set_after_import_is_refused_not_ignored(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="must be set before the process starts"):
         DaemonMetrics(ready_window=60)
+
+
+class Daemon:
+    """A real ``python -m alliance_fhir.daemon`` in an outage (nothing listens on its FHIR
+    port), its own state store, and the shared metrics folder."""
+
+    def __init__(self, tmp_path: Path, name: str, folder: Path) -> None:
+        home = tmp_path / name
+        home.mkdir()
+        env = {
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": str(folder),
+            "ALLIANCE_FHIR_SERVER_URL": "http://127.0.0.1:9/fhir",
+            "ALLIANCE_FHIR_STATE_PATH": str(home / "state.sqlite3"),
+            "ALLIANCE_FHIR_INBOX_DIR": str(home / "inbox"),
+            "ALLIANCE_FHIR_METRICS_HOST": "127.0.0.1",
+            "ALLIANCE_FHIR_METRICS_PORT": "0",
+            "ALLIANCE_FHIR_RETRY_DEADLINE_SECONDS": "0.2",
+            "ALLIANCE_FHIR_LOG_JSON": "true",
+        }
+        env.pop("ALLIANCE_FHIR_CONFIG", None)
+        cmd = [sys.executable, "-m", "alliance_fhir.daemon", "--no-monitoring"]
+        cmd += ["--backoff-max", "0.5"]
+        self.proc = subprocess.Popen(
+            cmd, env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        self.port = 0
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:  # the listening port is logged once, at start
+            if '"daemon.metrics_listening"' in line:
+                self.port = int(json.loads(line)["port"])
+                break
+        assert self.port, "the daemon never listened"
+        self.pid = self.proc.pid
+        # keep reading so the daemon never blocks on a full pipe
+        self._drain = threading.Thread(target=self.proc.stderr.read, daemon=True)
+        self._drain.start()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+def test_two_real_daemons_one_metrics_endpoint(tmp_path: Path) -> None:
+    folder = tmp_path / "metrics"
+    daemons = [Daemon(tmp_path, "one", folder), Daemon(tmp_path, "two", folder)]
+    one, two = daemons
+    try:
+
+        def both_failing() -> Samples | None:
+            got = scrape(one.port)
+            down = [
+                value(got, "alliance_fhir_consecutive_failed_cycles", pid=d.pid) for d in daemons
+            ]
+            return got if all((n or 0) >= 1 for n in down) else None
+
+        got = _wait(both_failing)
+        probes = value(got, "alliance_fhir_errors_total", step="probe") or 0
+        per_worker = [
+            value(got, "alliance_fhir_consecutive_failed_cycles", pid=d.pid) or 0 for d in daemons
+        ]
+        assert probes >= sum(per_worker)  # both daemons' failed probes in one sum
+        assert (value(got, "process_resident_memory_bytes", pid=two.pid) or 0) > 0
+        assert samples_for(scrape(two.port), "alliance_fhir_start_timestamp_seconds") == {
+            one.pid,
+            two.pid,
+        }  # either daemon's endpoint shows both
+
+        assert two.stop() == 0
+        after = scrape(one.port)
+        assert samples_for(after, "alliance_fhir_start_timestamp_seconds") == {one.pid}
+        assert (value(after, "alliance_fhir_errors_total", step="probe") or 0) >= probes
+        assert one.stop() == 0
+    finally:
+        for d in daemons:
+            if d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait()
+
+
+def samples_for(samples: Samples, name: str) -> set[int]:
+    """The pids that have a series of ``name``."""
+    return {int(dict(labels)["pid"]) for (n, labels) in samples if n == name}
+
+
+def _wait(probe: Callable[[], Samples | None], timeout: float = 60) -> Samples:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (got := probe()) is not None:
+            return got
+        time.sleep(0.2)
+    raise AssertionError("both daemons never showed a failed cycle in one scrape")
