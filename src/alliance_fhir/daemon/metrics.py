@@ -30,6 +30,7 @@ from alliance_fhir.daemon.metrics_multiproc import (
     ProcessMirror,
     multiproc_dir,
     prepare,
+    process_mirror,
 )
 
 __all__ = ["CYCLE_BUCKETS", "PREFIX", "DaemonMetrics", "Family", "MetricsServer", "worker_id"]
@@ -228,7 +229,7 @@ class DaemonMetrics:
             self.exposed = CollectorRegistry()
             self.exposed.register(LiveMultiProcessCollector(self.multiproc))
             PlatformCollector(registry=self.exposed)
-            self._mirror = ProcessMirror()
+            self._mirror = process_mirror()
             self._mirror.refresh()
 
         self._last_cycle_ok: bool | None = None

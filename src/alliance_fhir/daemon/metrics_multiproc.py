@@ -176,3 +176,15 @@ class ProcessMirror:
         if total > last[0]:
             counter.inc(total - last[0])
             last[0] = total
+
+
+_mirrors: dict[int, ProcessMirror] = {}
+
+
+def process_mirror() -> ProcessMirror:
+    """The one mirror of this process (two would each add the CPU seconds)."""
+    with _prepared_lock:
+        pid = os.getpid()
+        if pid not in _mirrors:
+            _mirrors[pid] = ProcessMirror()
+        return _mirrors[pid]
