@@ -64,7 +64,8 @@ def test_a_tenant_inherits_the_top_level_and_overrides_what_it_names(tmp_path: P
         "https://top.example.org/id",
     )
     assert a.bundle_size == b.bundle_size == 50
-    assert a.assessments == [Path("a-exports")] and b.assessments == []
+    assert a.assessments == [Path("a-exports")]
+    assert b.assessments == []
     assert (a.max_connections, b.max_connections) == (None, 3)
     assert (a.tenant, b.tenant) == ("clinic-a", "clinic-b")
 
@@ -126,7 +127,8 @@ def test_fhir_credentials_are_never_inherited(
 
     assert root.secret("token") == "top-env-token"
     assert a.secret("token") == "a-token-value"  # its own file, not the top level's env
-    assert b.secret("token") is None and b.token_file is None
+    assert b.secret("token") is None
+    assert b.token_file is None
     monkeypatch.setenv("ALLIANCE_FHIR_TENANT_CLINIC_B_TOKEN", "b-env-token")
     assert tenant_settings(root, "clinic-b").secret("token") == "b-env-token"
 
@@ -242,7 +244,9 @@ def test_status_reports_each_tenant_and_tenant_selects_one(run: Run, tmp_path: P
         "tenant: clinic-b",
     ]
     assert every.out.count("dead letters: 0") == 2
-    assert one.code == 0 and "tenant:" not in one.out and "dead letters: 0" in one.out
+    assert one.code == 0
+    assert "tenant:" not in one.out
+    assert "dead letters: 0" in one.out
     assert sorted(p.name for p in (tmp_path / ".alliance-fhir").iterdir()) == [
         "state.clinic-a.sqlite3",
         "state.clinic-b.sqlite3",
@@ -259,7 +263,8 @@ def test_config_show_with_a_tenant_prints_its_effective_settings(
     shown = json.loads(run("config", "show").out)
 
     assert shown["server_url"] == "https://a.example.org/fhir"
-    assert shown["tenant"] == "clinic-a" and shown["token_file"] == "a-token"
+    assert shown["tenant"] == "clinic-a"
+    assert shown["token_file"] == "a-token"
     assert top["server_url"] == "https://top.example.org/fhir"
     assert sorted(top["tenants"]) == ["clinic-a", "clinic-b"]
 

@@ -91,7 +91,8 @@ def test_once_runs_every_tenant_and_exits_1_when_a_cycle_failed(
     code = run_tenants(root, tenants, DaemonOptions(once=True, monitoring=False))
 
     assert code == 1
-    assert (tmp_path / "inbox" / "a").is_dir() and (tmp_path / "inbox" / "b").is_dir()
+    assert (tmp_path / "inbox" / "a").is_dir()
+    assert (tmp_path / "inbox" / "b").is_dir()
     assert {p.name for p in tmp_path.glob("state.*.lock")} == {
         "state.a.sqlite3.lock",
         "state.b.sqlite3.lock",
