@@ -97,3 +97,28 @@ def test_once_runs_every_tenant_and_exits_1_when_a_cycle_failed(
         "state.a.sqlite3.lock",
         "state.b.sqlite3.lock",
     }
+
+
+def test_python_m_daemon_runs_every_tenant_or_the_selected_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alliance_fhir.daemon.__main__ import main
+
+    monkeypatch.delenv("ALLIANCE_FHIR_TENANT", raising=False)
+    config = tmp_path / "alliance-fhir.toml"
+    config.write_text(
+        f'state_path = "{tmp_path}/state.sqlite3"\ninbox_dir = "{tmp_path}/inbox"\n'
+        'server_url = "http://127.0.0.1:9/fhir"\nretry_attempts = 1\n'
+        "[tenants.a]\n[tenants.b]\n",
+        encoding="utf-8",
+    )
+    args = ["--config", str(config), "--once", "--no-metrics", "--no-monitoring"]
+
+    monkeypatch.setenv("ALLIANCE_FHIR_TENANT", "b")
+    assert main(args) == 1
+    assert sorted(p.name for p in (tmp_path / "inbox").iterdir()) == ["b"]
+    monkeypatch.delenv("ALLIANCE_FHIR_TENANT")
+    assert main(args) == 1
+    assert sorted(p.name for p in (tmp_path / "inbox").iterdir()) == ["a", "b"]
+    monkeypatch.setenv("ALLIANCE_FHIR_TENANT", "c")
+    assert main(args) == 2
