@@ -274,3 +274,18 @@ def test_help_names_the_tenant_option(run: Run) -> None:
 
     assert "--tenant TEXT" in result.out
     assert "$ALLIANCE_FHIR_TENANT" in result.out
+
+
+def test_the_python_api_opens_one_tenant_or_every_tenant(tmp_path: Path) -> None:
+    from alliance_fhir.api.tenants import open_tenant, open_tenants
+
+    root = load_settings(_config(tmp_path))
+    with open_tenant(root, "clinic-b") as api:
+        assert api.settings.server_url == "https://b.example.org/fhir"
+    apis = open_tenants(root)
+    assert {n: a.settings.identifier_namespace for n, a in apis.items()} == {
+        "clinic-a": "https://a.example.org/id",
+        "clinic-b": "https://top.example.org/id",
+    }
+    with pytest.raises(ConfigError, match="tenant 'clinic-c' is not configured"):
+        open_tenant(root, "clinic-c")
