@@ -233,6 +233,11 @@ def test_two_tenants_sync_apart_and_one_hung_server_never_slows_the_other(
     assert max(idle) < 5.5, idle
     ends = [datetime.fromisoformat(e["timestamp"]).timestamp() for e in a_cycles[1:]]
     gaps = [later - earlier for earlier, later in itertools.pairwise(ends)]
+    print(
+        f"clinic-b hung: {len(b_cycles)} cycles of {[round(e['seconds'], 1) for e in b_cycles]} s; "
+        f"clinic-a: {len(a_cycles)} cycles, idle ones {[round(x, 2) for x in idle]} s, "
+        f"{[round(g, 2) for g in gaps]} s apart"
+    )
     assert max(gaps) < 5.5, gaps
     expected = a.expected(tmp_path)
     assert a.found(tmp_path) == expected
