@@ -9,6 +9,7 @@ file. ``server_url`` never carries ``user:password@``.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from pathlib import Path
@@ -51,6 +52,12 @@ WRITE_MODE_TYPES = (
     "Questionnaire",
     "Flag",
 )
+
+#: A tenant's name: a slug, so it is safe in file names, environment variable names (``-`` read
+#: as ``_``) and PostgreSQL schema names.
+TENANT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
+#: A PostgreSQL schema we create and name unquoted-safe.
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 #: Keys whose values are secrets: refused in the TOML file, with where to put them instead.
 _SECRET_KEYS = {
@@ -134,8 +141,20 @@ class Settings(BaseSettings):
         default=None, description="PostgreSQL state store password (env only)"
     )
     state_password_file: Path | None = None
+    state_schema: str | None = Field(
+        default=None,
+        description="PostgreSQL schema of the state store, created when missing (default: the "
+        "connection's search_path; a tenant's: tenant_<name>)",
+    )
     bundle_size: int = Field(default=100, ge=1, le=1000)
     concurrency: int = Field(default=2, ge=1, le=32)
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="HTTP connections to the server (default: "
+        "max(4, 2 x concurrency)); per tenant, so one clinic's server cannot take another's",
+    )
     #: ``overwrite`` is the older name of ``ours-wins`` (kept so old files still load).
     conflict_policy: Literal["skip", "ehr-wins", "ours-wins", "overwrite"] = "skip"
     assessments: list[Path] = Field(default_factory=list, description="inputs for `sync`")
@@ -216,6 +235,17 @@ class Settings(BaseSettings):
     smart_app_session_minutes: float = Field(default=60.0, gt=0)
     smart_app_max_sessions: int = Field(default=500, ge=1)
 
+    # Tenants (issue #17): several clinics in one deployment (``alliance_fhir.tenants``)
+    tenants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="[tenants.NAME] sections: a clinic's own server, credentials, namespaces, "
+        "sources and state; every other setting is inherited from the top level",
+    )
+    tenant: str | None = Field(
+        default=None,
+        description="the tenant these settings are for (--tenant, ALLIANCE_FHIR_TENANT)",
+    )
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = None
@@ -251,6 +281,24 @@ class Settings(BaseSettings):
                 "must not contain a password; use state_password_file or "
                 "ALLIANCE_FHIR_STATE_PASSWORD"
             )
+        return value
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            if not TENANT_NAME.fullmatch(name):
+                raise ValueError(
+                    f"[tenants.{name}]: not a tenant name: use 1-32 of a-z, 0-9 and -, "
+                    "starting and ending with a letter or digit"
+                )
+        return value
+
+    @field_validator("state_schema")
+    @classmethod
+    def _schema_name(cls, value: str | None) -> str | None:
+        if value is not None and not SCHEMA_NAME.fullmatch(value):
+            raise ValueError("must be 1-63 of a-z, 0-9 and _, starting with a letter or _")
         return value
 
     @property
@@ -332,12 +380,26 @@ def _refuse_secrets_in(path: Path) -> None:
             data = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError):
         return  # the settings source reports an unreadable file in its own words
-    for key, instead in _SECRET_KEYS.items():
-        if key in data:
-            raise ConfigError(
-                f"{path}: {key} is a secret and is not read from the config file "
-                f"(it gets copied and shared); use {instead}"
-            )
+    sections: list[tuple[str | None, dict[str, Any]]] = [(None, data)]
+    tenants = data.get("tenants")
+    if isinstance(tenants, dict):
+        sections += [(n, t) for n, t in tenants.items() if isinstance(t, dict)]
+    for tenant, section in sections:
+        for key, instead in _SECRET_KEYS.items():
+            if key in section:
+                where = ""
+                if tenant is not None:  # a tenant's secret has its own variable
+                    where = f"[tenants.{tenant}] "
+                    instead = instead.replace("ALLIANCE_FHIR_", tenant_env_prefix(tenant))
+                raise ConfigError(
+                    f"{path}: {where}{key} is a secret and is not read from the config file "
+                    f"(it gets copied and shared); use {instead}"
+                )
+
+
+def tenant_env_prefix(tenant: str) -> str:
+    """``clinic-a`` -> ``ALLIANCE_FHIR_TENANT_CLINIC_A_``: where that tenant's secrets are."""
+    return f"ALLIANCE_FHIR_TENANT_{tenant.upper().replace('-', '_')}_"
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

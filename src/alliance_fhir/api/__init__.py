@@ -186,7 +186,7 @@ class AllianceFhir:
             url = self.settings.effective_state_url
             postgres = url.startswith(("postgresql://", "postgres://"))
             password = self.settings.secret("state_password") if postgres else None
-            self._store = open_store(url, password=password)
+            self._store = open_store(url, password=password, schema=self.settings.state_schema)
         return self._store
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from alliance_fhir.config import Settings
+from alliance_fhir.config import Settings, tenant_env_prefix
 from alliance_fhir.exceptions import ConfigError
 from alliance_fhir.fhir import (
     Auth,
@@ -21,17 +21,19 @@ def auth_from_settings(settings: Settings) -> Auth | None:
     """The configured authentication; secrets are read here, from env or file, never argv."""
     if settings.auth == "none":
         return None
+    # a tenant's secrets have variables of their own (alliance_fhir.tenants)
+    env = tenant_env_prefix(settings.tenant) if settings.tenant else "ALLIANCE_FHIR_"
     if settings.auth == "basic":
         if not settings.basic_user:
             raise ConfigError("auth=basic needs basic_user")
         password = settings.secret("password")
         if not password:
-            raise ConfigError("auth=basic needs ALLIANCE_FHIR_PASSWORD or password_file")
+            raise ConfigError(f"auth=basic needs {env}PASSWORD or password_file")
         return BasicAuth(settings.basic_user, Secret(password, origin="config"))
     if settings.auth == "bearer":
         token = settings.secret("token")
         if not token:
-            raise ConfigError("auth=bearer needs ALLIANCE_FHIR_TOKEN or token_file")
+            raise ConfigError(f"auth=bearer needs {env}TOKEN or token_file")
         return BearerTokenAuth(Secret(token, origin="config"))
     if not (settings.smart_client_id and settings.smart_private_key_file and settings.smart_key_id):
         raise ConfigError(
@@ -62,6 +64,6 @@ def connect(settings: Settings, *, transport: httpx.BaseTransport | None = None)
             max_attempts=settings.retry_attempts, deadline=settings.retry_deadline_seconds
         ),
         verify=verify,
-        max_connections=max(4, settings.concurrency * 2),
+        max_connections=settings.max_connections or max(4, settings.concurrency * 2),
         allow_insecure_http=settings.allow_insecure_http,
     )

@@ -61,6 +61,13 @@ class _Guarded(click.Group):
     type=click.Path(path_type=Path, file_okay=False),
     help="Clinic mappings directory adding to or overriding the bundled instruments.",
 )
+@click.option(
+    "--tenant",
+    envvar="ALLIANCE_FHIR_TENANT",
+    help="The [tenants.NAME] section to act for ($ALLIANCE_FHIR_TENANT). With tenants "
+    "configured, commands on a server need one; status, doctor and daemon without one run "
+    "for every tenant.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also print the run's structured log lines.")
 @click.option(
     "--show-server-text",
@@ -74,6 +81,7 @@ def main(
     server_url: str | None,
     state_path: Path | None,
     mappings_dir: Path | None,
+    tenant: str | None,
     verbose: bool,
     show_server_text: bool,
 ) -> None:
@@ -83,7 +91,13 @@ def main(
     (ALLIANCE_FHIR_TOKEN, ALLIANCE_FHIR_PASSWORD, key files) never come from the command line.
     """
     overrides = {"server_url": server_url, "state_path": state_path, "mappings_dir": mappings_dir}
-    ctx.obj = Ctx(config, overrides, verbose or ctx.invoked_subcommand == "daemon")
+    overrides["tenant"] = tenant
+    ctx.obj = Ctx(
+        config,
+        overrides,
+        verbose or ctx.invoked_subcommand == "daemon",
+        command=ctx.invoked_subcommand,
+    )
     ctx.obj.show_server_text = show_server_text
     alog.configure(level="WARNING")
 

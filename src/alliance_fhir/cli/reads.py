@@ -11,8 +11,10 @@ import click
 
 from alliance_fhir.cli.context import Ctx, open_api, pass_ctx
 from alliance_fhir.cli.render import echo, err, out, print_monitor, print_status, problems
+from alliance_fhir.config import Settings
 from alliance_fhir.exit_codes import ExitCode
 from alliance_fhir.goals import render_plans_text
+from alliance_fhir.tenants import all_tenant_settings
 
 patient_option = click.option(
     "--patient",
@@ -108,11 +110,23 @@ NOT_A_TERMINAL = (
 )
 @pass_ctx
 def status(ctx: Ctx, runs: int, show_values: bool) -> None:
-    """Recent runs, record counts, conflicts and dead letters from the state store."""
+    """Recent runs, record counts, conflicts and dead letters from the state store (with
+    tenants configured and none selected: each tenant's, under a ``tenant: NAME`` line)."""
     if show_values and not out.is_terminal:
         err.print(NOT_A_TERMINAL, markup=False)
         raise SystemExit(ExitCode.CONFIG)
-    with open_api(ctx) as api:
+    names = ctx.every_tenant
+    if not names:
+        _status(ctx, None, runs, show_values)
+        return
+    tenants = all_tenant_settings(ctx.root_settings)
+    for name in names:
+        out.print(f"tenant: {name}", markup=False)
+        _status(ctx, tenants[name], runs, show_values)
+
+
+def _status(ctx: Ctx, settings: Settings | None, runs: int, show_values: bool) -> None:
+    with open_api(ctx, settings) as api:
         st = api.status(runs=runs)
         values = (
             {(c.kind, c.key): api.store.conflict_values(c.kind, c.key) for c in st.conflicts}

@@ -11,7 +11,10 @@ from alliance_fhir.api import Doctor
 from alliance_fhir.cli.context import Ctx, open_api, pass_ctx
 from alliance_fhir.cli.errors import fail
 from alliance_fhir.cli.render import err, out, sources_line
+from alliance_fhir.config import Settings
+from alliance_fhir.exceptions import ConfigError
 from alliance_fhir.exit_codes import ExitCode
+from alliance_fhir.tenants import all_tenant_settings
 
 
 @click.command()
@@ -24,18 +27,58 @@ def doctor(ctx: Ctx, as_json: bool) -> None:
 
     Exit 0 when sync can run safely, 2 (one line per blocker, e.g. a scope sync needs that
     was not granted) when it cannot, 4 when the server or its token endpoint cannot be
-    reached or refuses our credentials."""
-    with open_api(ctx) as api:
+    reached or refuses our credentials. With tenants configured and none selected, every
+    tenant is checked (a ``tenant: NAME`` line before each; JSON: by name) and the exit code
+    is the worst of theirs."""
+    names = ctx.every_tenant
+    if not names:
+        raise SystemExit(_doctor(ctx, None, as_json=as_json, exit_now=True))
+    tenants = all_tenant_settings(ctx.root_settings)
+    codes: list[int] = []
+    reports: dict[str, object] = {}
+    for name in names:
+        if not as_json:
+            out.print(f"tenant: {name}", markup=False)
+        try:
+            codes.append(_doctor(ctx, tenants[name], as_json=as_json, collect=reports, name=name))
+        except ConfigError as exc:  # this tenant's settings; the others are still checked
+            err.print(f"error: tenant {name}: {exc}", markup=False)
+            codes.append(int(ExitCode.CONFIG))
+    if as_json:
+        click.echo(json.dumps(reports, indent=2))
+    worst = ExitCode.SERVER_UNAVAILABLE if ExitCode.SERVER_UNAVAILABLE in codes else max(codes)
+    raise SystemExit(worst)
+
+
+def _doctor(
+    ctx: Ctx,
+    settings: Settings | None,
+    *,
+    as_json: bool,
+    exit_now: bool = False,
+    collect: dict[str, object] | None = None,
+    name: str = "",
+) -> int:
+    """One server's check: printed (or, with ``collect``, its JSON kept under ``name``);
+    the exit code. ``exit_now``: fail as a single doctor always has."""
+    with open_api(ctx, settings) as api:
         report = api.doctor()
     for line in report.too_open:
         err.print(f"warning: readable by others (patient data): {line}", markup=False)
-    if as_json:
-        click.echo(json.dumps({**dataclasses.asdict(report), "ok": report.ok}, indent=2))
+    as_dict = {**dataclasses.asdict(report), "ok": report.ok}
+    if collect is not None and as_json:
+        collect[name] = as_dict
+    elif as_json:
+        click.echo(json.dumps(as_dict, indent=2))
     else:
         _print_doctor(report)
     if not report.reachable:
-        fail([f"error: cannot use the server: {report.error}"], ExitCode.SERVER_UNAVAILABLE)
-    raise SystemExit(ExitCode.OK if report.ok else ExitCode.CONFIG)
+        line = f"error: cannot use the server: {report.error}"
+        if exit_now:
+            fail([line], ExitCode.SERVER_UNAVAILABLE)
+        err.print(line, markup=False)
+        return int(ExitCode.SERVER_UNAVAILABLE)
+    return int(ExitCode.OK if report.ok else ExitCode.CONFIG)
 
 
 def _print_doctor(report: Doctor) -> None:
@@ -104,19 +147,22 @@ def daemon(
     no_metrics: bool,
     no_monitoring: bool,
 ) -> None:
-    """Run unattended: publish, ingest the inbox, push, monitor; every interval."""
+    """Run unattended: publish, ingest the inbox, push, monitor; every interval. With tenants
+    configured and none selected: every tenant, each in its own loop (its own back-off and
+    connections), one /metrics for all (label ``tenant``)."""
     from alliance_fhir.daemon import DaemonOptions, run
+    from alliance_fhir.daemon.tenants import run_tenants
 
-    raise SystemExit(
-        run(
-            ctx.settings,
-            DaemonOptions(
-                once=once,
-                labels_only=labels_only,
-                settle_seconds=settle_seconds,
-                backoff_max=backoff_max,
-                metrics=not no_metrics,
-                monitoring=not no_monitoring,
-            ),
-        )
+    names = ctx.every_tenant
+    options = DaemonOptions(
+        once=once,
+        labels_only=labels_only,
+        settle_seconds=settle_seconds,
+        backoff_max=backoff_max,
+        metrics=not no_metrics,
+        monitoring=not no_monitoring,
     )
+    if names:
+        tenants = all_tenant_settings(ctx.root_settings)
+        raise SystemExit(run_tenants(ctx.root_settings, tenants, options))
+    raise SystemExit(run(ctx.settings, options))

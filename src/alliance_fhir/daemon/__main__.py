@@ -1,5 +1,8 @@
 """``python -m alliance_fhir.daemon [--config FILE] [--once]``.
 
+With ``[tenants.NAME]`` sections: every tenant (``daemon.tenants``), or the one
+``ALLIANCE_FHIR_TENANT`` names.
+
 Exit codes as the CLI's (``alliance_fhir.exit_codes``). An exception nothing else handled is
 a bug: one line with a run id on stderr, exit 70, and only the traceback's shape (types,
 modules, lines; never message text, which may echo patient data) in the debug log, as
@@ -17,8 +20,10 @@ from alliance_fhir import log as alog
 from alliance_fhir.config import load_settings
 from alliance_fhir.daemon.loop import DaemonOptions
 from alliance_fhir.daemon.runner import run
+from alliance_fhir.daemon.tenants import run_tenants
 from alliance_fhir.exceptions import ConfigError
 from alliance_fhir.exit_codes import ExitCode
+from alliance_fhir.tenants import all_tenant_settings, select_tenant
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -72,11 +77,14 @@ def internal_error(exc: Exception) -> ExitCode:
 
 def _main(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.config)
+        root = load_settings(args.config)
+        # tenants (alliance_fhir.tenants): ALLIANCE_FHIR_TENANT selects one, else every one
+        settings = select_tenant(root)
+        tenants = all_tenant_settings(root) if settings is None else {}
     except ConfigError as exc:
         print(f"alliance-fhir daemon: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
-    alog.configure(level=settings.log_level, json=settings.log_json)
+    alog.configure(level=root.log_level, json=root.log_json)
     options = DaemonOptions(
         once=args.once,
         labels_only=args.labels_only,
@@ -85,6 +93,8 @@ def _main(args: argparse.Namespace) -> int:
         metrics=not args.no_metrics,
         monitoring=not args.no_monitoring,
     )
+    if settings is None:
+        return run_tenants(root, tenants, options)
     return run(settings, options)
 
 

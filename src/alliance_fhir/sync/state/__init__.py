@@ -47,9 +47,10 @@ def sqlite_path(url: str) -> str | None:
     return url[len(SQLITE_PREFIX) :] if url.startswith(SQLITE_PREFIX) else None
 
 
-def open_store(url: str, *, password: str | None = None) -> StateStore:
+def open_store(url: str, *, password: str | None = None, schema: str | None = None) -> StateStore:
     """The state store a ``state_url`` names, migrated to this release's schema.
-    ``password`` is for PostgreSQL (never part of the URL)."""
+    ``password`` is for PostgreSQL (never part of the URL); so is ``schema`` (a tenant's
+    partition: created when missing, then the connection's search path)."""
     path = sqlite_path(url)
     if path is not None:
         if not path:
@@ -59,5 +60,5 @@ def open_store(url: str, *, password: str | None = None) -> StateStore:
         # Imported here: psycopg is needed only by stores on PostgreSQL.
         from alliance_fhir.sync.state.postgres import PostgresBackend
 
-        return StateStore(backend=PostgresBackend(url, password=password))
+        return StateStore(backend=PostgresBackend(url, password=password, schema=schema))
     raise StateError("state_url must start with sqlite:/// or postgresql://")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 
 from alliance_fhir.exceptions import StateError
 
@@ -41,7 +42,7 @@ class PostgresBackend:
 
     dialect: Literal["postgresql"] = "postgresql"
 
-    def __init__(self, url: str, *, password: str | None = None) -> None:
+    def __init__(self, url: str, *, password: str | None = None, schema: str | None = None) -> None:
         self.where = display_url(url)
         extra: dict[str, Any] = {}
         if password is not None:
@@ -55,6 +56,25 @@ class PostgresBackend:
                 **extra,
             )
         except psycopg.Error as exc:
+            raise StateError(f"state store {self.where} is unusable: {_first_line(exc)}") from exc
+        if schema is not None:
+            self._use_schema(schema)
+
+    def _use_schema(self, schema: str) -> None:
+        """Make ``schema`` (a tenant's partition) the only one on the search path, creating it
+        when missing: asked first, so a role without CREATE on the database can use schemas
+        made for it beforehand."""
+        self.where = f"{self.where} schema {schema}"
+        name = sql.Identifier(schema)
+        try:
+            found = self._db.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
+            ).fetchone()
+            if found is None:
+                self._db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
+            self._db.execute(sql.SQL("SET search_path TO {}").format(name))
+        except psycopg.Error as exc:
+            self._db.close()
             raise StateError(f"state store {self.where} is unusable: {_first_line(exc)}") from exc
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any]:

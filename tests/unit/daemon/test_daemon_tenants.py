@@ -1,0 +1,124 @@
+"""Tenants (#17) in the daemon: one /metrics and /readyz over every tenant's loop, and a
+tenant whose state store another daemon holds stops the start (exit 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alliance_fhir.config import load_settings
+from alliance_fhir.daemon import DaemonMetrics, DaemonOptions, InstanceLock, lock_path_for
+from alliance_fhir.daemon.tenants import TenantsMetrics, run_tenants
+from alliance_fhir.tenants import all_tenant_settings
+
+
+def _metrics(clock: list[float]) -> DaemonMetrics:
+    return DaemonMetrics(ready_window=60, clock=lambda: clock[0])
+
+
+def test_every_sample_carries_its_tenant_and_each_family_is_declared_once() -> None:
+    clock = [1000.0]
+    a, b = _metrics(clock), _metrics(clock)
+    a.pushed.inc(3, operation="created")
+    b.errors.inc(step="probe")
+    text = TenantsMetrics({"clinic-a": a, "clinic-b": b}).render()
+    lines = text.splitlines()
+
+    assert lines.count("# TYPE alliance_fhir_resources_pushed_total counter") == 1
+    assert 'alliance_fhir_resources_pushed_total{tenant="clinic-a",operation="created"} 3' in lines
+    assert 'alliance_fhir_resources_pushed_total{tenant="clinic-b",operation="created"} 0' in lines
+    assert 'alliance_fhir_errors_total{tenant="clinic-b",step="probe"} 1' in lines
+    assert 'alliance_fhir_conflicts{tenant="clinic-a"} 0' in lines
+    samples = [line for line in lines if line and not line.startswith("#")]
+    assert all('{tenant="clinic-' in line for line in samples)
+
+
+def test_ready_only_when_every_tenant_is_and_the_reason_names_the_others() -> None:
+    clock = [1000.0]
+    a, b = _metrics(clock), _metrics(clock)
+    combined = TenantsMetrics({"clinic-a": a, "clinic-b": b})
+    a.cycle_finished(ok=True, duration=1, server_ok=True)
+    b.cycle_finished(ok=False, duration=1, server_ok=False)
+
+    assert combined.readiness() == (False, "clinic-b: last cycle failed")
+    b.cycle_finished(ok=True, duration=1, server_ok=True)
+    assert combined.readiness() == (True, "ready")
+
+
+def test_a_tenant_held_by_another_daemon_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ALLIANCE_FHIR_TENANT", raising=False)
+    config = tmp_path / "alliance-fhir.toml"
+    config.write_text(
+        f'state_path = "{tmp_path}/state.sqlite3"\ninbox_dir = "{tmp_path}/inbox"\n'
+        "[tenants.a]\n[tenants.b]\n",
+        encoding="utf-8",
+    )
+    root = load_settings(config)
+    tenants = all_tenant_settings(root)
+    held = InstanceLock(lock_path_for(tenants["b"].state_path))
+    held.acquire()
+    try:
+        code = run_tenants(root, tenants, DaemonOptions(once=True, metrics=False))
+    finally:
+        held.release()
+
+    assert code == 3
+    # a's lock was given back: a daemon for it alone can start now
+    free = InstanceLock(lock_path_for(tenants["a"].state_path))
+    free.acquire()
+    free.release()
+
+
+def test_once_runs_every_tenant_and_exits_1_when_a_cycle_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--once`` with a server nobody listens on: each tenant's cycle runs (its inbox and
+    lock made) and fails, so exit 1."""
+    monkeypatch.delenv("ALLIANCE_FHIR_TENANT", raising=False)
+    config = tmp_path / "alliance-fhir.toml"
+    config.write_text(
+        f'state_path = "{tmp_path}/state.sqlite3"\ninbox_dir = "{tmp_path}/inbox"\n'
+        'server_url = "http://127.0.0.1:9/fhir"\nretry_attempts = 1\nmetrics_port = 0\n'
+        "[tenants.a]\n[tenants.b]\n",
+        encoding="utf-8",
+    )
+    root = load_settings(config)
+    tenants = all_tenant_settings(root)
+
+    code = run_tenants(root, tenants, DaemonOptions(once=True, monitoring=False))
+
+    assert code == 1
+    assert (tmp_path / "inbox" / "a").is_dir()
+    assert (tmp_path / "inbox" / "b").is_dir()
+    assert {p.name for p in tmp_path.glob("state.*.lock")} == {
+        "state.a.sqlite3.lock",
+        "state.b.sqlite3.lock",
+    }
+
+
+def test_python_m_daemon_runs_every_tenant_or_the_selected_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alliance_fhir.daemon.__main__ import main
+
+    monkeypatch.delenv("ALLIANCE_FHIR_TENANT", raising=False)
+    config = tmp_path / "alliance-fhir.toml"
+    config.write_text(
+        f'state_path = "{tmp_path}/state.sqlite3"\ninbox_dir = "{tmp_path}/inbox"\n'
+        'server_url = "http://127.0.0.1:9/fhir"\nretry_attempts = 1\n'
+        "[tenants.a]\n[tenants.b]\n",
+        encoding="utf-8",
+    )
+    args = ["--config", str(config), "--once", "--no-metrics", "--no-monitoring"]
+
+    monkeypatch.setenv("ALLIANCE_FHIR_TENANT", "b")
+    assert main(args) == 1
+    assert sorted(p.name for p in (tmp_path / "inbox").iterdir()) == ["b"]
+    monkeypatch.delenv("ALLIANCE_FHIR_TENANT")
+    assert main(args) == 1
+    assert sorted(p.name for p in (tmp_path / "inbox").iterdir()) == ["a", "b"]
+    monkeypatch.setenv("ALLIANCE_FHIR_TENANT", "c")
+    assert main(args) == 2
