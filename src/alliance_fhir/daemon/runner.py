@@ -127,7 +127,11 @@ def run(settings: Settings, options: DaemonOptions | None = None) -> int:
     try:
         inbox = Inbox(settings.inbox_dir, settle_seconds=options.settle_seconds)
         inbox.ensure()
-        metrics = DaemonMetrics(ready_window=options.window(settings))
+        try:
+            metrics = DaemonMetrics(ready_window=options.window(settings))
+        except ConfigError as exc:  # PROMETHEUS_MULTIPROC_DIR unusable: a setting, not a bug
+            _say(f"configuration error: {exc}")
+            return EXIT_CONFIG
         with AllianceFhir(settings) as api:
             try:
                 api.engine()  # builds the client: auth settings are checked now, not later

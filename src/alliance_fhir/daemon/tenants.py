@@ -16,6 +16,7 @@ worst of the tenants' (``--once``: 0 only when every tenant's cycle was clean).
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,7 @@ from alliance_fhir.daemon.inbox import Inbox
 from alliance_fhir.daemon.lock import InstanceLock, lock_path_for
 from alliance_fhir.daemon.loop import DaemonOptions, default_steps
 from alliance_fhir.daemon.metrics import DaemonMetrics, MetricsServer
+from alliance_fhir.daemon.metrics_multiproc import ENV as MULTIPROC_ENV
 from alliance_fhir.daemon.runner import (
     EXIT_ALREADY_RUNNING,
     EXIT_CONFIG,
@@ -154,6 +156,15 @@ def run_tenants(
     from alliance_fhir.api import AllianceFhir
 
     options = options or DaemonOptions()
+    if len(tenants) > 1 and os.environ.get(MULTIPROC_ENV):
+        # Every tenant's DaemonMetrics would write the same series into the shared files
+        # and overwrite each other's figures: refused rather than shown wrong.
+        _say(
+            f"configuration error: {MULTIPROC_ENV} (several daemons on one host) cannot be "
+            "combined with several tenants in one daemon yet; run one daemon per tenant "
+            "(--tenant NAME) to use it"
+        )
+        return EXIT_CONFIG
     with ExitStack() as stack:
         running: list[_Tenant] = []
         for name, settings in tenants.items():
@@ -178,7 +189,11 @@ def run_tenants(
             except ConfigError as exc:
                 _say(f"tenant {name}: configuration error: {exc}")
                 return EXIT_CONFIG
-            metrics = DaemonMetrics(ready_window=options.window(settings))
+            try:
+                metrics = DaemonMetrics(ready_window=options.window(settings))
+            except ConfigError as exc:
+                _say(f"configuration error: {exc}")
+                return EXIT_CONFIG
             steps = default_steps(options, inbox)
             daemon = _HangupDaemon(api, options, steps=steps, metrics=metrics, inbox=inbox)
             running.append(_Tenant(name, daemon))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from alliance_fhir.config import load_settings
 from alliance_fhir.daemon import DaemonMetrics, DaemonOptions, InstanceLock, lock_path_for
@@ -24,14 +25,27 @@ def test_every_sample_carries_its_tenant_and_each_family_is_declared_once() -> N
     b.errors.inc(step="probe")
     text = TenantsMetrics({"clinic-a": a, "clinic-b": b}).render()
     lines = text.splitlines()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+
+    def value(family: str, sample: str, **labels: str) -> float:
+        found = [
+            s.value for s in families[family].samples if s.name == sample and s.labels == labels
+        ]
+        assert len(found) == 1, (sample, labels, found)
+        return found[0]
 
     assert lines.count("# TYPE alliance_fhir_resources_pushed_total counter") == 1
-    assert 'alliance_fhir_resources_pushed_total{tenant="clinic-a",operation="created"} 3' in lines
-    assert 'alliance_fhir_resources_pushed_total{tenant="clinic-b",operation="created"} 0' in lines
-    assert 'alliance_fhir_errors_total{tenant="clinic-b",step="probe"} 1' in lines
-    assert 'alliance_fhir_conflicts{tenant="clinic-a"} 0' in lines
-    samples = [line for line in lines if line and not line.startswith("#")]
-    assert all('{tenant="clinic-' in line for line in samples)
+    pushed = "alliance_fhir_resources_pushed"
+    assert value(pushed, f"{pushed}_total", tenant="clinic-a", operation="created") == 3
+    assert value(pushed, f"{pushed}_total", tenant="clinic-b", operation="created") == 0
+    assert (
+        value("alliance_fhir_errors", "alliance_fhir_errors_total", tenant="clinic-b", step="probe")
+        == 1
+    )
+    assert value("alliance_fhir_conflicts", "alliance_fhir_conflicts", tenant="clinic-a") == 0
+    samples = [s for family in families.values() for s in family.samples]
+    assert samples
+    assert all(s.labels.get("tenant") in ("clinic-a", "clinic-b") for s in samples)
 
 
 def test_ready_only_when_every_tenant_is_and_the_reason_names_the_others() -> None:
@@ -122,3 +136,21 @@ def test_python_m_daemon_runs_every_tenant_or_the_selected_one(
     assert sorted(p.name for p in (tmp_path / "inbox").iterdir()) == ["a", "b"]
     monkeypatch.setenv("ALLIANCE_FHIR_TENANT", "c")
     assert main(args) == 2
+
+
+def test_several_tenants_with_multiprocess_metrics_are_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("ALLIANCE_FHIR_TENANT", raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "prom"))
+    config = tmp_path / "alliance-fhir.toml"
+    config.write_text(
+        f'state_path = "{tmp_path}/state.sqlite3"\ninbox_dir = "{tmp_path}/inbox"\n'
+        "[tenants.a]\n[tenants.b]\n",
+        encoding="utf-8",
+    )
+    root = load_settings(config)
+
+    assert run_tenants(root, all_tenant_settings(root), DaemonOptions(once=True)) == 2
+    assert "run one daemon per tenant" in capsys.readouterr().err
+    assert not (tmp_path / "inbox").exists()
