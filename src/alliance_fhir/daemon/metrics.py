@@ -214,6 +214,39 @@ class DaemonMetrics:
             if server_ok:
                 self.last_server_ok.set(now)
 
+    # The shared work queue (several daemons on one PostgreSQL store: daemon.workers)
+
+    def work_queue(self, *, pending: int, leased: int, done: int) -> None:
+        """The queue's items by state, as this worker last read them."""
+        with self._lock:  # made on first use (workers only), from two threads
+            if not hasattr(self, "_work_items"):
+                self._work_items = self.registry.gauge(
+                    "work_items",
+                    "Shared work-queue items, by state (pending, leased, done).",
+                    ["state"],
+                )
+        for state, n in (("pending", pending), ("leased", leased), ("done", done)):
+            self._work_items.set(n, state=state)
+
+    def leases(self, *, held: int, claimed: int, lost: int) -> None:
+        """Leases this worker holds now; ``claimed``/``lost`` are increments."""
+        with self._lock:  # made on first use (workers only), from two threads
+            if not hasattr(self, "_leases_held"):
+                r = self.registry
+                self._leases_held = r.gauge("leases_held", "Work-item leases this worker holds.")
+                self._leases_claimed = r.counter(
+                    "leases_claimed_total", "Work items this worker claimed."
+                )
+                self._leases_lost = r.counter(
+                    "leases_lost_total",
+                    "Leases this worker lost (it stalled past lease_seconds; another took over).",
+                )
+        self._leases_held.set(held)
+        if claimed:
+            self._leases_claimed.inc(claimed)
+        if lost:
+            self._leases_lost.inc(lost)
+
     def readiness(self) -> tuple[bool, str]:
         with self._lock:
             last_ok = self._last_cycle_ok
