@@ -30,7 +30,7 @@ from alliance_fhir.daemon.inbox import Inbox
 from alliance_fhir.daemon.lock import InstanceLock, lock_path_for
 from alliance_fhir.daemon.loop import CycleResult, Daemon, DaemonOptions, Step, default_steps
 from alliance_fhir.daemon.metrics import DaemonMetrics, MetricsServer
-from alliance_fhir.exceptions import AlreadyRunningError, ConfigError
+from alliance_fhir.exceptions import AlreadyRunningError, ConfigError, StateError
 from alliance_fhir.exit_codes import ExitCode
 from alliance_fhir.log import get_logger, scrub
 
@@ -123,17 +123,20 @@ def _stop_signals(
 
 
 def _leases(api: AllianceFhir, metrics: DaemonMetrics) -> Leases:
-    """This worker's leases on the store's work queue (a connection of its own)."""
+    """This worker's leases on the store's work queue (a connection of its own), its
+    heartbeat started."""
     from alliance_fhir.api.workers import work_queue
     from alliance_fhir.daemon.workers import Leases
 
     settings = api.settings
-    return Leases(
+    leases = Leases(
         work_queue(api),
         lease_seconds=settings.lease_seconds,
         retry_seconds=settings.interval_seconds,
         metrics=metrics,
     )
+    leases.start()
+    return leases
 
 
 def _worker_steps(options: DaemonOptions, inbox: Inbox, leases: Leases) -> list[Step]:
@@ -158,8 +161,8 @@ def run(settings: Settings, options: DaemonOptions | None = None) -> int:
     """Run the daemon until SIGTERM/SIGINT/SIGHUP (or one cycle with ``options.once``).
 
     Exit codes: 0 stopped on request or after a SIGHUP (or ``--once`` succeeded), 1 ``--once``
-    cycle failed, 2 configuration unusable (auth settings, metrics port taken), 3 another
-    daemon holds this state store.
+    cycle failed, 2 configuration unusable (auth settings, metrics port taken, the shared
+    state store's work queue unusable), 3 another daemon holds this (SQLite) state store.
     """
     from alliance_fhir.api import AllianceFhir
 
@@ -195,7 +198,13 @@ def run(settings: Settings, options: DaemonOptions | None = None) -> int:
                     )
                     return EXIT_CONFIG
                 server.start()
-            leases = _leases(api, metrics) if shared else None
+            try:
+                leases = _leases(api, metrics) if shared else None
+            except StateError as exc:  # the shared store is unusable: nothing to coordinate on
+                if server is not None:
+                    server.stop()
+                _say(str(exc))
+                return EXIT_CONFIG
             daemon = _HangupDaemon(
                 api,
                 options,
@@ -209,8 +218,6 @@ def run(settings: Settings, options: DaemonOptions | None = None) -> int:
             )
             drain = _drain_timer(settings.drain_seconds) if leases is not None else None
             try:
-                if leases is not None:
-                    leases.start()
                 with _stop_signals(daemon, drain):
                     return daemon.run_forever()
             except _Abandon:
