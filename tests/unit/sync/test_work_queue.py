@@ -96,6 +96,11 @@ def test_drain_releases_every_lease_at_once_and_the_worker_leaves(
     assert set(live) == {"worker-a", "worker-b"}
     assert live["worker-a"].held == 2
     assert "alliance_fhir_leases_held 2" in metrics.render()
+    leases.figures()
+    shown = metrics.render().splitlines()
+    assert 'alliance_fhir_work_items{state="leased"} 2' in shown
+    assert 'alliance_fhir_work_items{state="pending"} 1' in shown
+    assert "alliance_fhir_leases_claimed_total 2" in shown
     leases.stop()  # the drain: releases, leaves, closes a's connection
     assert "alliance_fhir_leases_held 0" in metrics.render()
     assert [w.worker_id for w in b.live_workers()] == ["worker-b"]
