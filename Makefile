@@ -7,6 +7,7 @@ PORT ?= 8080
 
 .PHONY: help venv node web-assets oidc sysdeps postgres toxiproxy lint test unit integration ehr-matrix state-compare demo serve faults soak bench server-start server-stop clean
 .PHONY: bench-cds
+.PHONY: bench-workers
 
 help:
 	@echo "make serve  - the check-in page (alliance-fhir serve on 127.0.0.1:8765)"
@@ -19,6 +20,7 @@ help:
 	@echo "make faults - fault-injection scenarios with an invariant check (own server on :8097)"
 	@echo "make soak   - bounded daemon soak: inbox files, the server stopped mid-way (:8098)"
 	@echo "make bench  - benchmarks against the peers (own server on :8095), writes BENCHMARKS.md"
+	@echo "make bench-workers - 1 vs 3 daemons on one PostgreSQL store, +25 ms latency (:8093)"
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -137,6 +139,15 @@ bench: venv
 CDS_BENCH_PORT ?= 8094
 bench-cds: venv
 	$(BIN)/python -m bench.cds --port $(CDS_BENCH_PORT)
+
+# 1 vs 3 daemons sharing one PostgreSQL state store, 25 ms added latency through toxiproxy
+# (bench/workers.py; by hand, not in `make test`): our own HAPI on :8093 (expunged),
+# PostgreSQL on :18519; prints seconds per worker count, the speed-up and the load average.
+WORKERS_BENCH_PORT ?= 8093
+WORKERS_BENCH_PG_PORT ?= 18519
+bench-workers: venv postgres toxiproxy
+	scripts/fhir-server start --port $(WORKERS_BENCH_PORT)
+	$(BIN)/python -m bench.workers --base-url http://127.0.0.1:$(WORKERS_BENCH_PORT)/fhir --pg-port $(WORKERS_BENCH_PG_PORT)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules web-assets/node_modules src/alliance_fhir/web/checkin/static/lforms tests/oidc/node_modules

@@ -198,6 +198,13 @@ class Settings(BaseSettings):
     interval_jitter: float = Field(default=0.1, ge=0, le=1)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # Several daemons on one PostgreSQL state store (daemon.workers, issue #17).
+    lease_seconds: float = Field(
+        default=60.0, gt=0, description="a work item's lease; renewed every third of it"
+    )
+    drain_seconds: float = Field(
+        default=60.0, gt=0, description="on SIGTERM, how long the item in hand may take"
+    )
 
     # CDS Hooks service (`alliance-fhir serve`: /cds-services)
     cds_public_url: str | None = Field(

@@ -453,3 +453,9 @@ def read_goal_files(paths: Iterable[Path]) -> tuple[list[Plan], list[Problem]]:
             seen.add(plan.key)
             plans.append(plan)
     return plans, problems
+
+
+def expand_inputs(paths: Iterable[Path]) -> list[Path]:
+    """The input files ``paths`` name, folders expanded as every read expands them (the work
+    queue's items must be the files a run would read)."""
+    return _expand(paths)

@@ -9,8 +9,17 @@ from typing import Any
 
 import click
 
+from alliance_fhir.api.workers import queue_status
 from alliance_fhir.cli.context import Ctx, open_api, pass_ctx
-from alliance_fhir.cli.render import echo, err, out, print_monitor, print_status, problems
+from alliance_fhir.cli.render import (
+    echo,
+    err,
+    out,
+    print_monitor,
+    print_queue,
+    print_status,
+    problems,
+)
 from alliance_fhir.config import Settings
 from alliance_fhir.exit_codes import ExitCode
 from alliance_fhir.goals import render_plans_text
@@ -128,12 +137,15 @@ def status(ctx: Ctx, runs: int, show_values: bool) -> None:
 def _status(ctx: Ctx, settings: Settings | None, runs: int, show_values: bool) -> None:
     with open_api(ctx, settings) as api:
         st = api.status(runs=runs)
+        queue = queue_status(api)
         values = (
             {(c.kind, c.key): api.store.conflict_values(c.kind, c.key) for c in st.conflicts}
             if show_values
             else {}
         )
     print_status(st)
+    if not queue.empty:  # several daemons share this store (PostgreSQL)
+        print_queue(queue)
     for (kind, key), fields in values.items():
         for name, sides in sorted(fields.items()):
             shown = " / ".join(

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from alliance_fhir import log as alog
 from alliance_fhir.api import Report, ScoredAssessment, Status
+from alliance_fhir.api.workers import QueueStatus
 from alliance_fhir.exceptions import Problem
 
 if TYPE_CHECKING:
@@ -169,6 +170,20 @@ def print_status(st: Status) -> None:
         status_text = f" HTTP {d.http_status}" if d.http_status else ""
         out.print(
             f"  rejected: {d.kind}/{d.key}{status_text}: {alog.scrub(d.reason)}", markup=False
+        )
+
+
+def print_queue(q: QueueStatus) -> None:
+    """The shared work queue and the live workers (``status`` with several daemons): counts,
+    hosts and pids only."""
+    c = q.counts
+    out.print(f"work queue: {c.pending} pending, {c.leased} leased, {c.done} done", markup=False)
+    out.print(f"workers: {len(q.workers)} live", markup=False)
+    for w in q.workers:
+        out.print(
+            f"  worker {clean(w.worker_id)} ({w.state}): {w.held} leases held, "
+            f"heartbeat {w.seconds_since_heartbeat:.0f}s ago",
+            markup=False,
         )
 
 

@@ -2,9 +2,10 @@
 
 Each cycle publishes changed instruments, ingests the inbox folder, pushes the configured
 inputs and runs the monitor (``api.monitor()``) unless told not to; it sleeps the interval
-with jitter and backs off while the FHIR server is unreachable. One instance per state store
-(a lock file);
-``/healthz``, ``/readyz`` and ``/metrics`` on a local port. See docs/daemon.md.
+with jitter and backs off while the FHIR server is unreachable. One instance per SQLite state
+store (a lock file); any number on a PostgreSQL one, sharing the work through leases
+(``daemon.workers``); ``/healthz``, ``/readyz`` and ``/metrics`` on a local port. See
+docs/daemon.md.
 """
 
 from alliance_fhir.daemon.inbox import FileResult, Inbox, classify, is_ignored

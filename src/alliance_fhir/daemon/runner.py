@@ -5,27 +5,38 @@ finishes the cycle in flight, logs ``daemon.stopped`` with ``reason=hangup`` and
 service manager (``Restart=always``) starts it again with the new configuration. Reloading
 in-process was not chosen: settings reach the client, auth, metrics server and inbox, and a
 fresh process is the one way to be sure every part sees the new ones.
+
+With a SQLite state store one daemon runs (the lock file beside it). With PostgreSQL any
+number run and share the work through leases (``daemon.workers``); a stop signal then drains:
+no new claims, the item in hand finishes within ``drain_seconds`` (then it is abandoned, as
+after a second signal), the leases held are released, exit 0.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 
 from alliance_fhir.config import Settings
 from alliance_fhir.daemon.inbox import Inbox
 from alliance_fhir.daemon.lock import InstanceLock, lock_path_for
-from alliance_fhir.daemon.loop import CycleResult, Daemon, DaemonOptions, default_steps
+from alliance_fhir.daemon.loop import CycleResult, Daemon, DaemonOptions, Step, default_steps
 from alliance_fhir.daemon.metrics import DaemonMetrics, MetricsServer
-from alliance_fhir.exceptions import AlreadyRunningError, ConfigError
+from alliance_fhir.exceptions import AlreadyRunningError, ConfigError, StateError
 from alliance_fhir.exit_codes import ExitCode
 from alliance_fhir.log import get_logger, scrub
+
+if TYPE_CHECKING:
+    from alliance_fhir.api import AllianceFhir
+    from alliance_fhir.daemon.workers import Leases
 
 log = get_logger("alliance_fhir.daemon")
 
@@ -77,7 +88,9 @@ class _HangupDaemon(Daemon):
 
 
 @contextmanager
-def _stop_signals(daemon: _HangupDaemon) -> Iterator[None]:
+def _stop_signals(
+    daemon: _HangupDaemon, on_stop: Callable[[], None] | None = None
+) -> Iterator[None]:
     """SIGTERM/SIGINT: first one asks the loop to stop after the batch in flight; a second
     one abandons that batch. SIGHUP: stop after the cycle in flight. Installed only on the
     main thread (tests may run elsewhere)."""
@@ -94,6 +107,8 @@ def _stop_signals(daemon: _HangupDaemon) -> Iterator[None]:
             daemon.hangup_from_signal()
         else:
             daemon.request_stop_from_signal()
+            if on_stop is not None:
+                on_stop()
 
     stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {s: signal.signal(s, handler) for s in stops}
@@ -107,19 +122,57 @@ def _stop_signals(daemon: _HangupDaemon) -> Iterator[None]:
         structlog.contextvars.unbind_contextvars("reason")
 
 
+def _leases(api: AllianceFhir, metrics: DaemonMetrics) -> Leases:
+    """This worker's leases on the store's work queue (a connection of its own), its
+    heartbeat started."""
+    from alliance_fhir.api.workers import work_queue
+    from alliance_fhir.daemon.workers import Leases
+
+    settings = api.settings
+    leases = Leases(
+        work_queue(api),
+        lease_seconds=settings.lease_seconds,
+        retry_seconds=settings.interval_seconds,
+        metrics=metrics,
+    )
+    leases.start()
+    return leases
+
+
+def _worker_steps(options: DaemonOptions, inbox: Inbox, leases: Leases) -> list[Step]:
+    from alliance_fhir.daemon.workers import worker_steps
+
+    return worker_steps(options, inbox, leases)
+
+
+def _drain_timer(seconds: float) -> Callable[[], None]:
+    """Called by the first stop signal: after ``seconds`` the process signals itself once
+    more, which abandons the item in hand (the second-signal path); its lease is released."""
+
+    def start() -> None:
+        timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.daemon = True
+        timer.start()
+
+    return start
+
+
 def run(settings: Settings, options: DaemonOptions | None = None) -> int:
     """Run the daemon until SIGTERM/SIGINT/SIGHUP (or one cycle with ``options.once``).
 
     Exit codes: 0 stopped on request or after a SIGHUP (or ``--once`` succeeded), 1 ``--once``
-    cycle failed, 2 configuration unusable (auth settings, metrics port taken), 3 another
-    daemon holds this state store.
+    cycle failed, 2 configuration unusable (auth settings, metrics port taken, the shared
+    state store's work queue unusable), 3 another daemon holds this (SQLite) state store.
     """
     from alliance_fhir.api import AllianceFhir
 
     options = options or DaemonOptions()
+    shared = settings.effective_state_url.startswith(("postgresql://", "postgres://"))
+    # one daemon per SQLite file; on PostgreSQL the leases coordinate any number
     lock = InstanceLock(lock_path_for(settings.state_path))
     try:
-        lock.acquire()
+        if not shared:
+            lock.acquire()
     except AlreadyRunningError as exc:
         log.error("daemon.already_running", lock=str(exc.lock_path), owner_pid=exc.owner)
         _say(str(exc))
@@ -149,20 +202,34 @@ def run(settings: Settings, options: DaemonOptions | None = None) -> int:
                     )
                     return EXIT_CONFIG
                 server.start()
+            try:
+                leases = _leases(api, metrics) if shared else None
+            except StateError as exc:  # the shared store is unusable: nothing to coordinate on
+                if server is not None:
+                    server.stop()
+                _say(str(exc))
+                return EXIT_CONFIG
             daemon = _HangupDaemon(
                 api,
                 options,
-                steps=default_steps(options, inbox),
+                steps=(
+                    _worker_steps(options, inbox, leases)
+                    if leases is not None
+                    else default_steps(options, inbox)
+                ),
                 metrics=metrics,
                 inbox=inbox,
             )
+            drain = _drain_timer(settings.drain_seconds) if leases is not None else None
             try:
-                with _stop_signals(daemon):
+                with _stop_signals(daemon, drain):
                     return daemon.run_forever()
             except _Abandon:
                 log.warning("daemon.abandoned", reason="second stop signal; batch left in flight")
                 return EXIT_OK
             finally:
+                if leases is not None:
+                    leases.stop()
                 if server is not None:
                     server.stop()
     finally:

@@ -2,13 +2,15 @@
 
 ``store`` (the queries, one lock), ``backend`` (the seam) with ``sqlite`` and ``postgres``
 behind it, ``migrations`` (the versioned schema, both dialects), ``records`` (what the store
-hands out), ``owners`` (is a run's process still alive). ``open_store(url)`` picks the
-backend from a ``state_url``: ``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DB``.
+hands out), ``owners`` (is a run's process still alive), ``work`` (the work queue several
+daemons share). ``open_store(url)`` picks the backend from a ``state_url``:
+``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DB``.
 """
 
 from __future__ import annotations
 
 from alliance_fhir.exceptions import StateError
+from alliance_fhir.sync.state.backend import Backend
 from alliance_fhir.sync.state.migrations import MIGRATIONS, SCHEMA_VERSION, Migration
 from alliance_fhir.sync.state.records import (
     FAILED_INPUT,
@@ -20,6 +22,7 @@ from alliance_fhir.sync.state.records import (
     redact_reason,
 )
 from alliance_fhir.sync.state.store import StateStore, StoreView
+from alliance_fhir.sync.state.work import Claim, LiveWorker, QueueCounts, WorkQueue
 
 __all__ = [
     "FAILED_INPUT",
@@ -27,13 +30,18 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "STATUSES",
+    "Claim",
     "DeadLetter",
+    "LiveWorker",
     "Migration",
+    "QueueCounts",
     "RecordState",
     "RunRecord",
     "StateStore",
     "StoreView",
+    "WorkQueue",
     "open_store",
+    "open_work_queue",
     "redact_reason",
     "sqlite_path",
 ]
@@ -56,9 +64,26 @@ def open_store(url: str, *, password: str | None = None, schema: str | None = No
         if not path:
             raise StateError("state_url sqlite:/// names no file")
         return StateStore(path)
+    return StateStore(backend=_postgres(url, password, schema))
+
+
+def open_work_queue(
+    url: str, *, password: str | None = None, owner: str | None = None, schema: str | None = None
+) -> WorkQueue:
+    """The work queue of the store ``url`` names, on a connection of its own. Open the
+    store first (``open_store``): that runs the migrations which create its tables."""
+    path = sqlite_path(url)
+    if path is not None:
+        from alliance_fhir.sync.state.sqlite import SqliteBackend
+
+        return WorkQueue(SqliteBackend(path), owner)
+    return WorkQueue(_postgres(url, password, schema), owner)
+
+
+def _postgres(url: str, password: str | None, schema: str | None = None) -> Backend:
     if url.split("://", 1)[0] in ("postgresql", "postgres"):
         # Imported here: psycopg is needed only by stores on PostgreSQL.
         from alliance_fhir.sync.state.postgres import PostgresBackend
 
-        return StateStore(backend=PostgresBackend(url, password=password, schema=schema))
+        return PostgresBackend(url, password=password, schema=schema)
     raise StateError("state_url must start with sqlite:/// or postgresql://")

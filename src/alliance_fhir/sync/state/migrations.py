@@ -180,11 +180,45 @@ CREATE TABLE IF NOT EXISTS source_files (
 )
 """
 
+#: Schema 5: the shared work queue of several daemons on one PostgreSQL store
+#: (``sync.state.work``): work items keyed by a hash (never a file name or a patient) with the
+#: fingerprint they were last done at and their lease, and the workers' heartbeats. Times are
+#: the database's clock, so hosts with skewed clocks still agree on when a lease ends.
+_V5 = """
+CREATE TABLE IF NOT EXISTS work_items (
+    item_key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    done_fingerprint TEXT,
+    lease_owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    seen REAL NOT NULL,
+    done_at REAL
+);
+CREATE INDEX IF NOT EXISTS work_items_claim ON work_items (kind, lease_until);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    heartbeat REAL NOT NULL,
+    expires REAL NOT NULL,
+    state TEXT NOT NULL
+)
+"""
+_V5_POSTGRESQL = (
+    _V5.replace("TEXT PRIMARY KEY", 'TEXT COLLATE "C" PRIMARY KEY')
+    .replace("REAL", "DOUBLE PRECISION")
+    .replace("INTEGER", "BIGINT")
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "records, runs, dead letters, watermarks", _V1_SQLITE, _V1_POSTGRESQL),
     Migration(2, "merge bases, conflict values, run owners", _add_missing_columns, _V2_POSTGRESQL),
     Migration(3, "used check-in links", _V3, _V3_POSTGRESQL),
     Migration(4, "source fingerprints", _V4, _V4_POSTGRESQL),
+    Migration(5, "work items and leases", _V5, _V5_POSTGRESQL),
 )
 
 #: The schema this release writes (the last migration's version).
