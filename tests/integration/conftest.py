@@ -3,9 +3,12 @@
 * ``fhir_base_url`` (session): ``$ALLIANCE_FHIR_TEST_SERVER`` when set, otherwise a
   local server started with ``scripts/fhir-server start`` on port
   ``$ALLIANCE_FHIR_TEST_PORT`` (default 8089). A server that cannot be started fails
-  the tests loudly (never skips). A server started here is stopped at session end.
+  the tests loudly (never skips). A server started here is stopped at session end. It is
+  started with ``--auth-mount`` (the SMART tests' bearer-checked ``/auth/fhir``, see below).
 * ``fhir_http`` (session): an ``httpx.Client`` with ``base_url`` set to the server.
 * ``fhir_server_script`` (session): runs ``scripts/fhir-server`` with arguments.
+* ``file_db_server`` (session): a second, file-backed server for the tests that stop and
+  start one (``filedbkit.FileDbServer``: ``base``, ``start()``, ``stop()``, ``running()``).
 * ``fhir_reset`` (function): expunges all data before the test and returns a
   callable to expunge again mid-test.
 * ``clinic`` (function): an emptied server holding only the example clinic's people
