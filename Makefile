@@ -89,7 +89,7 @@ unit: venv node web-assets sysdeps postgres
 
 # pytest's exit code 5 (nothing collected) is a failure here like any other non-zero code.
 test: venv node web-assets oidc sysdeps postgres toxiproxy lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 integration: venv postgres web-assets
 	$(BIN)/python -m pytest tests/integration -q

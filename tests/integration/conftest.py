@@ -3,9 +3,12 @@
 * ``fhir_base_url`` (session): ``$ALLIANCE_FHIR_TEST_SERVER`` when set, otherwise a
   local server started with ``scripts/fhir-server start`` on port
   ``$ALLIANCE_FHIR_TEST_PORT`` (default 8089). A server that cannot be started fails
-  the tests loudly (never skips). A server started here is stopped at session end.
+  the tests loudly (never skips). A server started here is stopped at session end. It is
+  started with ``--auth-mount`` (the SMART tests' bearer-checked ``/auth/fhir``, see below).
 * ``fhir_http`` (session): an ``httpx.Client`` with ``base_url`` set to the server.
 * ``fhir_server_script`` (session): runs ``scripts/fhir-server`` with arguments.
+* ``file_db_server`` (session): a second, file-backed server for the tests that stop and
+  start one (``filedbkit.FileDbServer``: ``base``, ``start()``, ``stop()``, ``running()``).
 * ``fhir_reset`` (function): expunges all data before the test and returns a
   callable to expunge again mid-test.
 * ``clinic`` (function): an emptied server holding only the example clinic's people
@@ -45,6 +48,7 @@ import structlog
 from alliance_fhir import log as alog
 
 from .clinickit import copy_clinic, make_api
+from .filedbkit import FileDbServer
 from .oidckit import OidcProvider
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -203,7 +207,8 @@ def fhir_base_url() -> Iterator[str]:
 
     port = int(os.environ.get("ALLIANCE_FHIR_TEST_PORT", str(DEFAULT_TEST_PORT)))
     already_running = run_server_script("status", "--port", str(port), timeout=60).returncode == 0
-    result = run_server_script("start", "--port", str(port))
+    # /auth/fhir beside /fhir: the SMART tests' bearer-checked mount (``smart_fhir_base_url``)
+    result = run_server_script("start", "--port", str(port), "--auth-mount", oidc_issuer())
     url = (result.stdout.strip().splitlines() or [f"http://127.0.0.1:{port}/fhir"])[-1].strip()
     if result.returncode != 0 or not _metadata_ok(url):
         # with pytest-xdist another worker may have won the race to start it
@@ -235,6 +240,18 @@ def fhir_base_url() -> Iterator[str]:
 def fhir_server_script() -> Callable[..., subprocess.CompletedProcess[str]]:
     """``fhir_server_script("start", "--port", "8091")`` runs scripts/fhir-server."""
     return run_server_script
+
+
+@pytest.fixture(scope="session")
+def file_db_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileDbServer]:
+    """A second, file-backed server (tests/integration/filedbkit.py) for the tests that stop
+    and start one; started at first use, running when handed over, stopped at session end."""
+    server = FileDbServer(run_server_script, tmp_path_factory.mktemp("file-db") / "h2")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -307,27 +324,37 @@ def fhir_profile_url(fhir_base_url: str) -> Callable[[str], str]:
 
 # -- SMART authorization (issue #18): a real OpenID provider --------------------------------
 # ``oidc_provider`` (session): an ``OidcProvider`` (tests/integration/oidckit.py) on
-# ``$ALLIANCE_FHIR_OIDC_TEST_PORT`` (default 8190) whose access tokens are for the FHIR base
-# of the bearer-checked HAPI on ``$ALLIANCE_FHIR_AUTH_TEST_PORT`` (default 8191). A test
-# registers its clients/keys/launch contexts and calls ``apply()``; stopped at session end.
-# ``smart_fhir_base_url`` (session): that bearer-checked HAPI, started with ``--auth-issuer``.
+# ``$ALLIANCE_FHIR_OIDC_TEST_PORT`` (default 8190) whose access tokens are for the
+# bearer-checked mount of the test server (``smart_fhir_base_url``). A test registers its
+# clients/keys/launch contexts and calls ``apply()``; stopped at session end.
+# ``smart_fhir_base_url`` (session): ``/auth/fhir`` of the one test server, mounted at its
+# start (``--auth-mount <issuer>``) over the same database as ``/fhir``, checking
+# ``oidc_provider``'s bearer tokens and SMART scopes. One JVM serves every test.
 
 
 def oidc_test_port() -> int:
     return int(os.environ.get("ALLIANCE_FHIR_OIDC_TEST_PORT", "8190"))
 
 
-def auth_test_port() -> int:
-    return int(os.environ.get("ALLIANCE_FHIR_AUTH_TEST_PORT", "8191"))
+def oidc_issuer() -> str:
+    """The test provider's issuer (``OidcProvider.issuer``), known before it starts."""
+    return f"http://127.0.0.1:{oidc_test_port()}"
+
+
+def smart_resource_url() -> str:
+    """The bearer-checked mount's base URL: the audience of the provider's tokens."""
+    port = int(os.environ.get("ALLIANCE_FHIR_TEST_PORT", str(DEFAULT_TEST_PORT)))
+    return f"http://127.0.0.1:{port}/auth/fhir"
 
 
 @pytest.fixture(scope="session")
 def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
     provider = OidcProvider(
         port=oidc_test_port(),
-        resource=f"http://127.0.0.1:{auth_test_port()}/fhir",
+        resource=smart_resource_url(),
         workdir=tmp_path_factory.mktemp("oidc"),
     )
+    assert provider.issuer == oidc_issuer()
     provider.add_user("test-clinician", "Practitioner/test-clinician")
     provider.write_config()
     try:
@@ -337,21 +364,22 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProv
 
 
 @pytest.fixture(scope="session")
-def smart_fhir_base_url(oidc_provider: OidcProvider) -> Iterator[str]:
-    """A HAPI of its own on ``$ALLIANCE_FHIR_AUTH_TEST_PORT`` that checks ``oidc_provider``'s
-    bearer tokens (``--auth-issuer``); empty at the start of the session, stopped at its end."""
-    port = auth_test_port()
-    result = run_server_script("start", "--port", str(port), "--auth-issuer", oidc_provider.issuer)
-    url = f"http://127.0.0.1:{port}/fhir"
-    if result.returncode != 0 or not _metadata_ok(url):
+def smart_fhir_base_url(fhir_base_url: str, oidc_provider: OidcProvider) -> str:
+    """The test server's ``/auth/fhir``, which checks ``oidc_provider``'s bearer tokens.
+
+    It shares the database of ``/fhir``: a test that needs an empty server expunges first.
+    """
+    url = fhir_base_url.rstrip("/").removesuffix("/fhir") + "/auth/fhir"
+    if url != smart_resource_url():
         pytest.fail(
-            f"Could not start the bearer-checked HAPI on port {port} "
-            f"(exit code {result.returncode}).\n--- stderr ---\n{result.stderr}\n"
-            f"--- server log tail ---\n{_server_log_tail(port)}",
+            f"the SMART tests need the test server started here (its /auth/fhir mount), "
+            f"not {fhir_base_url}",
             pytrace=False,
         )
-    try:
-        yield url
-    finally:
-        if os.environ.get("ALLIANCE_FHIR_TEST_KEEP_SERVER", "") in ("", "0", "false"):
-            run_server_script("stop", "--port", str(port), timeout=120)
+    if not _metadata_ok(url):
+        pytest.fail(
+            f"{url} does not answer: was the server on this port started without "
+            f"--auth-mount {oidc_issuer()}? Stop it and run again.",
+            pytrace=False,
+        )
+    return url

@@ -7,7 +7,6 @@ other suites may be using the server at the same time).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from alliance_fhir.api import AllianceFhir
 from alliance_fhir.config import Settings
 
 from .clinickit import PHI, copy_clinic, make_api
+from .filedbkit import FileDbServer
 
 REPO = Path(__file__).resolve().parents[2]
 INTERVAL = "0.5"
@@ -336,19 +336,11 @@ def test_second_daemon_on_the_same_state_store_exits_with_a_clear_message(
 
 
 def test_daemon_survives_a_server_outage_and_recovers_without_loss_or_duplicates(
-    tmp_path: Path,
-    fhir_server_script: Callable[..., subprocess.CompletedProcess[str]],
-    daemons: list[DaemonProcess],
+    tmp_path: Path, file_db_server: FileDbServer, daemons: list[DaemonProcess]
 ) -> None:
-    """Slow: a private file-backed server is started, stopped and started again."""
-    port = str(_free_port())
-    base = f"http://127.0.0.1:{port}/fhir"
-    db_dir = str(tmp_path / "h2")
-
-    def start_server() -> None:
-        result = fhir_server_script("start", "--port", port, "--file-db", db_dir)
-        if result.returncode != 0:
-            pytest.fail(f"server did not start:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    """Slow: the session's private file-backed server is stopped and started again."""
+    base = file_db_server.base
+    start_server = file_db_server.start
 
     try:
         start_server()
@@ -371,7 +363,7 @@ def test_daemon_survives_a_server_outage_and_recovers_without_loss_or_duplicates
         assert ready is not None
         assert ready.status_code == 200
 
-        assert fhir_server_script("stop", "--port", port, timeout=120).returncode == 0
+        assert file_db_server.stop() == 0
         clinic.drop(clinic.inputs[half:])
         _wait_for(
             "the daemon to notice the outage",
@@ -420,5 +412,4 @@ def test_daemon_survives_a_server_outage_and_recovers_without_loss_or_duplicates
         _assert_reports(clinic)
         _assert_no_phi(daemon.text())
     finally:
-        with contextlib.suppress(Exception):
-            fhir_server_script("stop", "--port", port, timeout=120)
+        start_server()  # running again for the next test, whatever happened here

@@ -8,20 +8,13 @@ scenarios (503/429 bursts, timeouts, the server SIGKILLed and restarted) is ``ma
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO_ROOT, LogCapture
-
-if str(REPO_ROOT) not in sys.path:  # the harness lives in <repo>/faults, beside tests/
-    sys.path.insert(0, str(REPO_ROOT))
-
-from faults.scenarios import SUBSET, Harness, run_scenario, table
-from faults.shim import StatusShim
-from faults.toxiproxy import Toxiproxy, ToxiproxyUnavailable, find_or_install
+from .conftest import LogCapture
+from .faultkit import SUBSET, Harness, run_scenario, start_harness, table
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +22,10 @@ def harness(
     fhir_base_url: str, tmp_path_factory: pytest.TempPathFactory, log_capture: LogCapture
 ) -> Iterator[Harness]:
     work = tmp_path_factory.mktemp("faults")
-    try:
-        binary = find_or_install()
-        toxiproxy = Toxiproxy(binary, work / "toxiproxy.log")
-        toxiproxy.start()
-    except ToxiproxyUnavailable as exc:
-        pytest.fail(f"toxiproxy is required for the fault subset: {exc}", pytrace=False)
-    upstream = fhir_base_url.split("://", 1)[1].split("/", 1)[0]
-    try:
-        with StatusShim(fhir_base_url.rsplit("/fhir", 1)[0]) as shim:
-            proxy = toxiproxy.proxy("hapi", upstream)
-            yield Harness(fhir_base_url, proxy, shim, work, log_sink=log_capture.add)
-    finally:
-        toxiproxy.stop()
+    with start_harness(
+        fhir_base_url, work, log_capture, proxy_name="hapi", purpose="the fault subset"
+    ) as harness:
+        yield harness
 
 
 @pytest.mark.parametrize("name", SUBSET)

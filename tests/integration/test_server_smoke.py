@@ -7,15 +7,14 @@ conditional create/update, If-Match, transactions, client ids, expunge, persiste
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from .filedbkit import FileDbServer
 
 ITEMS_CS = "http://example.org/alliance-fhir/CodeSystem/items"
 ANSWERS_CS = "http://example.org/alliance-fhir/CodeSystem/answers"
@@ -451,29 +450,11 @@ def test_reset_expunges_everything(fhir_http: httpx.Client, fhir_reset: Callable
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_file_backed_server_keeps_data_across_restart(
-    tmp_path: Path, fhir_server_script: Callable[..., subprocess.CompletedProcess[str]]
-) -> None:
-    """Slow (two JVM start-ups): a second server with --file-db keeps data after stop/start."""
-    port = str(_free_port())
-    db_dir = str(tmp_path / "h2")
-    base = f"http://127.0.0.1:{port}/fhir"
-
-    def start() -> None:
-        result = fhir_server_script("start", "--port", port, "--file-db", db_dir)
-        if result.returncode != 0:
-            pytest.fail(
-                f"file-db server did not start:\n{result.stdout}\n{result.stderr}", pytrace=False
-            )
-
+def test_file_backed_server_keeps_data_across_restart(file_db_server: FileDbServer) -> None:
+    """Slow (a JVM start-up): a server with --file-db keeps data after stop/start."""
+    file_db_server.start()
+    base = file_db_server.base
     try:
-        start()
         with httpx.Client(base_url=base, timeout=120.0) as client:
             resp = _put(
                 client,
@@ -481,12 +462,12 @@ def test_file_backed_server_keeps_data_across_restart(
                 {"resourceType": "Patient", "id": "persist-1", "active": True},
             )
             _assert_status(resp, 201)
-        assert fhir_server_script("stop", "--port", port, timeout=120).returncode == 0
-        assert fhir_server_script("status", "--port", port, timeout=60).returncode != 0
-        start()
+        assert file_db_server.stop() == 0
+        assert not file_db_server.running()
+        file_db_server.start()
         with httpx.Client(base_url=base, timeout=120.0) as client:
             resp = client.get("/Patient/persist-1", headers={"Accept": FHIR_JSON})
             _assert_status(resp, 200)
             assert resp.json()["active"] is True
     finally:
-        fhir_server_script("stop", "--port", port, timeout=120)
+        file_db_server.start()  # running again for the next test, whatever happened here

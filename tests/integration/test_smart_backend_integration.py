@@ -1,6 +1,6 @@
 """SMART Backend Services against a real OpenID provider and HAPI checking its tokens (#18).
 
-One provider (``oidc_provider``) and one bearer-checked HAPI (``smart_fhir_base_url``) serve
+One provider (``oidc_provider``) and the bearer-checked mount (``smart_fhir_base_url``) serve
 every test here. The sync job's key is registered with the provider; the CLI and the API
 get it the way a clinic configures them (``auth = "smart"``, the key in a 0600 file).
 """

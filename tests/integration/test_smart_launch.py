@@ -9,7 +9,8 @@ Task on the server, and a Task changed meanwhile is reported, not overwritten; a
 ``state``, an unknown ``iss``, a replayed code and a token for another patient are refused.
 
 Ports: the app on ``$ALLIANCE_FHIR_SMART_APP_TEST_PORT`` (default 8192); the provider and
-the bearer-checked HAPI are the session's (``oidc_provider``, ``smart_fhir_base_url``).
+the bearer-checked mount of the test server are the session's (``oidc_provider``,
+``smart_fhir_base_url``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from alliance_fhir.api import AllianceFhir
 from alliance_fhir.config import Settings
 from alliance_fhir.web.app import create_app
 
-from .cdpkit import Chromium
+from .browser import Chromium
 from .clinickit import PHI, copy_clinic
-from .conftest import LOG_CAPTURE
+from .conftest import LOG_CAPTURE, expunge_everything
 from .oidckit import OidcProvider, TestKey
 
 APP_PORT = int(os.environ.get("ALLIANCE_FHIR_SMART_APP_TEST_PORT", "8192"))
@@ -72,9 +73,11 @@ def _admin(fhir: str, provider: OidcProvider, tmp: Path) -> AllianceFhir:
 @pytest.fixture(scope="module")
 def stack(
     oidc_provider: OidcProvider,
+    fhir_base_url: str,
     smart_fhir_base_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
+    expunge_everything(fhir_base_url)  # the bearer-checked mount shares /fhir's database
     tmp = tmp_path_factory.mktemp("smart-view")
     oidc_provider.register_backend_client("smart-view-seed", [SEED_KEY], "system/*.cruds")
     oidc_provider.register_launch_client(CLIENT_ID, [f"{APP}/callback"])
@@ -135,7 +138,7 @@ def app(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 @pytest.fixture
 def browser() -> Iterator[Chromium]:
-    chromium = Chromium()
+    chromium = Chromium(width=1200, height=1600)
     try:
         yield chromium
     finally:
@@ -211,7 +214,7 @@ def test_acknowledge_discussed_and_a_task_changed_meanwhile(
 
 def test_a_forged_state_is_refused(app: str, stack: Stack, browser: Chromium) -> None:
     browser.pause_requests(f"{app}/callback*")
-    browser.navigate(_launch_url(stack, "MRN-1003"))
+    browser.start(_launch_url(stack, "MRN-1003"))
     request_id, url = browser.paused_request()
     state = httpx.URL(url).params["state"]
     browser.release(request_id, url=url.replace(f"state={state}", "state=forged-state"))
@@ -224,14 +227,14 @@ def test_a_forged_state_is_refused(app: str, stack: Stack, browser: Chromium) ->
 
 def test_a_replayed_code_is_refused(app: str, stack: Stack, browser: Chromium) -> None:
     browser.pause_requests(f"{app}/callback*")
-    browser.navigate(_launch_url(stack, "MRN-1001"))
+    browser.start(_launch_url(stack, "MRN-1001"))
     first_id, first_url = browser.paused_request()
     browser.release(first_id)
     browser.wait_for_page(f"{app}/clinician")
     used_code = httpx.URL(first_url).params["code"]
 
     browser.pause_requests(f"{app}/callback*")
-    browser.navigate(_launch_url(stack, "MRN-1001"))
+    browser.start(_launch_url(stack, "MRN-1001"))
     second_id, second_url = browser.paused_request()
     fresh = httpx.URL(second_url).params["code"]
     browser.release(second_id, url=second_url.replace(f"code={fresh}", f"code={used_code}"))

@@ -5,6 +5,7 @@ import ca.uhn.fhir.validation.FhirValidator;
 import jakarta.servlet.DispatcherType;
 import jakarta.servlet.http.HttpServlet;
 import java.util.EnumSet;
+import ca.uhn.fhir.rest.server.RestfulServer;
 import ca.uhn.fhir.rest.server.interceptor.RequestValidatingInterceptor;
 import org.eclipse.jetty.ee10.servlet.FilterHolder;
 import org.eclipse.jetty.ee10.servlet.ServletContextHandler;
@@ -23,14 +24,15 @@ import org.springframework.context.annotation.AnnotationConfigApplicationContext
  *
  * <pre>
  *   java -cp ... org.alliancefhir.testserver.Main [--port N] [--host H] [--db-dir DIR]
- *        [--profile NAME] [--no-validation] [--auth-issuer URL]
+ *        [--profile NAME] [--no-validation] [--auth-issuer URL] [--auth-mount URL]
  * </pre>
  *
  * Without {@code --db-dir} the data lives in an in-memory H2 database (lost on exit);
  * with it, an H2 file database under DIR is used, so data survives a restart.
  * The FHIR base is always {@code http://HOST:PORT/fhir}, behaving as {@code --profile};
  * every profile is also mounted at {@code /profiles/<name>/fhir} over the same database,
- * so one JVM (one slow start) serves tests of all of them.
+ * so one JVM (one slow start) serves tests of all of them. With {@code --auth-mount URL},
+ * {@code /auth/fhir} (profile full, same database) also checks bearer tokens from that issuer.
  */
 public final class Main {
 
@@ -80,6 +82,9 @@ public final class Main {
 			mount(contextHandler, "profile-" + profile.getName(), "/profiles/" + profile.getName() + "/fhir",
 					servers.create(profile), profile);
 		}
+		if (options.getAuthMountIssuer() != null) {
+			mountAuth(contextHandler, servers, springContext.getBean(FhirContext.class), options);
+		}
 		jetty.setHandler(contextHandler);
 		jetty.setStopAtShutdown(true);
 		jetty.setStopTimeout(5000);
@@ -112,6 +117,28 @@ public final class Main {
 			theHandler.addFilter(
 					new FilterHolder(new ProfileFilter(theProfile)), thePath + "/*", EnumSet.of(DispatcherType.REQUEST));
 		}
+	}
+
+	/**
+	 * {@code /auth/fhir}: profile full over the same database, behind {@link BearerAuthFilter}
+	 * and {@link SmartScopeInterceptor} for the {@code --auth-mount} issuer, so the SMART tests
+	 * need no second server.
+	 */
+	private static void mountAuth(
+			ServletContextHandler theHandler, FhirServerConfig.RestfulServerFactory theServers,
+			FhirContext theContext, ServerOptions theOptions) {
+		String path = "/auth/fhir";
+		RestfulServer server = theServers.create(ServerProfile.FULL);
+		if (theOptions.getAuthIssuer() == null) { // else the factory registered one already
+			server.registerInterceptor(new SmartScopeInterceptor(theContext));
+		}
+		ServletHolder holder = new ServletHolder("auth", server);
+		holder.setInitOrder(1);
+		theHandler.addServlet(holder, path + "/*");
+		theHandler.addFilter(
+				new FilterHolder(new BearerAuthFilter(theOptions.getAuthMountIssuer(), theOptions.getPort(), path)),
+				path + "/*",
+				EnumSet.of(DispatcherType.REQUEST));
 	}
 
 	/**

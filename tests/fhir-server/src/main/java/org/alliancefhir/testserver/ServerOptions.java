@@ -14,6 +14,9 @@ import java.io.File;
  *   <li>{@code --no-validation}: leave the request-validating interceptor out (every servlet)</li>
  *   <li>{@code --auth-issuer URL} (or {@code alliance.fhir.auth-issuer}): require bearer tokens
  *       from that OpenID provider on every mount ({@link BearerAuthFilter}); off by default</li>
+ *   <li>{@code --auth-mount URL} (or {@code alliance.fhir.auth-mount}): one more mount,
+ *       {@code /auth/fhir} (profile full, same database), that requires bearer tokens from that
+ *       OpenID provider, beside the open mounts; off by default</li>
  * </ul>
  */
 public final class ServerOptions {
@@ -27,6 +30,7 @@ public final class ServerOptions {
 	private final ServerProfile myProfile;
 	private final boolean myValidation;
 	private final String myAuthIssuer;
+	private String myAuthMountIssuer;
 
 	private ServerOptions(
 			int thePort, String theHost, String theDbDir, ServerProfile theProfile, boolean theValidation,
@@ -46,6 +50,7 @@ public final class ServerOptions {
 		ServerProfile profile = ServerProfile.fromName(System.getProperty("alliance.fhir.profile", "full"));
 		boolean validation = true;
 		String authIssuer = System.getProperty("alliance.fhir.auth-issuer");
+		String authMount = System.getProperty("alliance.fhir.auth-mount");
 		for (int i = 0; i < theArgs.length; i++) {
 			String arg = theArgs[i];
 			switch (arg) {
@@ -55,8 +60,9 @@ public final class ServerOptions {
 				case "--profile" -> profile = ServerProfile.fromName(requireValue(theArgs, ++i, arg));
 				case "--no-validation" -> validation = false;
 				case "--auth-issuer" -> authIssuer = requireValue(theArgs, ++i, arg);
+				case "--auth-mount" -> authMount = requireValue(theArgs, ++i, arg);
 				default -> throw new IllegalArgumentException("Unknown argument: " + arg
-						+ " (usage: [--port N] [--host H] [--db-dir DIR] [--profile NAME] [--no-validation] [--auth-issuer URL])");
+						+ " (usage: [--port N] [--host H] [--db-dir DIR] [--profile NAME] [--no-validation] [--auth-issuer URL] [--auth-mount URL])");
 			}
 		}
 		if (dbDir != null && dbDir.isBlank()) {
@@ -65,7 +71,9 @@ public final class ServerOptions {
 		if (authIssuer != null && authIssuer.isBlank()) {
 			authIssuer = null;
 		}
-		return new ServerOptions(port, host, dbDir, profile, validation, authIssuer);
+		ServerOptions options = new ServerOptions(port, host, dbDir, profile, validation, authIssuer);
+		options.myAuthMountIssuer = authMount == null || authMount.isBlank() ? null : authMount;
+		return options;
 	}
 
 	private static String requireValue(String[] theArgs, int theIndex, String theArg) {
@@ -108,6 +116,14 @@ public final class ServerOptions {
 	/** The OpenID provider whose access tokens every request needs; null = no check (default). */
 	public String getAuthIssuer() {
 		return myAuthIssuer;
+	}
+
+	/**
+	 * The OpenID provider whose access tokens {@code /auth/fhir} needs; null = no such mount
+	 * (default). Lets one JVM serve the open tests and the bearer-checked ones.
+	 */
+	public String getAuthMountIssuer() {
+		return myAuthMountIssuer;
 	}
 
 	/** JDBC URL of the H2 database: in-memory unless a db directory was given. */
