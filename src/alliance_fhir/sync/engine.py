@@ -140,34 +140,18 @@ class SyncEngine(StateRecording):
         outcome = "failed"
         seen: set[tuple[str, str]] = set()
         people = PersonResolver(self.client.search)
+        # the next window is read and mapped while this one is sent
+        ahead = read_ahead(windows)
         try:
             self._check_state_matches_server()
-            # the next window is read and mapped while this one is sent
-            for window in read_ahead(windows):
-                if isinstance(window, Unchanged):
-                    if window.records:
-                        result.counts["unchanged"] += window.records
-                    result.files_skipped += window.files
-                    continue
-                self._check_unique(window, seen)
-                plan = make_plan(
-                    window,
-                    StoreView(self.store),
-                    overwrite_conflicts=self.overwrite,
-                    retry_conflict=self._retry_conflict,
-                )
-                for action in plan.actions:
-                    if action.op in ("unchanged", "conflict"):
-                        result.counts[action.op] += 1
-                log.debug("sync.window", run_id=result.run_id, **plan.counts())
-                if self.progress is not None and plan.writes:
-                    self.progress.start(len(plan.writes))
-                self._apply(plan, result, people)
+            for window in ahead:
+                self._run_window(window, result, seen, people)
             if result.bases_adopted:  # said once per run
                 log.info("sync.base_adopted", run_id=result.run_id, records=result.bases_adopted)
                 result.notes.append(adopted_note(result.bases_adopted))
             outcome = "ok" if result.ok else "partial"
         finally:
+            ahead.close()  # a run that failed stops reading ahead before it is recorded
             result.seconds = time.monotonic() - started
             self.store.finish_run(result.run_id, outcome, dict(result.counts))
             log.info(
@@ -180,6 +164,34 @@ class SyncEngine(StateRecording):
                 **result.summary(),
             )
         return result
+
+    def _run_window(
+        self,
+        window: Sequence[Desired] | Unchanged,
+        result: SyncResult,
+        seen: set[tuple[str, str]],
+        people: PersonResolver,
+    ) -> None:
+        """Plan one window against the state store and send what it writes."""
+        if isinstance(window, Unchanged):
+            if window.records:
+                result.counts["unchanged"] += window.records
+            result.files_skipped += window.files
+            return
+        self._check_unique(window, seen)
+        plan = make_plan(
+            window,
+            StoreView(self.store),
+            overwrite_conflicts=self.overwrite,
+            retry_conflict=self._retry_conflict,
+        )
+        for action in plan.actions:
+            if action.op in ("unchanged", "conflict"):
+                result.counts[action.op] += 1
+        log.debug("sync.window", run_id=result.run_id, **plan.counts())
+        if self.progress is not None and plan.writes:
+            self.progress.start(len(plan.writes))
+        self._apply(plan, result, people)
 
     def _check_state_matches_server(self) -> None:
         """One read of our latest record: if the server no longer has it (a reset test

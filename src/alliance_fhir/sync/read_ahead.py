@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from typing import TypeVar, cast
 
 __all__ = ["read_ahead"]
@@ -22,7 +22,7 @@ T = TypeVar("T")
 _ITEM, _ERROR, _DONE = range(3)
 
 
-def read_ahead(items: Iterable[T], *, depth: int = 1) -> Iterator[T]:
+def read_ahead(items: Iterable[T], *, depth: int = 1) -> Generator[T, None, None]:
     """``items`` in order, the next ``depth`` produced in a background thread meanwhile.
     A sequence is already made: it is iterated as it is."""
     if isinstance(items, Sequence):
