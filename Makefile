@@ -8,6 +8,7 @@ PORT ?= 8080
 .PHONY: help venv node web-assets oidc sysdeps postgres toxiproxy lint test unit integration ehr-matrix state-compare demo serve faults soak bench server-start server-stop clean
 .PHONY: bench-cds
 .PHONY: bench-workers
+.PHONY: bench-conditions
 
 help:
 	@echo "make serve  - the check-in page (alliance-fhir serve on 127.0.0.1:8765)"
@@ -21,6 +22,7 @@ help:
 	@echo "make soak   - bounded daemon soak: inbox files, the server stopped mid-way (:8098)"
 	@echo "make bench  - benchmarks against the peers (own server on :8095), writes BENCHMARKS.md"
 	@echo "make bench-workers - 1 vs 3 daemons on one PostgreSQL store, +25 ms latency (:8093)"
+	@echo "make bench-conditions - validation on/off x 0/25 ms RTT, ceiling/sync/peers (~10 min)"
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -133,6 +135,11 @@ soak: venv
 # Benchmarks against fhirpy, fhirclient and a bare-httpx ceiling on our own server (:8095).
 bench: venv
 	$(BIN)/python -m bench.run --size 1000 --mapping-size 10000 --memory-size 100000 --port 8095 --out BENCHMARKS.md --json .bench/results.json
+
+# Issue 15's four server conditions (bench/conditions.py): request validation on/off x 0 / 25 ms
+# added round trip (toxiproxy), ceiling, sync, fhirpy and fhirclient; own HAPI on :8095.
+bench-conditions: venv toxiproxy
+	$(BIN)/python -m bench.run --conditions all --size 300 --port 8095 --out BENCHMARKS.md --json .bench/conditions.json
 
 # CDS Hooks latency (bench/cds.py): patient-view with and without prefetch for a client with
 # 50 check-ins, against our own HAPI on :8094; prints p50/p95 and the machine's load.

@@ -149,6 +149,18 @@ def server_scenarios(
     return results
 
 
+def conditions_argv(args: argparse.Namespace) -> list[str]:
+    """The options of ``--conditions all`` that ``bench.conditions`` understands."""
+    out = ["--port", str(args.port), "--out", str(args.out), "--work", str(args.work)]
+    if args.size:
+        out += ["--size", str(args.size[0])]
+    if args.base_url:
+        out += ["--base-url", args.base_url]
+    if args.json:
+        out += ["--json", str(args.json)]
+    return [*out, "--force"] if args.force else out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--size", type=int, action="append", help="assessments (repeatable)")
@@ -172,7 +184,18 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="reading and mapping only (one core, no server): ratios that hold under load",
     )
+    parser.add_argument(
+        "--conditions",
+        choices=("all",),
+        help="the four server conditions instead (bench.conditions; --size, --port, --base-url,"
+        " --out, --json, --work, --force are passed on)",
+    )
     args = parser.parse_args(argv)
+    if args.conditions:
+        from bench import conditions
+
+        conditions.main(conditions_argv(args))
+        return
     load_start = os.getloadavg()
     busy = load_start[0] > MAX_LOAD_TO_PUBLISH and not args.force
     if busy:

@@ -347,12 +347,39 @@ def _mapped(
         skipped = list(read.decision.notes[1])
         return Records(skipped=skipped, unchanged=len(read.decision.skip), files_skipped=1)
     mapped = assessment_records(read.found, library, settings)
+    _remember(read, mapped, sources)
+    return mapped
+
+
+def _remember(read: _FileRead, mapped: Records, sources: SourceIndex | None) -> None:
+    """Hand the fingerprint of a file read and mapped (all its records) to ``sources``."""
     if sources is not None and read.decision is not None:
         clean = not (read.problems or mapped.problems)
         lines = {a.key: a.line for a in read.found}
         notes = (read.notes, mapped.skipped)
         sources.read_file(read.decision, mapped.desired, lines, notes, clean=clean)
-    return mapped
+
+
+def _mapped_parts(
+    read: _FileRead,
+    library: InstrumentLibrary,
+    settings: Settings,
+    sources: SourceIndex | None,
+    part: int,
+) -> Iterator[Records]:
+    """One file's records, ``part`` assessments at a time, so a large file's first records
+    can be sent while the rest are mapped; the same records as ``_mapped``, in order. The
+    fingerprint is handed over (with every record) before the last part."""
+    if read.skipped or len(read.found) <= part:
+        yield _mapped(read, library, settings, sources)
+        return
+    whole = Records()
+    for start in range(0, len(read.found), part):
+        mapped = assessment_records(read.found[start : start + part], library, settings)
+        whole.extend(mapped)
+        if start + part >= len(read.found):
+            _remember(read, whole, sources)
+        yield mapped
 
 
 def assessment_files_records(
@@ -379,25 +406,32 @@ def assessment_files_records(
     return out
 
 
+#: Records per window of a streamed sync: two bundles of 100 (an assessment is two records),
+#: one per connection at the default concurrency, so sending starts after ~100 assessments.
+WINDOW_RECORDS = 200
+
+
 def assessment_windows(
     paths: Iterable[Path],
     library: InstrumentLibrary,
     settings: Settings,
     *,
-    size: int = 2000,
+    size: int = WINDOW_RECORDS,
     resolve_reference: ReferenceResolver | None = None,
     sources: SourceIndex | None = None,
 ) -> Iterator[Records]:
-    """Assessment records a few files at a time (at least ``size`` records a window, a file
-    never split), so memory stays flat however large the import."""
+    """Assessment records a few files at a time (at least ``size`` records a window; a large
+    file is mapped and cut ``size // 2`` assessments at a time), so memory stays flat however
+    large the import and the sync sends one window while the next is mapped."""
     window = Records()
     for read in _assessments_by_file(paths, library, settings, resolve_reference, sources):
         window.problems.extend(read.problems)
         window.skipped.extend(read.notes)
-        window.extend(_mapped(read, library, settings, sources))
-        if len(window.desired) >= size:
-            yield window
-            window = Records()
+        for mapped in _mapped_parts(read, library, settings, sources, max(1, size // 2)):
+            window.extend(mapped)
+            if len(window.desired) >= size:
+                yield window
+                window = Records()
     if sources is not None:
         sources.finish()
     if window.desired or window.problems or window.skipped or window.unchanged:

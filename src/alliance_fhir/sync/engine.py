@@ -47,9 +47,11 @@ from alliance_fhir.fhir import (
     etag_for,
 )
 from alliance_fhir.log import get_logger, new_id
-from alliance_fhir.sync.merge3 import MergeRules, policy_of, with_ids
+from alliance_fhir.sync.merge3 import MergeRules, policy_of
 from alliance_fhir.sync.merged import adopted_note, read_and_merge
 from alliance_fhir.sync.plan import Action, SyncPlan, make_plan
+from alliance_fhir.sync.read_ahead import read_ahead
+from alliance_fhir.sync.recording import StateRecording
 from alliance_fhir.sync.references import PersonResolver, person_keys
 from alliance_fhir.sync.references import resolve_references as _resolve
 from alliance_fhir.sync.run import Progress, RunContext, SyncClient, SyncResult, Unchanged
@@ -73,7 +75,7 @@ log = get_logger("alliance_fhir.sync")
 _Entry = Entry
 
 
-class SyncEngine:
+class SyncEngine(StateRecording):
     """Plans and applies one run of desired records against one server and state store."""
 
     def __init__(
@@ -121,9 +123,6 @@ class SyncEngine:
         win); under ``skip`` it waits for a human; ``ours-wins`` retries everything."""
         return self.conflict_policy == "ehr-wins" and self._rules(record) is not None
 
-    def _rules(self, record: Desired) -> MergeRules | None:
-        return self.mergers.get(record.kind) if record.update_mode == "merge" else None
-
     def run(self, desired: Sequence[Desired], *, command: str = "sync") -> SyncResult:
         """One run over records held in memory."""
         return self.run_windows([desired], command=command)
@@ -141,33 +140,18 @@ class SyncEngine:
         outcome = "failed"
         seen: set[tuple[str, str]] = set()
         people = PersonResolver(self.client.search)
+        # the next window is read and mapped while this one is sent
+        ahead = read_ahead(windows)
         try:
             self._check_state_matches_server()
-            for window in windows:
-                if isinstance(window, Unchanged):
-                    if window.records:
-                        result.counts["unchanged"] += window.records
-                    result.files_skipped += window.files
-                    continue
-                self._check_unique(window, seen)
-                plan = make_plan(
-                    window,
-                    StoreView(self.store),
-                    overwrite_conflicts=self.overwrite,
-                    retry_conflict=self._retry_conflict,
-                )
-                for action in plan.actions:
-                    if action.op in ("unchanged", "conflict"):
-                        result.counts[action.op] += 1
-                log.debug("sync.window", run_id=result.run_id, **plan.counts())
-                if self.progress is not None and plan.writes:
-                    self.progress.start(len(plan.writes))
-                self._apply(plan, result, people)
+            for window in ahead:
+                self._run_window(window, result, seen, people)
             if result.bases_adopted:  # said once per run
                 log.info("sync.base_adopted", run_id=result.run_id, records=result.bases_adopted)
                 result.notes.append(adopted_note(result.bases_adopted))
             outcome = "ok" if result.ok else "partial"
         finally:
+            ahead.close()  # a run that failed stops reading ahead before it is recorded
             result.seconds = time.monotonic() - started
             self.store.finish_run(result.run_id, outcome, dict(result.counts))
             log.info(
@@ -180,6 +164,34 @@ class SyncEngine:
                 **result.summary(),
             )
         return result
+
+    def _run_window(
+        self,
+        window: Sequence[Desired] | Unchanged,
+        result: SyncResult,
+        seen: set[tuple[str, str]],
+        people: PersonResolver,
+    ) -> None:
+        """Plan one window against the state store and send what it writes."""
+        if isinstance(window, Unchanged):
+            if window.records:
+                result.counts["unchanged"] += window.records
+            result.files_skipped += window.files
+            return
+        self._check_unique(window, seen)
+        plan = make_plan(
+            window,
+            StoreView(self.store),
+            overwrite_conflicts=self.overwrite,
+            retry_conflict=self._retry_conflict,
+        )
+        for action in plan.actions:
+            if action.op in ("unchanged", "conflict"):
+                result.counts[action.op] += 1
+        log.debug("sync.window", run_id=result.run_id, **plan.counts())
+        if self.progress is not None and plan.writes:
+            self.progress.start(len(plan.writes))
+        self._apply(plan, result, people)
 
     def _check_state_matches_server(self) -> None:
         """One read of our latest record: if the server no longer has it (a reset test
@@ -270,34 +282,6 @@ class SyncEngine:
         with self.store.transaction() as db:
             self._unchanged(desired, state.server_id, current.version_id, ours, ctx, db)
         return False
-
-    def _unchanged(
-        self,
-        d: Desired,
-        server_id: str,
-        version: str | None,
-        sent: dict[str, Any],
-        ctx: RunContext,
-        db: Any,
-    ) -> None:
-        """Record a record the server already holds as in sync, without a write."""
-        self.store.record(
-            kind=d.kind,
-            key=d.key,
-            resource_type=d.resource_type,
-            server_id=server_id,
-            version_id=version,
-            content_hash=d.hash,
-            status="synced",
-            run_id=ctx.result.run_id,
-            db=db,
-            base=self._base_of(d, sent),
-        )
-        ctx.count("unchanged")
-
-    def _base_of(self, desired: Desired, sent: dict[str, Any]) -> dict[str, Any] | None:
-        rules = self._rules(desired)
-        return rules.owned(sent) if rules is not None else None
 
     def _chunk(self, groups: list[list[Action]]) -> Iterator[list[list[Action]]]:
         bundle: list[list[Action]] = []
@@ -493,146 +477,3 @@ class SyncEngine:
                 reason = f"changed on the server and by us: {names}; not overwritten"
                 self._quarantine(action, "conflict", reason, None, ctx, db, update.conflicts)
         return None
-
-    def _record(
-        self,
-        entries: list[_Entry],
-        results: list[Any],
-        ctx: RunContext,
-        *,
-        existing_pass: bool,
-    ) -> None:
-        run_id = ctx.result.run_id
-        if len(results) != len(entries):
-            # A transaction answer that does not account for every entry confirms nothing
-            # we can rely on; the next run's conditional writes find what did land.
-            for entry in entries:
-                ctx.count("unconfirmed")
-                ctx.fail(
-                    f"{entry.action.desired.kind}/{entry.action.desired.key}: "
-                    "the server's answer did not confirm this record"
-                )
-            return
-        ids = dict(ctx.known)
-        for entry, res in zip(entries, results, strict=True):
-            if res.resource_id:
-                ids[entry.action.desired.uuid] = (
-                    f"{entry.action.desired.resource_type}/{res.resource_id}"
-                )
-        with self.store.transaction() as db:
-            for entry, res in zip(entries, results, strict=True):
-                d = entry.action.desired
-                op = "created" if entry.request["method"] == "POST" else "updated"
-                if op == "created" and res.status == 200:
-                    op = "existing"
-                    ctx.existing.append(entry.action)
-                self.store.record(
-                    kind=d.kind,
-                    key=d.key,
-                    resource_type=d.resource_type,
-                    server_id=res.resource_id,
-                    version_id=res.version_id,
-                    content_hash=None if op == "existing" else d.hash,
-                    status="synced",
-                    run_id=run_id,
-                    db=db,
-                    base=None if op == "existing" else with_ids(entry.base, ids),
-                )
-                self.store.resolve_dead_letters(d.kind, d.key, db=db)
-                if op != "existing":
-                    ctx.count("updated" if existing_pass else op)
-                # a record found by its identifier is known too: references to it resolve
-                # to its id, as on the server, not to a conditional reference
-                if d.uuid not in ctx.known and res.resource_id:
-                    ctx.known[d.uuid] = f"{d.resource_type}/{res.resource_id}"
-
-    def _group_failed(self, entries: list[_Entry], exc: FhirError, ctx: RunContext) -> None:
-        """One record group was refused: find out which records truly conflict."""
-        with self.store.transaction() as db:
-            for entry in entries:
-                action = entry.action
-                d = action.desired
-                if isinstance(exc, ConflictError) and entry.request["method"] == "PUT":
-                    verdict, version = self._conflict_verdict(entry)
-                    if verdict == "own-write":
-                        self.store.record(
-                            kind=d.kind,
-                            key=d.key,
-                            resource_type=d.resource_type,
-                            server_id=None,
-                            version_id=version,
-                            content_hash=d.hash,
-                            status="synced",
-                            run_id=ctx.result.run_id,
-                            db=db,
-                            base=entry.base,
-                        )
-                        ctx.count("updated")
-                        continue
-                    if self._rules(d) is not None and ctx.remerge_once(action):
-                        continue  # merged again after this pass, on the new version
-                    if verdict == "conflict":
-                        reason = "changed on the server since our last write; not overwritten"
-                        self._quarantine(action, "conflict", reason, exc, ctx, db)
-                        continue
-                    # unchanged on the server: it only failed alongside a conflicting record
-                    ctx.count("deferred")
-                    continue
-                self._quarantine(action, "rejected", str(exc), exc, ctx, db)
-
-    def _conflict_verdict(self, entry: _Entry) -> tuple[str, str | None]:
-        """Why an If-Match update failed: our own earlier write (``own-write``), someone
-        else's change (``conflict``), or nothing changed and it only failed alongside another
-        record (``innocent``). Returns the verdict and the server's current version."""
-        state = entry.action.state
-        if state is None or not state.server_id:
-            return "conflict", None
-        current = self.client.read(entry.action.desired.resource_type, state.server_id)
-        if content_hash(current.resource) == content_hash(entry.resource):
-            return "own-write", current.version_id
-        if current.version_id == state.version_id:
-            return "innocent", current.version_id
-        return "conflict", current.version_id
-
-    def _reject(self, action: Action, reason: str, ctx: RunContext, db: Any) -> None:
-        self._quarantine(action, "rejected", reason, None, ctx, db)
-
-    def _quarantine(
-        self,
-        action: Action,
-        status: str,
-        reason: str,
-        exc: FhirError | None,
-        ctx: RunContext,
-        db: Any,
-        fields: Sequence[str] = (),
-    ) -> None:
-        """Record a refused or conflicting record and keep the server's word on it;
-        ``fields`` names what both sides changed (a merge conflict)."""
-        d = action.desired
-        state = action.state
-        self.store.record(
-            kind=d.kind,
-            key=d.key,
-            resource_type=d.resource_type,
-            server_id=None,
-            version_id=None,
-            content_hash=state.content_hash if state else None,
-            status=status,
-            run_id=ctx.result.run_id,
-            db=db,
-            conflict_fields=fields,
-        )
-        self.store.dead_letter(
-            run_id=ctx.result.run_id,
-            kind=d.kind,
-            key=d.key,
-            resource_type=d.resource_type,
-            reason=reason,
-            http_status=exc.status if exc else None,
-            outcome=exc.outcome if exc else None,
-            db=db,
-        )
-        ctx.count(status)
-        what = f"conflict ({', '.join(fields)})" if fields else "conflict"
-        ctx.fail(f"{d.kind}/{d.key}: {what if status == 'conflict' else reason}")

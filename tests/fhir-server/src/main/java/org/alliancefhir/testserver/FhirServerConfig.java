@@ -162,14 +162,14 @@ public class FhirServerConfig {
 			server.setDefaultPrettyPrint(false);
 			server.setPagingProvider(thePagingProvider);
 			server.setServerAddressStrategy(new IncomingRequestAddressStrategy());
-			if (ServerOptions.current().isValidation()) {
+			if (ServerOptions.current().isValidation() && theProfile.validatesRequests()) {
 				server.registerInterceptor(theRequestValidator);
 			}
 			server.registerInterceptor(new IfMatchPreconditionInterceptor());
 			if (ServerOptions.current().getAuthIssuer() != null) {
 				server.registerInterceptor(new SmartScopeInterceptor(theSystemDao.getContext()));
 			}
-			if (theProfile != ServerProfile.FULL) {
+			if (theProfile.imitatesLimits()) {
 				server.registerInterceptor(new ProfileInterceptor(theProfile));
 				if (!theProfile.sendsVersions()) {
 					server.setETagSupport(ETagSupportEnum.DISABLED);

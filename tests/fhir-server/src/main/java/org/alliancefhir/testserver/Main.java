@@ -113,7 +113,7 @@ public final class Main {
 					thePath + "/*",
 					EnumSet.of(DispatcherType.REQUEST));
 		}
-		if (theProfile != ServerProfile.FULL) {
+		if (theProfile.imitatesLimits()) {
 			theHandler.addFilter(
 					new FilterHolder(new ProfileFilter(theProfile)), thePath + "/*", EnumSet.of(DispatcherType.REQUEST));
 		}

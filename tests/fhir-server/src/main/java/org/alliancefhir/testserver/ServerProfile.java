@@ -21,7 +21,9 @@ public enum ServerProfile {
 	/** No ETag header, no meta.versionId, If-Match ignored. */
 	NO_ETAG("no-etag"),
 	/** No writes of some types, _count capped, no _sort, no _lastUpdated on QuestionnaireResponse. */
-	RESTRICTED("restricted");
+	RESTRICTED("restricted"),
+	/** {@link #FULL} without the request-validating interceptor: a common production set-up. */
+	NO_VALIDATION("no-validation");
 
 	/** Resource types the restricted profile refuses to create, update, patch or delete. */
 	public static final Set<String> RESTRICTED_WRITE_TYPES = Set.of("CodeSystem", "Questionnaire", "Flag");
@@ -58,6 +60,16 @@ public enum ServerProfile {
 
 	public boolean isRestricted() {
 		return this == RESTRICTED;
+	}
+
+	/** False for {@link #NO_VALIDATION}: requests are stored without validation. */
+	public boolean validatesRequests() {
+		return this != NO_VALIDATION;
+	}
+
+	/** Whether the profile imitates a limitation (needs ProfileInterceptor / ProfileFilter). */
+	public boolean imitatesLimits() {
+		return this != FULL && this != NO_VALIDATION;
 	}
 
 	/** Comma separated names of all profiles, for messages. */

@@ -1,0 +1,340 @@
+"""The four server conditions of issue 15: request validation on / off x 0 / 25 ms added RTT.
+
+    python -m bench.conditions --size 300 --out BENCHMARKS.md    # = bench.run --conditions all
+
+One HAPI server (started here on ``--port`` unless ``--base-url`` names a running one): its
+``/fhir`` validates every request, its ``/profiles/no-validation/fhir`` is the same server
+and database without request validation (the common production set-up). The 25 ms
+conditions go through a toxiproxy proxy with a latency toxic each way (12 ms up, 13 ms
+down; toxiproxy takes whole milliseconds); the 0 ms ones go straight to the server.
+
+Per condition, each scenario in its own ``bench.worker`` process on a freshly expunged and
+seeded server: ceiling and alliance-fhir sync alternately, ``--repeat`` times each (the best
+of each counts, so both get the same chance under noise), then fhirpy and fhirclient once.
+The Markdown goes between the ``bench:conditions`` markers of ``--out`` (placed after the
+results block when absent); at a 1-minute load above 1.5 at start it goes to
+``<work>/BENCHMARKS.conditions.loaded.md`` instead unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from faults.toxiproxy import Toxiproxy, find_or_install
+
+from bench.measure import Measurement
+from bench.report import END as RESULTS_END
+from bench.report import MAX_LOAD_TO_PUBLISH, TARGET_CEILING_RATIO, Machine, machine_info
+from bench.run import SERVER_SCRIPT, Server, clinic, log, run_worker
+
+START = "<!-- bench:conditions:start -->"
+END = "<!-- bench:conditions:end -->"
+REPO = Path(__file__).resolve().parents[1]
+NO_VALIDATION_PATH = "/profiles/no-validation/fhir"
+#: Added round trip, split over the two directions (toxiproxy's latency is whole ms).
+RTT_MS = 25
+UP_MS = RTT_MS // 2
+DOWN_MS = RTT_MS - UP_MS
+
+
+@dataclass(frozen=True)
+class Condition:
+    validation: bool
+    rtt_ms: int
+
+    @property
+    def label(self) -> str:
+        server = "request validation on" if self.validation else "no request validation"
+        return f"{server}, +{self.rtt_ms} ms RTT"
+
+
+CONDITIONS = (
+    Condition(True, 0),
+    Condition(True, RTT_MS),
+    Condition(False, 0),
+    Condition(False, RTT_MS),
+)
+
+
+@dataclass
+class Outcome:
+    """Every measurement of one condition (scenario names: ceiling, sync, fhirpy, fhirclient)."""
+
+    condition: Condition
+    rows: list[Measurement] = field(default_factory=list)
+
+    def best(self, scenario: str) -> Measurement | None:
+        found = [m for m in self.rows if m.scenario == scenario and m.wall_s > 0]
+        return max(found, key=lambda m: m.per_second, default=None)
+
+    def ratio(self) -> float:
+        ceiling, sync = self.best("ceiling"), self.best("sync")
+        if ceiling is None or sync is None or ceiling.per_second <= 0:
+            return 0.0
+        return sync.per_second / ceiling.per_second
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "validation": self.condition.validation,
+            "rtt_ms": self.condition.rtt_ms,
+            "rows": [m.to_json() for m in self.rows],
+            "x_ceiling": round(self.ratio(), 3),
+        }
+
+
+def origin_of(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@contextmanager
+def latency_proxy(origin: str, work: Path) -> Iterator[str]:
+    """A toxiproxy in front of ``origin`` adding RTT_MS of round trip; yields its origin."""
+    binary = find_or_install()
+    netloc = urlsplit(origin).netloc
+    with Toxiproxy(binary, work / "toxiproxy.log") as toxi:
+        proxy = toxi.proxy("bench-rtt", netloc)
+        proxy.add_toxic("rtt-up", "latency", stream="upstream", latency=UP_MS)
+        proxy.add_toxic("rtt-down", "latency", stream="downstream", latency=DOWN_MS)
+        yield proxy.url("")
+
+
+def run_condition(
+    cond: Condition,
+    server: Server,
+    base: str,
+    home: Path,
+    records: Path,
+    work: Path,
+    *,
+    repeat: int,
+    peers: bool,
+    log_file: Path,
+) -> Outcome:
+    out = Outcome(cond)
+    people = home / "people.json"
+
+    def scenario(name: str, args: list[str]) -> None:
+        server.fresh(people)
+        (m,) = run_worker(args, log_file)
+        m.scenario = name
+        m.extra["load_before"] = round(os.getloadavg()[0], 2)
+        out.rows.append(m)
+        log(f"{cond.label}: {name}: {m.resources} in {m.wall_s:.2f}s ({m.per_second:.0f}/s)")
+
+    ceiling = ["ceiling", "--base-url", base, "--records", str(records)]
+    state = work / "state-conditions.sqlite3"
+    for _ in range(repeat):
+        scenario("ceiling", ceiling)
+        for stale in work.glob("state-conditions.sqlite3*"):
+            stale.unlink()
+        scenario("sync", ["sync", "--base-url", base, "--clinic", str(home), "--state", str(state)])
+    if peers:
+        scenario("fhirpy", ["fhirpy", "--base-url", base, "--records", str(records)])
+        scenario("fhirclient", ["fhirclient", "--base-url", base, "--records", str(records)])
+    return out
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _peer(m: Measurement | None, sync_rate: float) -> tuple[str, str]:
+    """A peer's resources/s and the sync's factor over it."""
+    if m is None or m.per_second <= 0:
+        return "-", "-"
+    return _fmt(m.per_second), f"{sync_rate / m.per_second:.1f}x"
+
+
+def render(
+    outcomes: list[Outcome],
+    machine: Machine,
+    *,
+    size: int,
+    load: tuple[tuple[float, ...], tuple[float, ...]],
+    minutes: float,
+) -> str:
+    """The conditions table (met / missed per condition) between the conditions markers."""
+    resources = next((m.resources for o in outcomes for m in o.rows if m.scenario == "sync"), 0)
+    lines = [
+        START,
+        "",
+        f"### Four server conditions ({size:,} assessments, {resources:,} resources)",
+        "",
+        f"Machine: {machine.cpu}, {machine.cores} cores; Python {machine.python}; server "
+        f"{machine.server} (`/fhir` with request validation, `{NO_VALIDATION_PATH}` without; "
+        f"one JVM, options `{machine.java_opts}`). Added RTT: toxiproxy latency "
+        f"{UP_MS} ms up + {DOWN_MS} ms down. Load average (1/5/15 min) "
+        f"{'/'.join(f'{x:.2f}' for x in load[0])} at start, "
+        f"{'/'.join(f'{x:.2f}' for x in load[1])} at end; {minutes:.1f} min. Ceiling and sync: "
+        "best of their runs, taken alternately; resources/s = resources written / wall.",
+        "",
+        "| condition | ceiling res/s | alliance-fhir res/s | x ceiling | sync client CPU s "
+        "| fhirpy res/s | fhirclient res/s | sync / fhirpy | sync / fhirclient "
+        f"| sync >= {TARGET_CEILING_RATIO}x ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for o in outcomes:
+        ceiling, sync = o.best("ceiling"), o.best("sync")
+        fhirpy, fhirclient = o.best("fhirpy"), o.best("fhirclient")
+        rate = sync.per_second if sync else 0.0
+
+        py_rate, py_x = _peer(fhirpy, rate)
+        fc_rate, fc_x = _peer(fhirclient, rate)
+        ratio = o.ratio()
+        met = "met" if ratio >= TARGET_CEILING_RATIO else "**missed**"
+        lines.append(
+            f"| {o.condition.label} | {_fmt(ceiling.per_second if ceiling else 0.0)} "
+            f"| {_fmt(rate)} | {ratio:.2f} | {_fmt(sync.cpu_s if sync else 0.0, 2)} "
+            f"| {py_rate} | {fc_rate} | {py_x} | {fc_x} | {met} ({ratio:.2f}x) |"
+        )
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_block(block: str, out: Path) -> None:
+    """Replace the conditions block of ``out``; placed after the results block if absent."""
+    text = out.read_text(encoding="utf-8") if out.is_file() else "# Benchmarks\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + block + rest.split(END, 1)[1]
+    elif RESULTS_END in text:
+        head, tail = text.split(RESULTS_END, 1)
+        text = head + RESULTS_END + "\n\n" + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    out.write_text(text, encoding="utf-8")
+
+
+def _start_server(port: int) -> tuple[str, bool]:
+    """The base URL of our own server on ``port`` and whether it was started here."""
+    status = subprocess.run(
+        ["bash", str(SERVER_SCRIPT), "status", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    start = subprocess.run(
+        ["bash", str(SERVER_SCRIPT), "start", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if start.returncode != 0:
+        raise SystemExit(f"cannot start the FHIR server: {start.stderr[-2000:]}")
+    return start.stdout.strip().splitlines()[-1], status.returncode != 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.conditions", description=__doc__)
+    parser.add_argument("--size", type=int, default=300, help="assessments")
+    parser.add_argument("--repeat", type=int, default=2, help="ceiling and sync runs each")
+    parser.add_argument("--no-peers", action="store_true", help="leave fhirpy and fhirclient out")
+    parser.add_argument("--port", type=int, default=8095, help="own server (started, stopped)")
+    parser.add_argument("--base-url", help="a running server's /fhir (validating; never stopped)")
+    parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--work", type=Path, default=REPO / ".bench")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=f"rewrite --out even when the 1-minute load at start is above {MAX_LOAD_TO_PUBLISH}",
+    )
+    args = parser.parse_args(argv)
+    load_start = os.getloadavg()
+    busy = load_start[0] > MAX_LOAD_TO_PUBLISH and not args.force
+    if busy:
+        log(
+            f"load average {load_start[0]:.2f} > {MAX_LOAD_TO_PUBLISH}: measuring, but "
+            f"{args.out.name} is left alone (--force to write it anyway)"
+        )
+    work: Path = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    log_file = work / "workers.log"
+    started_here = False
+    base_url = args.base_url
+    if base_url is None:
+        base_url, started_here = _start_server(args.port)
+    began = time.time()
+    outcomes: list[Outcome] = []
+    try:
+        direct = Server(base_url)
+        machine = machine_info(direct.software())
+        origin = origin_of(base_url)
+        home = clinic(work, args.size)
+        records = work / f"records-{args.size}.jsonl"
+        run_worker(
+            ["export", "--base-url", base_url, "--clinic", str(home), "--out", str(records)],
+            log_file,
+        )
+        with latency_proxy(origin, work) as proxied:
+            for cond in CONDITIONS:
+                path = urlsplit(base_url).path if cond.validation else NO_VALIDATION_PATH
+                base = (proxied if cond.rtt_ms else origin) + path
+                log(f"{cond.label}: {base} (load average {os.getloadavg()[0]:.2f})")
+                direct.fresh(home / "people.json")  # warm the JIT on a few bundles
+                warm = ["ceiling", "--base-url", base, "--records", str(records)]
+                run_worker([*warm, "--limit", "2"], log_file)
+                outcomes.append(
+                    run_condition(
+                        cond,
+                        direct,
+                        base,
+                        home,
+                        records,
+                        work,
+                        repeat=args.repeat,
+                        peers=not args.no_peers,
+                        log_file=log_file,
+                    )
+                )
+        direct.reset()
+    finally:
+        if started_here:
+            subprocess.run(
+                ["bash", str(SERVER_SCRIPT), "stop", "--port", str(args.port)],
+                capture_output=True,
+                check=False,
+            )
+    load_end = os.getloadavg()
+    minutes = (time.time() - began) / 60
+    block = render(
+        outcomes,
+        machine,
+        size=args.size,
+        load=(tuple(load_start), tuple(load_end)),
+        minutes=minutes,
+    )
+    if args.json is not None:
+        data = {
+            "size": args.size,
+            "machine": machine.to_json(),
+            "load": [list(load_start), list(load_end)],
+            "minutes": round(minutes, 1),
+            "conditions": [o.to_json() for o in outcomes],
+        }
+        args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    print(block)
+    if busy:
+        aside = work / "BENCHMARKS.conditions.loaded.md"
+        write_block(block, aside)
+        raise SystemExit(
+            f"bench: not written to {args.out}: load average {load_start[0]:.2f} at start "
+            f"(> {MAX_LOAD_TO_PUBLISH}); the table is in {aside}"
+        )
+    write_block(block, args.out)
+    log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

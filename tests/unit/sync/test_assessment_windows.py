@@ -1,0 +1,45 @@
+"""A streamed sync maps a large file a part at a time (``app.records.assessment_windows``),
+so sending starts before the whole file is mapped: the records, their order and the file's
+fingerprint are exactly those of mapping the file at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from alliance_fhir.adapters.record import Desired
+from alliance_fhir.app.fingerprints import SourceIndex
+from alliance_fhir.app.records import assessment_files_records, assessment_windows
+from alliance_fhir.config import Settings
+from alliance_fhir.instruments.library import load_library
+from alliance_fhir.sync.state import StateStore
+
+REPO = Path(__file__).resolve().parents[3]
+CSV = REPO / "examples" / "clinic" / "assessments" / "session-ratings.csv"
+
+
+def _ids(desired: Sequence[Desired]) -> list[tuple[str, str, str | None]]:
+    return [(d.kind, d.key, d.hash) for d in desired]
+
+
+def test_a_large_file_is_cut_into_windows_with_the_records_of_mapping_it_whole(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(state_path=tmp_path / "state.sqlite3")
+    library = load_library([])
+    whole = assessment_files_records([CSV], library, settings)
+    assert not whole.problems
+    assert len(whole.desired) > 20
+
+    with StateStore(tmp_path / "state.sqlite3") as store:
+        sources = SourceIndex(store, "context", settings)
+        windows = list(assessment_windows([CSV], library, settings, size=8, sources=sources))
+        assert len(windows) >= len(whole.desired) // 10  # one file, many windows
+        # parts of 4 assessments (2 records each, 1 if not scored) until a window has >= 8
+        assert all(len(w.desired) < 8 + 2 * 4 for w in windows)
+        streamed = [d for w in windows for d in w.desired]
+        assert _ids(streamed) == _ids(whole.desired)
+        assert [d.resource for d in streamed] == [d.resource for d in whole.desired]
+        # the file's fingerprint holds every record, not the last part's
+        (found,) = store.source_fingerprints().values()
+        assert [(kind, key, h) for kind, key, h, _ in found.records] == _ids(whole.desired)
