@@ -7,6 +7,7 @@ PORT ?= 8080
 
 .PHONY: help venv node web-assets oidc sysdeps postgres toxiproxy lint test unit integration ehr-matrix state-compare demo serve faults soak bench server-start server-stop clean
 .PHONY: bench-cds
+.PHONY: bench-bulk
 
 help:
 	@echo "make serve  - the check-in page (alliance-fhir serve on 127.0.0.1:8765)"
@@ -137,6 +138,14 @@ bench: venv
 CDS_BENCH_PORT ?= 8094
 bench-cds: venv
 	$(BIN)/python -m bench.cds --port $(CDS_BENCH_PORT)
+
+# Bulk Data $export pull vs paged search of 100,000 QuestionnaireResponses (bench/bulk.py),
+# by hand: own HAPI on :8093 with a file database under .bench/bulk-db that later runs reuse
+# (loading 100k takes long); prints time and peak RSS of each pull. Not in `make test`.
+BULK_BENCH_PORT ?= 8093
+BULK_BENCH_SIZE ?= 100000
+bench-bulk: venv
+	$(BIN)/python -m bench.bulk --port $(BULK_BENCH_PORT) --size $(BULK_BENCH_SIZE) --db .bench/bulk-db
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules web-assets/node_modules src/alliance_fhir/web/checkin/static/lforms tests/oidc/node_modules

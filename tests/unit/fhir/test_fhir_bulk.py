@@ -17,7 +17,7 @@ import pytest
 from fhirkit import BASE, FakeTime, Recorder, fhir_json
 
 from alliance_fhir.exceptions import FatalError
-from alliance_fhir.fhir import BearerTokenAuth, FhirClient, Secret
+from alliance_fhir.fhir import BearerTokenAuth, Capabilities, FhirClient, Secret
 from alliance_fhir.fhir.bulk import BulkExport, ExportRequest, PollPolicy, progress_summary
 
 STATUS = f"{BASE}/$export-poll-status?_jobId=job-1"
@@ -281,3 +281,17 @@ def test_progress_is_logged_as_numbers_and_states_only(
     text: str | None, logged: str | None
 ) -> None:
     assert progress_summary(text) == logged
+
+
+def test_export_is_offered_only_where_the_statement_declares_it() -> None:
+    def statement(*names: str) -> dict[str, Any]:
+        ops = [{"name": n, "definition": f"http://example.org/{n}"} for n in names]
+        return {
+            "resourceType": "CapabilityStatement",
+            "rest": [{"mode": "server", "operation": ops}],
+        }
+
+    assert Capabilities.from_statement(statement("export", "expunge")).operation("export")
+    assert Capabilities.from_statement(statement("$export")).operation("export")
+    assert not Capabilities.from_statement(statement("export-poll-status")).operation("export")
+    assert not Capabilities.unknown().operation("export")
