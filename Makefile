@@ -9,6 +9,7 @@ PORT ?= 8080
 .PHONY: bench-cds
 .PHONY: bench-workers
 .PHONY: bench-conditions
+.PHONY: bench-bulk
 
 help:
 	@echo "make serve  - the check-in page (alliance-fhir serve on 127.0.0.1:8765)"
@@ -23,6 +24,7 @@ help:
 	@echo "make bench  - benchmarks against the peers (own server on :8095), writes BENCHMARKS.md"
 	@echo "make bench-workers - 1 vs 3 daemons on one PostgreSQL store, +25 ms latency (:8093)"
 	@echo "make bench-conditions - validation on/off x 0/25 ms RTT, ceiling/sync/peers (~10 min)"
+	@echo "make bench-bulk - $$export vs paged search of 100,000 responses, time and peak RSS (:8092)"
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -155,6 +157,14 @@ WORKERS_BENCH_PG_PORT ?= 18519
 bench-workers: venv postgres toxiproxy
 	scripts/fhir-server start --port $(WORKERS_BENCH_PORT)
 	$(BIN)/python -m bench.workers --base-url http://127.0.0.1:$(WORKERS_BENCH_PORT)/fhir --pg-port $(WORKERS_BENCH_PG_PORT)
+
+# Bulk Data $export pull vs paged search of 100,000 QuestionnaireResponses (bench/bulk.py),
+# by hand: own HAPI on :8092 with a file database under .bench/bulk-db that later runs reuse
+# (loading 100k takes long); prints time and peak RSS of each pull. Not in `make test`.
+BULK_BENCH_PORT ?= 8092
+BULK_BENCH_SIZE ?= 100000
+bench-bulk: venv
+	$(BIN)/python -m bench.bulk --port $(BULK_BENCH_PORT) --size $(BULK_BENCH_SIZE) --db .bench/bulk-db
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules web-assets/node_modules src/alliance_fhir/web/checkin/static/lforms tests/oidc/node_modules

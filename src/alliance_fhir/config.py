@@ -182,6 +182,22 @@ class Settings(BaseSettings):
         "takes both, Task only where it takes no Flag, only the run's report where it takes "
         "neither",
     )
+    # Bulk Data pulls (issue #17): the monitor pulls through $export where the server offers
+    # it and the pull covers more than bulk_threshold responses
+    bulk_threshold: int = Field(
+        default=10_000,
+        ge=0,
+        description="pull through the server's $export when the monitor's pull covers more "
+        "responses than this (counted with _summary=count); otherwise paged search",
+    )
+    bulk_poll_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="the longest wait between $export status polls, whatever Retry-After says",
+    )
+    bulk_timeout_seconds: float = Field(
+        default=3600.0, gt=0, description="give up on (and delete) an $export job after this"
+    )
 
     # Mapping
     validation: Literal["shape", "full"] = Field(

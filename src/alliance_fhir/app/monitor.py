@@ -6,7 +6,9 @@ One :meth:`Monitor.run` (the CLI's ``alliance-fhir monitor``):
 1. **Pull** the QuestionnaireResponses of our instruments changed since the watermark
    (``pull:qr`` in the state store, minus ``pull_overlap_seconds``), oldest first, every
    page, with ``Cache-Control: no-cache`` (a server that cannot search them by
-   ``_lastUpdated`` gets a full paged scan, filtered by ``meta.lastUpdated`` on our side). A
+   ``_lastUpdated`` gets a full paged scan, filtered by ``meta.lastUpdated`` on our side);
+   a pull of more than ``bulk_threshold`` responses from a server that offers ``$export``
+   goes through Bulk Data instead (``app.response_pull``); the run says which way. A
    response completed elsewhere (no identifier of ours) gets its score Observation (key
    ``ext-<server id>``, ``derivedFrom`` the response) through the sync engine: conditional,
    tracked in the state store, never duplicated. Ours already have theirs (pushed with them).
@@ -50,21 +52,18 @@ from alliance_fhir.app.alert_writer import (
 )
 from alliance_fhir.app.engine import sync_engine, write_policy
 from alliance_fhir.app.patient_view import PatientReader
+from alliance_fhir.app.response_pull import pull_responses
 from alliance_fhir.config import Settings
-from alliance_fhir.exceptions import AllianceFhirError, ServerRejectedError
+from alliance_fhir.exceptions import AllianceFhirError
 from alliance_fhir.fhir import Capabilities, FhirClient
 from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.log import get_logger
 from alliance_fhir.monitoring.alerts import AlertDecision, decide_alerts
 from alliance_fhir.monitoring.evaluate import Trigger, evaluate
 from alliance_fhir.monitoring.pull import (
-    NO_CACHE,
     WATERMARK,
     ServerResponse,
-    changed_since,
     newest_update,
-    pull_params,
-    scan_params,
     score_response,
     since_for,
 )
@@ -113,6 +112,8 @@ class MonitorResult:
     failures: list[str] = field(default_factory=list)
     #: How alerts were carried when less than Flag + Task (``Task only (...)``), else None.
     alert_note: str | None = None
+    #: Which way the responses were pulled, and why (``pulled via bulk $export (...)``).
+    pulled_via: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -186,7 +187,7 @@ class Monitor:
             )
         previous = self.store.watermark(WATERMARK)
         since = None if all_patients else since_for(previous, self.settings.pull_overlap_seconds)
-        raw = self._pull(since)
+        raw = self._pull(since, result)
         every = self.patients.read_all(raw, result.not_scored)
         responses = [r for r in every if not r.withdrawn]
         result.pulled = len(responses)
@@ -224,23 +225,16 @@ class Monitor:
         )
         return result
 
-    def _pull(self, since: str | None) -> list[dict[str, Any]]:
-        """The responses changed since ``since``: one ``_lastUpdated`` search, sorted by the
-        server; where the server cannot (its statement declares no ``_lastUpdated`` search
-        on QuestionnaireResponse, or it refuses the search with 400), a full paged scan of
-        our Questionnaires' responses filtered by ``meta.lastUpdated`` on our side."""
-        urls = self.patients.urls
-        caps = self._capabilities
-        if caps is None or caps.searchable(_QR, "_lastUpdated"):
-            try:
-                return list(self.client.search(_QR, pull_params(urls, since), headers=NO_CACHE))
-            except ServerRejectedError as exc:
-                if exc.status != 400:
-                    raise
-                log.warning("monitor.search_refused", status=exc.status)
-        log.info("monitor.full_scan", reason="no _lastUpdated search on QuestionnaireResponse")
-        scanned = self.client.search(_QR, scan_params(urls), headers=NO_CACHE)
-        return changed_since(scanned, since)
+    def _pull(self, since: str | None, result: MonitorResult) -> list[dict[str, Any]]:
+        """The responses changed since ``since``: through ``$export`` for a large pull where
+        the server offers it, else paged search (see ``app.response_pull``). A bulk pull's
+        bad lines and export errors are failures, so the watermark stays put."""
+        pulled = pull_responses(
+            self.client, self.patients.urls, since, self.settings, self._capabilities
+        )
+        result.pulled_via = pulled.describe()
+        result.failures.extend(pulled.problems)
+        return pulled.resources
 
     def _score_external(self, responses: Sequence[ServerResponse], result: MonitorResult) -> None:
         """Score Observations for responses completed elsewhere, and withdrawn ones for

@@ -96,7 +96,8 @@ def print_report(report: Report, *, dry_run: bool = False) -> None:
 
 def print_monitor(result: MonitorResult) -> None:
     """The run's one summary line (not-scored and withdrawn responses counted, so a run that
-    scored nothing says so), then one stderr line per response not scored and per failure."""
+    scored nothing says so), the way it pulled, then one stderr line per response not scored
+    and per failure."""
     alerts = ", ".join(f"{k} {v}" for k, v in sorted(result.alerts.items())) or "none"
     withdrawn = f", {result.withdrawn} withdrawn" if result.withdrawn else ""
     out.print(
@@ -105,6 +106,8 @@ def print_monitor(result: MonitorResult) -> None:
         f"{len(result.patients)} patients evaluated; alerts: {alerts}",
         markup=False,
     )
+    if result.pulled_via:
+        out.print(result.pulled_via, markup=False)
     if result.alert_note:
         out.print(f"alerts written as: {result.alert_note}", markup=False)
     for line in result.not_scored:

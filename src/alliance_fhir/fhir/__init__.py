@@ -14,6 +14,7 @@ from alliance_fhir.fhir._auth import (
     SmartBackendAuth,
 )
 from alliance_fhir.fhir._errors import parse_retry_after
+from alliance_fhir.fhir._requests import Params, bundle_is_idempotent
 from alliance_fhir.fhir._results import (
     FhirResponse,
     ReadResult,
@@ -33,7 +34,7 @@ from alliance_fhir.fhir.capability import (
     check_server,
     missing_capabilities,
 )
-from alliance_fhir.fhir.client import FHIR_JSON, FhirClient, Params, bundle_is_idempotent
+from alliance_fhir.fhir.client import FHIR_JSON, FhirClient
 
 __all__ = [
     "FHIR_JSON",

@@ -26,6 +26,22 @@ def origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return scheme, url.host.lower(), url.port or _DEFAULT_PORTS.get(scheme)
 
 
+def service_base(base_url: str) -> httpx.URL:
+    """``base_url`` as the client's service base (ending in ``/``): an absolute http(s) URL
+    without credentials, query or fragment; plain http to another machine is logged."""
+    try:
+        url = httpx.URL(base_url.rstrip("/") + "/")
+    except httpx.InvalidURL as exc:
+        raise ConfigError("FHIR base URL is not a valid URL") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError("FHIR base URL must be an absolute http(s) URL")
+    if url.query or url.fragment or url.userinfo:
+        raise ConfigError("FHIR base URL must not contain credentials, a query or fragment")
+    if url.scheme == "http" and not is_loopback(url.host):
+        get_logger("alliance_fhir.fhir").warning("fhir.plain_http", host=url.host)
+    return url
+
+
 def build_http_client(
     *,
     transport: httpx.BaseTransport | None,

@@ -150,13 +150,21 @@ class Capabilities:
     system: frozenset[str] = frozenset()
     types: Mapping[str, TypeCapability] = field(default_factory=dict)
     known: bool = True
+    #: Names of the system-level operations (``rest.operation.name``, e.g. ``export``).
+    operations: frozenset[str] = frozenset()
 
     @classmethod
     def from_statement(cls, statement: Mapping[str, Any]) -> Capabilities:
         system: set[str] = set()
+        operations: set[str] = set()
         types: dict[str, TypeCapability] = {}
         for rest in _server_rest(statement):
             system |= _codes(rest.get("interaction") or [])
+            operations |= {
+                str(op["name"]).lstrip("$")
+                for op in rest.get("operation") or []
+                if isinstance(op, Mapping) and op.get("name")
+            }
             for res in rest.get("resource") or []:
                 if not (isinstance(res, Mapping) and res.get("type")):
                     continue
@@ -172,11 +180,16 @@ class Capabilities:
                     versioning=str(res["versioning"]) if res.get("versioning") else None,
                     search_params=frozenset(params),
                 )
-        return cls(frozenset(system), types)
+        return cls(frozenset(system), types, operations=frozenset(operations))
 
     @classmethod
     def unknown(cls) -> Capabilities:
         return cls(known=False)
+
+    def operation(self, name: str) -> bool:
+        """Whether the statement declares the system-level operation ``name`` (``export``).
+        False when no statement was read: an operation is an option, never assumed."""
+        return name.lstrip("$") in self.operations
 
     def of(self, resource_type: str) -> TypeCapability | None:
         return self.types.get(resource_type)

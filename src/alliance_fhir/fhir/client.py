@@ -17,18 +17,17 @@ Safety rules enforced here rather than left to callers:
 * the one log line per request names method, interaction, resource type, status, duration,
   attempt and request id: never the query string, body or headers.
 
-It is one module (a little over 600 lines) on purpose: these rules hold only if every
-request goes through the one ``_execute`` path, so the interactions stay beside it; transport,
-auth, errors, paging and retries already live in the private modules around it.
+The interactions stay in this one module beside ``_execute``: these rules hold only if every
+request goes through it. Transport, auth, errors, paging, retries, I/O-free request building
+(``_requests``) and streamed downloads (``_streaming``) live in the private modules around it.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -46,70 +45,41 @@ from alliance_fhir.exceptions import (
 from alliance_fhir.fhir._auth import Auth, AuthContext, TokenEndpointError
 from alliance_fhir.fhir._errors import error_for_response, header_map, safe_path
 from alliance_fhir.fhir._paging import bundle_resources, next_link, resolve_next
+from alliance_fhir.fhir._requests import (
+    IDEMPOTENT_METHODS,
+    TYPE_NAME,
+    Params,
+    bundle_is_idempotent,
+    check_id,
+    check_type,
+    merge_headers,
+    query_params,
+    query_text,
+    require_body,
+    type_of,
+)
 from alliance_fhir.fhir._results import FhirResponse, ReadResult, WriteResult, etag_for
 from alliance_fhir.fhir._retry import RetryPolicy, call_with_retry
+from alliance_fhir.fhir._streaming import stream_lines
 from alliance_fhir.fhir._transport import (
     build_http_client,
     origin,
     parse_json_object,
     refuse_plain_http,
     send_bounded,
+    service_base,
 )
 from alliance_fhir.log import get_logger, new_id
-from alliance_fhir.net import is_loopback
-
-#: Search parameters: a mapping (values may repeat as lists) or ordered (name, value) pairs.
-Params = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]]
 
 FHIR_JSON = "application/fhir+json"
+NDJSON = "application/fhir+ndjson"
 DEFAULT_USER_AGENT = f"alliance-fhir/{__version__}"
 MiB = 1024 * 1024
-
-_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def _log() -> Any:
     # Looked up per use, so a later ``logging.configure`` (CLI, tests) takes effect.
     return get_logger("alliance_fhir.fhir")
-
-
-def _check_type(resource_type: str) -> str:
-    if not isinstance(resource_type, str) or not _TYPE.match(resource_type):
-        raise InvalidInputError(Problem("request", "resourceType", "not a FHIR resource type"))
-    return resource_type
-
-
-def _check_id(resource_id: str, field: str = "id") -> str:
-    if not isinstance(resource_id, str) or not _ID.match(resource_id):
-        raise InvalidInputError(Problem("request", field, "not a valid FHIR id"))
-    return resource_id
-
-
-def _query_params(params: Params | httpx.QueryParams) -> httpx.QueryParams:
-    if isinstance(params, httpx.QueryParams | Mapping):
-        return httpx.QueryParams(params)
-    pairs: list[tuple[str, str | int | float | bool | None]] = list(params)
-    return httpx.QueryParams(pairs)
-
-
-def bundle_is_idempotent(bundle: Mapping[str, Any], *, if_none_exist: bool = True) -> bool:
-    """True when re-sending ``bundle`` cannot duplicate anything.
-
-    Every entry must be GET/HEAD/PUT/DELETE or a POST with ``ifNoneExist`` (the latter only
-    when the server honours it: ``if_none_exist``). (A PUT with ``ifMatch`` replayed after a
-    lost response answers 412; that is safe, merely loud.)
-    """
-    for entry in bundle.get("entry") or []:
-        request = (entry.get("request") if isinstance(entry, Mapping) else None) or {}
-        method = str(request.get("method", "")).upper()
-        if method in _IDEMPOTENT_METHODS:
-            continue
-        if method == "POST" and request.get("ifNoneExist") and if_none_exist:
-            continue
-        return False
-    return True
 
 
 class FhirClient:
@@ -139,7 +109,7 @@ class FhirClient:
         clock: Callable[[], float] = time.monotonic,
         allow_insecure_http: bool = False,
     ) -> None:
-        self.base_url = self._check_base(base_url)
+        self.base_url = service_base(base_url)
         if auth is not None:
             refuse_plain_http(self.base_url, "credentials", allow=allow_insecure_http)
         self._origin = origin(self.base_url)
@@ -159,20 +129,6 @@ class FhirClient:
         #: Whether the server honours If-None-Exist; when False a conditional create is not
         #: retried (a replay could create a second copy). Set from the CapabilityStatement.
         self.honours_if_none_exist = True
-
-    @staticmethod
-    def _check_base(base_url: str) -> httpx.URL:
-        try:
-            url = httpx.URL(base_url.rstrip("/") + "/")
-        except httpx.InvalidURL as exc:
-            raise ConfigError("FHIR base URL is not a valid URL") from exc
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError("FHIR base URL must be an absolute http(s) URL")
-        if url.query or url.fragment or url.userinfo:
-            raise ConfigError("FHIR base URL must not contain credentials, a query or fragment")
-        if url.scheme == "http" and not is_loopback(url.host):
-            _log().warning("fhir.plain_http", host=url.host)
-        return url
 
     def __repr__(self) -> str:
         return f"FhirClient({str(self.base_url)!r}, auth={self._auth!r})"
@@ -201,7 +157,7 @@ class FhirClient:
         response = self._execute(
             "GET", self._url("metadata"), headers=headers, interaction="capabilities"
         )
-        return self._require_body(response, "CapabilityStatement", "GET", "metadata")
+        return require_body(response, "CapabilityStatement", "GET", "metadata")
 
     def granted_scope(self) -> str | None:
         """The scope our credentials were granted (fetching a token); None without scopes."""
@@ -211,11 +167,11 @@ class FhirClient:
         self, resource_type: str, resource_id: str, *, headers: Mapping[str, str] | None = None
     ) -> ReadResult:
         """GET Type/id; FatalError with status 404/410 when missing or deleted."""
-        path = f"{_check_type(resource_type)}/{_check_id(resource_id)}"
+        path = f"{check_type(resource_type)}/{check_id(resource_id)}"
         response = self._execute(
             "GET", self._url(path), headers=headers, interaction="read", resource_type=resource_type
         )
-        self._require_body(response, resource_type, "GET", path)
+        require_body(response, resource_type, "GET", path)
         return ReadResult.from_response(response)
 
     def vread(
@@ -228,8 +184,8 @@ class FhirClient:
     ) -> ReadResult:
         """GET Type/id/_history/vid."""
         path = (
-            f"{_check_type(resource_type)}/{_check_id(resource_id)}"
-            f"/_history/{_check_id(version_id, 'versionId')}"
+            f"{check_type(resource_type)}/{check_id(resource_id)}"
+            f"/_history/{check_id(version_id, 'versionId')}"
         )
         response = self._execute(
             "GET",
@@ -238,7 +194,7 @@ class FhirClient:
             interaction="vread",
             resource_type=resource_type,
         )
-        self._require_body(response, resource_type, "GET", path)
+        require_body(response, resource_type, "GET", path)
         return ReadResult.from_response(response)
 
     def search_page(
@@ -249,7 +205,7 @@ class FhirClient:
         headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """The first search Bundle (GET Type?params, or system search when type is None)."""
-        path = _check_type(resource_type) if resource_type else ""
+        path = check_type(resource_type) if resource_type else ""
         url = self._url(path, params)
         interaction = "search-type" if resource_type else "search-system"
         return self._get_bundle(url, headers, interaction, resource_type)
@@ -308,15 +264,15 @@ class FhirClient:
         """POST Type. With ``if_none_exist`` (a search query) the create is conditional, so
         repeatable: status 200 then means it already existed. Only then is it retried, and
         only on a server that honours If-None-Exist (``honours_if_none_exist``)."""
-        resource_type = self._type_of(resource)
+        resource_type = type_of(resource)
         extra: dict[str, str] = {}
         if if_none_exist is not None:
-            extra["If-None-Exist"] = self._query_text(if_none_exist)
+            extra["If-None-Exist"] = query_text(if_none_exist)
         response = self._execute(
             "POST",
             self._url(resource_type),
             body=resource,
-            headers=self._merge(headers, extra, return_representation),
+            headers=merge_headers(headers, extra, return_representation),
             idempotent=if_none_exist is not None and self.honours_if_none_exist,
             interaction="create",
             resource_type=resource_type,
@@ -337,22 +293,22 @@ class FhirClient:
         ``if_match`` is a version id (``3``) or an ETag (``W/"3"``); a mismatch raises
         ConflictError: someone else changed the resource, so we never overwrite blindly.
         """
-        resource_type = self._type_of(resource)
+        resource_type = type_of(resource)
         if conditional is not None:
-            url = self._url(resource_type, httpx.QueryParams(self._query_text(conditional)))
+            url = self._url(resource_type, httpx.QueryParams(query_text(conditional)))
         else:
             resource_id = resource.get("id")
             if not isinstance(resource_id, str):
                 raise InvalidInputError(
                     Problem("request", "id", "update needs resource.id or a conditional query")
                 )
-            url = self._url(f"{resource_type}/{_check_id(resource_id)}")
+            url = self._url(f"{resource_type}/{check_id(resource_id)}")
         extra = {"If-Match": etag_for(if_match)} if if_match else {}
         response = self._execute(
             "PUT",
             url,
             body=resource,
-            headers=self._merge(headers, extra, return_representation),
+            headers=merge_headers(headers, extra, return_representation),
             interaction="update",
             resource_type=resource_type,
         )
@@ -372,16 +328,16 @@ class FhirClient:
         With ``missing_ok`` a 404/410 counts as done: a retried delete whose first response
         was lost must not fail.
         """
-        _check_type(resource_type)
+        check_type(resource_type)
         if (resource_id is None) == (conditional is None):
             raise InvalidInputError(
                 Problem("request", "id", "delete needs exactly one of resource_id or conditional")
             )
         if resource_id is not None:
-            url = self._url(f"{resource_type}/{_check_id(resource_id)}")
+            url = self._url(f"{resource_type}/{check_id(resource_id)}")
         else:
             assert conditional is not None  # for mypy: checked just above
-            url = self._url(resource_type, httpx.QueryParams(self._query_text(conditional)))
+            url = self._url(resource_type, httpx.QueryParams(query_text(conditional)))
         try:
             response = self._execute(
                 "DELETE", url, headers=headers, interaction="delete", resource_type=resource_type
@@ -431,12 +387,12 @@ class FhirClient:
         url = self._url(path, params)
         if idempotent is None:
             has_ine = any(k.lower() == "if-none-exist" for k in (headers or {}))
-            idempotent = method in _IDEMPOTENT_METHODS or (
+            idempotent = method in IDEMPOTENT_METHODS or (
                 method == "POST"
                 and ((has_ine and self.honours_if_none_exist) or url.path.endswith("/_search"))
             )
         first = path.lstrip("/").split("/", 1)[0].split("?", 1)[0]
-        resource_type = first if _TYPE.match(first) else None
+        resource_type = first if TYPE_NAME.match(first) else None
         interaction = "operation" if "$" in url.path else "custom"
         return self._execute(
             method,
@@ -448,47 +404,39 @@ class FhirClient:
             resource_type=resource_type,
         )
 
+    def stream_lines(
+        self, url: str, *, authorize: bool = True, accept: str = NDJSON
+    ) -> Iterator[bytes]:
+        """GET ``url`` (relative to the base, or absolute on our origin) line by line, never
+        holding the body whole (Bulk Data files); our credentials only with ``authorize``.
+        Not retried (see ``_streaming``)."""
+        target = self._url(url)
+        self._check_origin("GET", target)
+        headers = {"Accept": accept, "User-Agent": self._user_agent, "X-Request-Id": new_id()}
+        return stream_lines(
+            self._http,
+            target,
+            headers=headers,
+            auth=self._auth if authorize else None,
+            auth_ctx=self._auth_ctx,
+            max_line_bytes=self._limit,
+        )
+
     # -- internals ------------------------------------------------------------------------
+
+    def _check_origin(self, method: str, url: httpx.URL) -> None:
+        if origin(url) != self._origin:
+            raise FatalError(
+                f"refusing to send to another origin ({url.scheme}://{url.host})",
+                method=method,
+                url=url.path,
+            )
 
     def _url(self, path: str, params: Params | httpx.QueryParams | None = None) -> httpx.URL:
         url = self.base_url.join(path) if path else self.base_url
         if params:
-            url = url.copy_merge_params(_query_params(params))
+            url = url.copy_merge_params(query_params(params))
         return url
-
-    @staticmethod
-    def _query_text(query: str | Mapping[str, str]) -> str:
-        if isinstance(query, str):
-            return query.lstrip("?")
-        return str(httpx.QueryParams(query))
-
-    @staticmethod
-    def _type_of(resource: Mapping[str, Any]) -> str:
-        return _check_type(str(resource.get("resourceType", "")))
-
-    @staticmethod
-    def _merge(
-        headers: Mapping[str, str] | None, extra: Mapping[str, str], representation: bool
-    ) -> dict[str, str]:
-        merged = dict(headers or {})
-        merged.update(extra)
-        if representation and not any(k.lower() == "prefer" for k in merged):
-            merged["Prefer"] = "return=representation"
-        return merged
-
-    @staticmethod
-    def _require_body(
-        response: FhirResponse, resource_type: str, method: str, path: str
-    ) -> dict[str, Any]:
-        body = response.body
-        if body is None or body.get("resourceType") != resource_type:
-            raise FatalError(
-                f"expected a {resource_type} in the response",
-                status=response.status,
-                method=method,
-                url=path.split("?", 1)[0],
-            )
-        return body
 
     def _get_bundle(
         self,
@@ -500,7 +448,7 @@ class FhirClient:
         response = self._execute(
             "GET", url, headers=headers, interaction=interaction, resource_type=resource_type
         )
-        return self._require_body(response, "Bundle", "GET", url.path)
+        return require_body(response, "Bundle", "GET", url.path)
 
     def _post_bundle(
         self,
@@ -525,7 +473,7 @@ class FhirClient:
             ),
             interaction=kind,
         )
-        return self._require_body(response, "Bundle", "POST", self.base_url.path)
+        return require_body(response, "Bundle", "POST", self.base_url.path)
 
     def _execute(
         self,
@@ -538,12 +486,7 @@ class FhirClient:
         interaction: str,
         resource_type: str | None = None,
     ) -> FhirResponse:
-        if origin(url) != self._origin:
-            raise FatalError(
-                f"refusing to send to another origin ({url.scheme}://{url.host})",
-                method=method,
-                url=url.path,
-            )
+        self._check_origin(method, url)
         if any(k.lower() == "authorization" for k in (headers or {})):
             raise ConfigError("pass credentials through auth=, not as a header")
         content = (
@@ -552,7 +495,7 @@ class FhirClient:
             else None
         )
         if idempotent is None:
-            idempotent = method in _IDEMPOTENT_METHODS
+            idempotent = method in IDEMPOTENT_METHODS
         request_id = new_id()
         attempts = 0
         labels = {

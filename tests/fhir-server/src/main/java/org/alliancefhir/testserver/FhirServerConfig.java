@@ -54,7 +54,9 @@ import javax.sql.DataSource;
 	// in-memory message broker used by batch2 jobs (e.g. delete-expunge)
 	SubscriptionChannelConfig.class,
 	ThreadPoolFactoryConfig.class,
-	RequestValidationConfig.class
+	RequestValidationConfig.class,
+	// FHIR Bulk Data $export on the full profile (its own class)
+	BulkExportConfig.class
 })
 public class FhirServerConfig {
 
