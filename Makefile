@@ -24,7 +24,7 @@ help:
 	@echo "make bench  - benchmarks against the peers (own server on :8095), writes BENCHMARKS.md"
 	@echo "make bench-workers - 1 vs 3 daemons on one PostgreSQL store, +25 ms latency (:8093)"
 	@echo "make bench-conditions - validation on/off x 0/25 ms RTT, ceiling/sync/peers (~10 min)"
-	@echo "make bench-bulk - $$export vs paged search of 100,000 responses, time and peak RSS (:8092)"
+	@echo "make bench-bulk - \$$export vs paged search of 100,000 responses, time and peak RSS (:8092)"
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
