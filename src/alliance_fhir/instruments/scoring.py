@@ -290,7 +290,8 @@ def _rounded(value: Fraction, decimals: int) -> float:
     In integers: floor(|n/d| * 10**k + 1/2) is (2|n| * 10**k + d) // 2d, and int / int is
     correctly rounded, as the Decimal this used to go through was (a tenth of the time).
     """
-    num, den = value.numerator, value.denominator
+    num: int = value.numerator
+    den: int = value.denominator
     scale = 10**decimals
     scaled = (2 * abs(num) * scale + den) // (2 * den)
     if scaled == 0:
