@@ -292,7 +292,7 @@ def _rounded(value: Fraction, decimals: int) -> float:
     """
     num: int = value.numerator
     den: int = value.denominator
-    scale = 10**decimals
+    scale: int = 10**decimals
     scaled = (2 * abs(num) * scale + den) // (2 * den)
     if scaled == 0:
         return 0.0
