@@ -127,17 +127,18 @@ _SCALARS = frozenset({str, int, float})
 
 
 def _flatten(node: Any, token: Callable[[Any], None], leaf: Callable[[Any], None]) -> None:
-    """The shape of ``node`` as tokens (keys, brackets, leaf types), and its leaves in order.
+    """The shape of ``node`` as tokens, and its leaves in order.
 
-    A string or number leaf is a type token (its value is checked per resource); any other
-    leaf (``resourceType``, booleans, nulls) and the items of a list of primitives are
-    tokens with their value: part of the shape. Exact types: a str subclass is shape too.
+    A dict is one token, the tuple of its keys, followed by each value's tokens; a list is
+    ``[``, its items' tokens, ``]`` (so the tokens decode one way only). A string or number
+    leaf is a type token (its value is checked per resource); any other leaf
+    (``resourceType``, booleans, nulls) and the items of a list of primitives are tokens with
+    their value: part of the shape. Exact types: a str subclass is shape too.
     """
     kind = type(node)
     if kind is dict:
-        token("{")
+        token(tuple(node))  # keys are strings: never equal to a (type, value) token
         for k, v in node.items():
-            token(k)
             t = type(v)
             if t is dict or t is list:
                 _flatten(v, token, leaf)
@@ -147,7 +148,6 @@ def _flatten(node: Any, token: Callable[[Any], None], leaf: Callable[[Any], None
             else:
                 token((t, v))
                 leaf(v)
-        token("}")
     elif kind is list:
         token("[")
         for v in node:

@@ -138,7 +138,11 @@ def dumps(resource: dict[str, Any], *, indent: int | None = None) -> str:
 
 def content_hash(resource: dict[str, Any]) -> str:
     """Hash of a resource's content, ignoring server-owned ``id`` and ``meta``."""
-    body = {k: v for k, v in resource.items() if k not in ("id", "meta")}
+    body = (
+        {k: v for k, v in resource.items() if k not in ("id", "meta")}
+        if "id" in resource or "meta" in resource
+        else resource  # ours, before any server saw it: nothing to leave out, no copy
+    )
     canonical = json.dumps(
         body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_default
     )

@@ -289,6 +289,43 @@ class _FileRead:
         return self.decision is not None and self.decision.skip is not None
 
 
+class _SeenKeys:
+    """Every assessment key of a run and where it was first seen, in little memory.
+
+    A streamed import of a million records keeps only this for the whole run (the duplicate
+    check needs every key). Where is kept as one int (the source's index, the line) rather
+    than the ``file:line`` text: 30-odd bytes a record instead of a hundred.
+    """
+
+    _LINE_BITS = 40
+
+    def __init__(self) -> None:
+        self._at: dict[str, int] = {}
+        self._sources: list[str | None] = []
+        self._index: dict[str | None, int] = {}
+
+    def add(self, key: str, source: str | None, line: int | None) -> None:
+        index = self._index.get(source)
+        if index is None:
+            index = self._index[source] = len(self._sources)
+            self._sources.append(source)
+        line = line or 0  # lines count from 1: 0 is "no line"
+        if line >= 1 << self._LINE_BITS:
+            raise ValueError("line number out of range")
+        self._at[key] = index << self._LINE_BITS | line
+
+    def where(self, key: str) -> str | None:
+        """``Assessment.where`` of the record first seen with ``key``, or None."""
+        code = self._at.get(key)
+        if code is None:
+            return None
+        source = self._sources[code >> self._LINE_BITS]
+        line = code & ((1 << self._LINE_BITS) - 1)
+        if source is None:
+            return f"assessment {key}"
+        return f"{source}:{line}" if line else source
+
+
 def _assessments_by_file(
     paths: Iterable[Path],
     library: InstrumentLibrary,
@@ -298,7 +335,7 @@ def _assessments_by_file(
 ) -> Iterator[_FileRead]:
     """Each file's assessments; with ``sources``, a file unchanged since it was last read
     and synced is not read (``app.fingerprints``), yet its keys still count as seen."""
-    seen: dict[str, str] = {}
+    seen = _SeenKeys()
     files = _expand(paths)
     decisions = sources.decide(files) if sources is not None else {}
     # Keys of files to be skipped: a file read earlier holding one makes that later file's
@@ -308,7 +345,7 @@ def _assessments_by_file(
         decision = decisions.get(path)
         if decision is not None and decision.skip is not None:
             for key, line in decision.assessment_lines():
-                seen[key] = str(path) if line is None else f"{path}:{line}"
+                seen.add(key, str(path), line)
             yield _FileRead([], [], list(decision.notes[0]), decision)
             continue
         resolver = sources.watch(resolve_reference, decision) if sources else resolve_reference
@@ -321,12 +358,11 @@ def _assessments_by_file(
         )
         kept = []
         for assessment in found:
-            if assessment.key in seen:
-                problems.append(
-                    assessment.problem("key", f"duplicate of the record in {seen[assessment.key]}")
-                )
+            first = seen.where(assessment.key)
+            if first is not None:
+                problems.append(assessment.problem("key", f"duplicate of the record in {first}"))
                 continue
-            seen[assessment.key] = assessment.where
+            seen.add(assessment.key, assessment.source, assessment.line)
             later = skipped_keys.get(assessment.key)
             if later is not None and later != path:
                 decisions[later].skip = None

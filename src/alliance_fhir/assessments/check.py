@@ -18,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 
 from alliance_fhir.assessments.model import Assessment, RawAnswer
 from alliance_fhir.exceptions import InvalidInputError, Problem
+from alliance_fhir.instruments.lookup import tables
 from alliance_fhir.instruments.schema import Instrument, Item
 from alliance_fhir.instruments.scoring import Scores, score
 
@@ -39,6 +40,10 @@ def _kind(value: object) -> str:
 def normalize_answer(instrument: Instrument, item: Item, value: RawAnswer) -> RawAnswer:
     """``value`` in the scorer's type for ``item``; raises ValueError with the reason."""
     if item.type == "choice":
+        if type(value) is str:  # the common case, answered from the instrument's tables
+            code = value.strip()
+            if code in tables(instrument).codes[item.link_id]:
+                return code
         assert item.scale is not None  # guaranteed by Item's validator
         scale = instrument.scale(item.scale)
         codes = [p.code for p in scale.points]
@@ -79,7 +84,15 @@ def normalize_answer(instrument: Instrument, item: Item, value: RawAnswer) -> Ra
 
 def check_answers(instrument: Instrument, assessment: Assessment) -> list[Problem]:
     """Every problem of ``assessment``'s answers against ``instrument``, in item order."""
+    return _checked_answers(instrument, assessment)[0]
+
+
+def _checked_answers(
+    instrument: Instrument, assessment: Assessment
+) -> tuple[list[Problem], dict[str, RawAnswer]]:
+    """``check_answers``'s problems and, on the way, the answers normalized (item order)."""
     problems: list[Problem] = []
+    normalized: dict[str, RawAnswer] = {}
     known = {i.link_id: i for i in instrument.items}
     for link_id in sorted(set(assessment.answers) - set(known)):
         problems.append(
@@ -105,14 +118,23 @@ def check_answers(instrument: Instrument, assessment: Assessment) -> list[Proble
                 )
             continue
         try:
-            normalize_answer(instrument, item, assessment.answers[item.link_id])
+            normalized[item.link_id] = normalize_answer(
+                instrument, item, assessment.answers[item.link_id]
+            )
         except _Off as exc:
             problems.append(_problem(assessment, field, str(exc), line))
-    return problems
+    return problems, normalized
 
 
 def check_assessment(instrument: Instrument, assessment: Assessment) -> list[Problem]:
     """``check_answers`` plus the record's fit to the instrument (id, version, respondent)."""
+    return _checked(instrument, assessment)[0]
+
+
+def _checked(
+    instrument: Instrument, assessment: Assessment
+) -> tuple[list[Problem], dict[str, RawAnswer]]:
+    """``check_assessment``'s problems and the normalized answers (checked once, not twice)."""
     problems: list[Problem] = []
     if assessment.instrument != instrument.id:
         problems.append(
@@ -122,7 +144,7 @@ def check_assessment(instrument: Instrument, assessment: Assessment) -> list[Pro
                 f"is {assessment.instrument!r}, checked against {instrument.id!r}",
             )
         )
-        return problems
+        return problems, {}
     version = assessment.instrument_version
     if version is not None and version != instrument.version:
         problems.append(
@@ -137,19 +159,15 @@ def check_assessment(instrument: Instrument, assessment: Assessment) -> list[Pro
         problems.append(
             _problem(assessment, "practitioner", f"{instrument.id} is completed by a clinician")
         )
-    return problems + check_answers(instrument, assessment)
+    answer_problems, answers = _checked_answers(instrument, assessment)
+    return problems + answer_problems, answers
 
 
 def prepare(instrument: Instrument, assessment: Assessment) -> Assessment:
     """The record with answers in the scorer's types; InvalidInputError lists every problem."""
-    problems = check_assessment(instrument, assessment)
+    problems, answers = _checked(instrument, assessment)
     if problems:
         raise InvalidInputError(problems)
-    answers = {
-        item.link_id: normalize_answer(instrument, item, assessment.answers[item.link_id])
-        for item in instrument.items
-        if item.link_id in assessment.answers
-    }
     return assessment.model_copy(update={"answers": answers})
 
 

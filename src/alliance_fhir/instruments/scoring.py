@@ -35,6 +35,7 @@ from fractions import Fraction
 from typing import TypeAlias
 
 from alliance_fhir.exceptions import InvalidInputError, Problem, ScoringError
+from alliance_fhir.instruments.lookup import MAX_MARKS, Exact, tables
 from alliance_fhir.instruments.schema import Band, Instrument, Item, Proration, ScoreDef
 
 __all__ = [
@@ -98,7 +99,7 @@ def keyed_value(instrument: Instrument, item: Item, answer: AnswerValue) -> floa
 
 def round_half_up(value: float | Fraction | Decimal, decimals: int) -> float:
     """Round to ``decimals`` places, ties away from zero, exactly (floats read as their repr)."""
-    return float(_round_half_up(_exact(value), decimals))
+    return _rounded(_exact(value), decimals)
 
 
 def score(instrument: Instrument, answers: Mapping[str, AnswerValue]) -> Scores:
@@ -107,11 +108,21 @@ def score(instrument: Instrument, answers: Mapping[str, AnswerValue]) -> Scores:
     Raises ``InvalidInputError`` listing every unknown linkId and invalid answer. Scores that
     cannot be computed come back with ``value=None`` and a reason rather than raising.
     """
-    keyed: dict[str, Fraction] = {}
+    keyed: dict[str, Exact] = {}
     problems: list[Problem] = []
     known = {i.link_id: i for i in instrument.items}
+    table = tables(instrument)
     for link_id in sorted(answers):
         answer = answers[link_id]
+        fast = table.keyed.get(link_id)
+        kind = type(answer)
+        # a choice code on its scale, or a mark already checked on its line: the common case
+        # (exact types only: True must not pass for 1)
+        if fast is not None and (kind is str or kind is int or kind is float):
+            found = fast.get(answer)
+            if found is not None:
+                keyed[link_id] = found
+                continue
         item = known.get(link_id)
         if item is None:
             problems.append(_problem(instrument, str(link_id), "no item has this linkId"))
@@ -122,18 +133,20 @@ def score(instrument: Instrument, answers: Mapping[str, AnswerValue]) -> Scores:
             if item.type == "text":
                 _check_text(instrument, item, answer)
                 continue
-            value = _keyed_exact(instrument, item, answer)
+            value = _whole(_keyed_exact(instrument, item, answer))
         except InvalidInputError as exc:
             problems.extend(exc.problems)
             continue
+        if fast is not None and (kind is int or kind is float) and len(fast) < MAX_MARKS:
+            fast[answer] = value
         if item.scored:
             keyed[link_id] = value
     if problems:
         raise InvalidInputError(problems)
 
     scoring = instrument.scoring
-    total = _score_one(instrument, scoring.total, keyed)
-    subscales = tuple(_score_one(instrument, s, keyed) for s in scoring.subscales)
+    total = _score_one(table.items_of(scoring.total), scoring.total, keyed)
+    subscales = tuple(_score_one(table.items_of(s), s, keyed) for s in scoring.subscales)
     band: Band | None = None
     below: bool | None = None
     if total.value is not None:
@@ -221,22 +234,33 @@ def _check_text(instrument: Instrument, item: Item, answer: object) -> None:
         raise InvalidInputError(_problem(instrument, item.link_id, reason))
 
 
-def _score_one(instrument: Instrument, sdef: ScoreDef, keyed: Mapping[str, Fraction]) -> ScoreValue:
-    items = instrument.score_items(sdef)
+def _whole(value: Fraction) -> Exact:
+    """An int for a whole fraction: sums of ints are what make scoring cheap."""
+    return value.numerator if value.denominator == 1 else value
+
+
+def _score_one(items: tuple[str, ...], sdef: ScoreDef, keyed: Mapping[str, Exact]) -> ScoreValue:
     expected = len(items)
-    got = [keyed[i.link_id] for i in items if i.link_id in keyed]
-    missing = [i.link_id for i in items if i.link_id not in keyed]
+    got = [keyed[i] for i in items if i in keyed]
+    missing = [i for i in items if i not in keyed]
     answered = len(got)
 
-    def result(value: Fraction | None, prorated: bool, reason: str | None) -> ScoreValue:
-        rounded = None if value is None else float(_round_half_up(value, sdef.decimals))
+    def result(value: Exact | None, prorated: bool, reason: str | None) -> ScoreValue:
+        if value is None:
+            rounded = None
+        elif type(value) is int:
+            rounded = float(value)  # what rounding a whole number to any places gives
+        else:
+            rounded = _rounded(Fraction(value), sdef.decimals)
         return ScoreValue(sdef.id, sdef.label, rounded, answered, expected, prorated, reason)
 
     if expected == 0:
         return result(None, False, "this score has no scored items")
     if not missing:
-        total = sum(got, Fraction(0))
-        return result(total if sdef.method == "sum" else total / expected, False, None)
+        total: Exact = sum(got, 0)
+        if sdef.method == "sum":
+            return result(total, False, None)
+        return result(_whole(Fraction(total, expected)), False, None)
     gap = f"{len(missing)} of {expected} items unanswered ({', '.join(missing)})"
     if answered == 0:
         return result(None, False, f"no items answered ({', '.join(missing)})")
@@ -245,7 +269,7 @@ def _score_one(instrument: Instrument, sdef: ScoreDef, keyed: Mapping[str, Fract
     need = _needed(sdef.proration, expected)
     if answered < need:
         return result(None, False, f"{gap}; proration needs at least {need} answered")
-    mean = sum(got, Fraction(0)) / answered
+    mean = Fraction(sum(got, 0)) / answered
     value = mean * expected if sdef.method == "sum" else mean
     return result(value, True, f"prorated: {gap} replaced by the mean of the answered items")
 
@@ -260,12 +284,20 @@ def _needed(proration: Proration, expected: int) -> int:
     return need
 
 
-def _round_half_up(value: Fraction, decimals: int) -> Decimal:
-    scaled = math.floor(abs(value) * 10**decimals + Fraction(1, 2))
+def _rounded(value: Fraction, decimals: int) -> float:
+    """``value`` rounded half away from zero to ``decimals`` places, as the nearest float.
+
+    In integers: floor(|n/d| * 10**k + 1/2) is (2|n| * 10**k + d) // 2d, and int / int is
+    correctly rounded, as the Decimal this used to go through was (a tenth of the time).
+    """
+    num: int = value.numerator
+    den: int = value.denominator
+    scale: int = 10**decimals
+    scaled = (2 * abs(num) * scale + den) // (2 * den)
     if scaled == 0:
-        return Decimal(0).scaleb(-decimals)
-    rounded = Decimal(scaled).scaleb(-decimals)
-    return -rounded if value < 0 else rounded
+        return 0.0
+    rounded = scaled / scale
+    return -rounded if num < 0 else rounded
 
 
 def _fmt(value: Fraction) -> str:
