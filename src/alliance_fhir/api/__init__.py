@@ -29,7 +29,8 @@ from alliance_fhir.api.doctor import Doctor, TypeSupport, describe_server
 from alliance_fhir.api.scopes import check_scopes
 from alliance_fhir.app.connect import connect
 from alliance_fhir.app.engine import sync_engine
-from alliance_fhir.app.fingerprints import SourceIndex, context_hash
+from alliance_fhir.app.fingerprints import SourceIndex, context_hash, goal_context_hash
+from alliance_fhir.app.goal_files import goal_files_records
 from alliance_fhir.app.goal_pull import GoalPull, pull_goal_plans, pull_plans, resolve_patient
 from alliance_fhir.app.monitor import Monitor, MonitorResult, PatientOutcome, configured_rules
 from alliance_fhir.app.patients import reference_resolver
@@ -37,10 +38,8 @@ from alliance_fhir.app.records import (
     Records,
     assessment_files_records,
     assessment_windows,
-    goal_records,
     instrument_records,
     read_assessment_files,
-    read_goal_files,
 )
 from alliance_fhir.app.reports import Reports
 from alliance_fhir.app.validation import validate_files
@@ -342,7 +341,14 @@ class AllianceFhir:
         """This run's source fingerprints (``app.fingerprints``): which files are unchanged
         and synced, so not read; ``full`` reads every file; ``remember`` keeps what was read."""
         context = context_hash(self.library, self.settings, labels_only=labels_only)
-        return SourceIndex(self.store, context, self.settings, full=full, remember=remember)
+        return SourceIndex(
+            self.store,
+            context,
+            self.settings,
+            goal_context=goal_context_hash(self.settings),
+            full=full,
+            remember=remember,
+        )
 
     def assessment_records(
         self,
@@ -410,17 +416,27 @@ class AllianceFhir:
         self._record_problems(report)
         return report
 
-    def goal_records(self, paths: Sequence[Path]) -> Records:
-        plans, problems = read_goal_files(paths)
-        records = goal_records(plans, self.settings)
-        records.problems[:0] = problems
-        return records
+    def goal_records(self, paths: Sequence[Path], *, sources: SourceIndex | None = None) -> Records:
+        """Read goal plan files into records (problems kept aside). With ``sources``, files
+        unchanged since a run that synced them all are not read (``Records.unchanged``)."""
+        return goal_files_records(paths, self.settings, sources=sources)
 
     def push_goals(
-        self, paths: Sequence[Path], *, dry_run: bool = False, out_dir: Path | None = None
+        self,
+        paths: Sequence[Path],
+        *,
+        dry_run: bool = False,
+        out_dir: Path | None = None,
+        full: bool = False,
+        fingerprints: bool = False,
     ) -> Report:
-        """Send goal plans as Goals (milestones linked), GAS Observations and a CarePlan."""
-        records = self.goal_records(paths)
+        """Send goal plans as Goals (milestones linked), GAS Observations and a CarePlan.
+        With ``fingerprints``, a file unchanged since a run that synced all its records is
+        not read (``full``: read every file); off by default, as for a one-off inbox file."""
+        sources = None
+        if fingerprints and out_dir is None and not (dry_run and full):
+            sources = self.source_index(full=full, remember=not dry_run)
+        records = self.goal_records(paths, sources=sources)
         return self.run(records, command="push goals", dry_run=dry_run, out_dir=out_dir)
 
     def sync(
@@ -432,8 +448,8 @@ class AllianceFhir:
         full: bool = False,
     ) -> Report:
         """Everything configured, in dependency order: instruments, assessments, goals.
-        Assessment files unchanged since a run that synced all their records are not read
-        (``full``: read and plan every file)."""
+        Assessment and goal files unchanged since a run that synced all their records are
+        not read (``full``: read and plan every file)."""
         instruments = self.instrument_records(
             labels_only=labels_only, against_state=out_dir is None
         )
@@ -447,19 +463,21 @@ class AllianceFhir:
                     labels_only=labels_only,
                 )
             )
-            records.extend(self.goal_records(self.settings.goals))
+            goal_sources = self.source_index(remember=False) if dry_run and not full else None
+            records.extend(self.goal_records(self.settings.goals, sources=goal_sources))
             return self.run(records, command="sync", dry_run=dry_run, out_dir=out_dir)
 
         def windows() -> Iterator[Records]:
             yield instruments
+            sources = self.source_index(full=full, labels_only=labels_only)
             yield from assessment_windows(
                 self.settings.assessments,
                 self.library,
                 self.settings,
                 resolve_reference=self._resolver(),
-                sources=self.source_index(full=full, labels_only=labels_only),
+                sources=sources,
             )
-            yield self.goal_records(self.settings.goals)
+            yield self.goal_records(self.settings.goals, sources=sources)
 
         return self.run_stream(windows(), command="sync")
 

@@ -28,10 +28,17 @@ some NFS mounts, and a write in the same clock tick as our read leaves mtime unc
 Hashing costs a read of bytes already in the page cache at several hundred MB/s, two orders
 of magnitude below parsing them, so we always hash; the stat tuple is used to notice a file
 that changed while we read it (its fingerprint is then not kept).
+
+**Pruning.** Each fingerprint keeps the key of the folder it was listed under (its *root*).
+At the end of a run that listed a folder, the rows of that root whose file this run did not
+see (deleted, renamed) are dropped. Only roots this run listed are pruned: a run of other
+sources, or one that stopped before its end (a folder that could not be listed stops it),
+prunes nothing; a row pruned by mistake costs only one more read of its file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -42,16 +49,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import alliance_fhir
+from alliance_fhir.adapters.goals import KIND_PLAN, GoalOptions
 from alliance_fhir.adapters.record import Desired
 from alliance_fhir.adapters.response_files import ReferenceResolver
 from alliance_fhir.assessments import load_csv_map
 from alliance_fhir.assessments.model import Identifier
 from alliance_fhir.config import Settings
+from alliance_fhir.goals._csv import default_field_map  # the CSV reader's own default
 from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.sync.state import StateStore
 from alliance_fhir.sync.state.sources import SourceFingerprint, SourceRecord
 
-__all__ = ["FileDecision", "SourceIndex", "context_hash", "file_sha256"]
+__all__ = ["FileDecision", "SourceIndex", "context_hash", "file_sha256", "goal_context_hash"]
 
 _CHUNK = 1 << 20
 
@@ -99,6 +108,28 @@ def context_hash(
     return digest.hexdigest()
 
 
+def goal_context_hash(settings: Settings) -> str:
+    """The hash of everything besides a goal file's bytes that changes what it maps to:
+    this tool's and its FHIR libraries' versions, namespace, canonical base, the goal
+    options and the shipped CSV field map (plans do not use instruments or the patient map)."""
+    digest = hashlib.sha256()
+
+    def part(name: str, value: object) -> None:
+        digest.update(json.dumps([name, value], sort_keys=True, default=str).encode())
+
+    part("goals", 1)  # never equal to an assessment file's context
+    part("tool", alliance_fhir.__version__)
+    part("fhir.resources", _version("fhir.resources"))
+    part("pydantic", _version("pydantic"))
+    # As ``app.records.goal_options`` builds them (that module imports this one).
+    options = GoalOptions(
+        namespace=settings.identifier_namespace, canonical_base=settings.canonical_base
+    )
+    part("options", dataclasses.asdict(options))
+    part("field_map", hashlib.sha256(default_field_map().read_bytes()).hexdigest())
+    return digest.hexdigest()
+
+
 def _path_key(path: Path) -> str:
     """A file's key in the store: the sha256 of its absolute path (a file name may be a
     person's name; the store needs only to recognise the path)."""
@@ -112,6 +143,15 @@ def _stat_tuple(path: Path) -> tuple[int, int, int, int] | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
+
+
+def _folders(roots: Iterable[Path]) -> dict[str, str]:
+    """key -> absolute path (with a trailing separator) of each root that is a folder."""
+    found: dict[str, str] = {}
+    for root in roots:
+        if root.is_dir():
+            found[_path_key(root)] = os.path.join(os.path.abspath(root), "")
+    return found
 
 
 @dataclass
@@ -128,12 +168,22 @@ class FileDecision:
     notes: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     #: A reference in the file was resolved by reading the server.
     used_server: bool = False
+    #: The key of the folder this run listed the file under (None: named alone).
+    root: str | None = None
+    #: The context hash the file is read under (assessment or goal files').
+    context: str = ""
 
     def assessment_lines(self) -> Iterable[tuple[str, int | None]]:
         """(assessment key, line) of a skipped file's assessments."""
         for kind, key, _, line in self.skip or ():
             if kind == "assessment":
                 yield key, line
+
+    def plan_keys(self) -> Iterable[str]:
+        """The plan keys of a skipped goal file (its CarePlans' keys)."""
+        for kind, key, _, _ in self.skip or ():
+            if kind == KIND_PLAN:
+                yield key
 
 
 @dataclass
@@ -143,6 +193,8 @@ class SourceIndex:
     store: StateStore
     context: str
     settings: Settings
+    #: The context hash of goal files (``goal_context_hash``).
+    goal_context: str = ""
     #: Read and plan everything (``--full``); fingerprints are still remembered.
     full: bool = False
     #: Keep the fingerprints of files read (False for dry runs: they write nothing).
@@ -150,12 +202,24 @@ class SourceIndex:
     files: int = 0
     skipped: int = 0
     records_skipped: int = 0
+    #: Rows dropped at the end of the run: their files are gone from a folder it listed.
+    pruned: int = 0
     _new: list[SourceFingerprint] = field(default_factory=list)
     _stale: list[str] = field(default_factory=list)
+    _listed: set[str] = field(default_factory=set)
+    _seen: set[str] = field(default_factory=set)
+    _rooted: list[tuple[str, str]] = field(default_factory=list)
 
-    def decide(self, paths: Sequence[Path]) -> dict[Path, FileDecision]:
-        """Hash every file and decide which are unchanged (see the module docstring)."""
+    def decide(
+        self, paths: Sequence[Path], roots: Iterable[Path] = (), *, goals: bool = False
+    ) -> dict[Path, FileDecision]:
+        """Hash every file and decide which are unchanged (see the module docstring).
+        ``paths`` are the files listed from ``roots`` (the sources as given): those that are
+        folders are this run's to prune. ``goals``: they are goal files."""
+        context = self.goal_context if goals else self.context
         stored = self.store.source_fingerprints() if not self.full else {}
+        folders = _folders(roots)
+        self._listed.update(folders)
         synced: dict[tuple[str, str], str] | None = None
         out: dict[Path, FileDecision] = {}
         for path in paths:
@@ -164,10 +228,15 @@ class SourceIndex:
                 sha = file_sha256(path)
             except OSError:
                 sha = None  # the reader reports it
-            decision = FileDecision(path, _path_key(path), stat, sha)
+            absolute = os.path.abspath(path)
+            decision = FileDecision(path, _path_key(path), stat, sha, context=context)
+            decision.root = next((k for k, d in folders.items() if absolute.startswith(d)), None)
+            self._seen.add(decision.key)
             out[path] = decision
             known = stored.get(decision.key)
-            if known is None or sha is None or known.sha256 != sha or known.context != self.context:
+            if known is not None and decision.root is not None and known.root != decision.root:
+                self._rooted.append((decision.key, decision.root))
+            if known is None or sha is None or known.sha256 != sha or known.context != context:
                 continue
             if synced is None:
                 synced = self.store.synced_hashes()
@@ -234,9 +303,10 @@ class SourceIndex:
                 mtime_ns,
                 inode,
                 decision.sha256,
-                self.context,
+                decision.context,
                 records,
                 (tuple(notes[0]), tuple(notes[1])),
+                decision.root,
             )
         )
 
@@ -246,9 +316,16 @@ class SourceIndex:
             return
         if self._new:
             self.store.save_source_fingerprints(self._new)
+        if self._rooted:
+            self.store.set_source_roots(self._rooted)
+        if self._listed:
+            gone = [k for k in self.store.source_root_keys(self._listed) if k not in self._seen]
+            self._stale.extend(gone)
+            self.pruned += len(gone)
         if self._stale:
             self.store.forget_source_fingerprints(self._stale)
-        self._new, self._stale = [], []
+        self._new, self._stale, self._rooted = [], [], []
+        self._listed, self._seen = set(), set()
         self.store.set_source_figures(
             {
                 "files": self.files,

@@ -32,7 +32,7 @@ from alliance_fhir.exceptions import (
     ScoringError,
     UnknownInstrumentError,
 )
-from alliance_fhir.goals import Plan, load_plans
+from alliance_fhir.goals import Plan
 from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.instruments.overlay import load_overlay
 from alliance_fhir.instruments.schema import Instrument, Overlay
@@ -336,8 +336,9 @@ def _assessments_by_file(
     """Each file's assessments; with ``sources``, a file unchanged since it was last read
     and synced is not read (``app.fingerprints``), yet its keys still count as seen."""
     seen = _SeenKeys()
+    paths = list(paths)
     files = _expand(paths)
-    decisions = sources.decide(files) if sources is not None else {}
+    decisions = sources.decide(files, paths) if sources is not None else {}
     # Keys of files to be skipped: a file read earlier holding one makes that later file's
     # copy a duplicate, which only reading it reports; it is read after all.
     skipped_keys = {key: path for path, d in decisions.items() for key, _ in d.assessment_lines()}
@@ -506,23 +507,6 @@ def goal_records(plans: Iterable[Plan], settings: Settings) -> Records:
         except InvalidInputError as exc:
             out.problems.extend(exc.problems)
     return out
-
-
-def read_goal_files(paths: Iterable[Path]) -> tuple[list[Plan], list[Problem]]:
-    """Every plan in the files (directories walked); a plan key seen twice is a problem."""
-    plans: list[Plan] = []
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    for path in _expand(paths):
-        found, bad = load_plans(path)
-        problems.extend(bad)
-        for plan in found:
-            if plan.key in seen:
-                problems.append(Problem(str(path), "key", f"plan {plan.key} is defined twice"))
-                continue
-            seen.add(plan.key)
-            plans.append(plan)
-    return plans, problems
 
 
 def expand_inputs(paths: Iterable[Path]) -> list[Path]:

@@ -17,7 +17,8 @@ import pytest
 
 from alliance_fhir.adapters.record import record_uuid
 from alliance_fhir.api import AllianceFhir
-from alliance_fhir.app.records import goal_records, instrument_records, read_goal_files
+from alliance_fhir.app.goal_files import read_goal_files
+from alliance_fhir.app.records import goal_records, instrument_records
 from alliance_fhir.config import load_settings
 
 REPO = Path(__file__).resolve().parents[3]

@@ -213,12 +213,31 @@ _V5_POSTGRESQL = (
     .replace("INTEGER", "BIGINT")
 )
 
+#: Schema 6: which source root (a configured folder, by the sha256 of its absolute path) a
+#: source file was listed under, so a run that listed that folder can drop the rows of its
+#: files that are gone (``SourceIndex.finish``). NULL for rows from before, and for files
+#: named one by one: those are never pruned by root.
+_V6_INDEX = "CREATE INDEX IF NOT EXISTS source_files_root ON source_files (root)"
+
+
+def _add_source_root(backend: Backend) -> None:
+    """SQLite has no ``ADD COLUMN IF NOT EXISTS``: look first."""
+    if "root" not in backend.columns("source_files"):
+        backend.execute("ALTER TABLE source_files ADD COLUMN root TEXT")
+    backend.execute(_V6_INDEX)
+
+
+_V6_POSTGRESQL = (
+    'ALTER TABLE source_files ADD COLUMN IF NOT EXISTS root TEXT COLLATE "C";' + _V6_INDEX
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "records, runs, dead letters, watermarks", _V1_SQLITE, _V1_POSTGRESQL),
     Migration(2, "merge bases, conflict values, run owners", _add_missing_columns, _V2_POSTGRESQL),
     Migration(3, "used check-in links", _V3, _V3_POSTGRESQL),
     Migration(4, "source fingerprints", _V4, _V4_POSTGRESQL),
     Migration(5, "work items and leases", _V5, _V5_POSTGRESQL),
+    Migration(6, "source roots", _add_source_root, _V6_POSTGRESQL),
 )
 
 #: The schema this release writes (the last migration's version).

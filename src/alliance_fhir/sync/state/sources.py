@@ -4,7 +4,9 @@ One table, ``source_files``: per source file (keyed by the sha256 of its absolut
 a file name that is a person's name is not kept in clear) its stat tuple, the sha256 of its
 content, the *context hash* it was read under (``app.fingerprints``) and the records it
 mapped to as ``[kind, key, content hash, line]``, and the notes its reading and mapping
-printed (records left out on purpose, responses not scored: said again when it is skipped).
+printed (records left out on purpose, responses not scored: said again when it is skipped),
+and (migration 6) the path key of the folder it was listed under, ``root``, so the rows of
+files gone from a folder a run listed are pruned (``SourceIndex.finish``).
 The last run's figures (files read and skipped) live in ``meta`` under ``sources_last_run``.
 
 A mixin of ``StateStore`` (it uses that class's backend and lock), so the store's main
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +29,11 @@ __all__ = ["SourceFingerprint", "SourceFingerprints"]
 #: Insert or replace, in the SQL both SQLite and PostgreSQL speak.
 _UPSERT = (
     "INSERT INTO source_files"
-    " (path_key, size, mtime_ns, inode, sha256, context, records, notes, seen)"
-    " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (path_key) DO UPDATE SET"
+    " (path_key, size, mtime_ns, inode, sha256, context, records, notes, seen, root)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (path_key) DO UPDATE SET"
     " size=excluded.size, mtime_ns=excluded.mtime_ns, inode=excluded.inode,"
     " sha256=excluded.sha256, context=excluded.context, records=excluded.records,"
-    " notes=excluded.notes, seen=excluded.seen"
+    " notes=excluded.notes, seen=excluded.seen, root=excluded.root"
 )
 
 #: One record a source file mapped to: kind, key, content hash, and the assessment's line
@@ -52,6 +54,8 @@ class SourceFingerprint:
     records: tuple[SourceRecord, ...]
     #: The notes reading the file gave, then those mapping its records gave.
     notes: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+    #: The path key of the folder the file was listed under; None for a file named alone.
+    root: str | None = None
 
 
 class SourceFingerprints:
@@ -64,8 +68,8 @@ class SourceFingerprints:
         """Every stored fingerprint, keyed by path key (one query for a whole run)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT path_key, size, mtime_ns, inode, sha256, context, records, notes"
-                " FROM source_files"
+                "SELECT path_key, size, mtime_ns, inode, sha256, context, records, notes,"
+                " root FROM source_files"
             ).fetchall()
         return {r[0]: _fingerprint(r) for r in rows}
 
@@ -83,6 +87,7 @@ class SourceFingerprints:
                 json.dumps(f.records, separators=(",", ":"), ensure_ascii=False),
                 json.dumps(f.notes, ensure_ascii=False),
                 now,
+                f.root,
             )
             for f in found
         ]
@@ -94,6 +99,25 @@ class SourceFingerprints:
         with self._lock, self._db.transaction():
             self._db.executemany(
                 "DELETE FROM source_files WHERE path_key=?", [(k,) for k in path_keys]
+            )
+
+    def source_root_keys(self, roots: Collection[str]) -> dict[str, str]:
+        """path key -> root of every fingerprint listed under one of ``roots``."""
+        if not roots:
+            return {}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path_key, root FROM source_files WHERE root IS NOT NULL"
+            ).fetchall()
+        return {r[0]: r[1] for r in rows if r[1] in roots}
+
+    def set_source_roots(self, rooted: Sequence[tuple[str, str]]) -> None:
+        """Set the root (path key, root) files skipped this run were listed under: rows
+        stored before migration 6 have none, and a file may now be listed under another."""
+        with self._lock, self._db.transaction():
+            self._db.executemany(
+                "UPDATE source_files SET root=? WHERE path_key=?",
+                [(root, key) for key, root in rooted],
             )
 
     def synced_hashes(self) -> dict[tuple[str, str], str]:
@@ -134,5 +158,13 @@ def _fingerprint(row: tuple[Any, ...]) -> SourceFingerprint:
     records: tuple[SourceRecord, ...] = tuple(map(tuple, json.loads(row[6])))  # C-speed
     read, mapped = json.loads(row[7])
     return SourceFingerprint(
-        row[0], row[1], row[2], row[3], row[4], row[5], records, (tuple(read), tuple(mapped))
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        records,
+        (tuple(read), tuple(mapped)),
+        row[8],
     )
