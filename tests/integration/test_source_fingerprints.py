@@ -25,6 +25,7 @@ from alliance_fhir.cli import main
 from alliance_fhir.config import Settings
 from alliance_fhir.daemon.loop import Daemon, DaemonOptions, Step, configured_step
 from alliance_fhir.daemon.metrics import DaemonMetrics
+from alliance_fhir.sync.state import StateStore
 
 from .clinickit import EXAMPLES, REPO, CountingTransport
 from .conftest import expunge_everything
@@ -376,3 +377,72 @@ def test_the_cli_says_how_many_files_were_skipped(cli_env: Run) -> None:
     status = cli.invoke(main, ["status"])
     assert status.exit_code == 0
     assert "source files last run (--full): 3, 0 unchanged (skipped)" in status.stdout
+
+
+def test_sync_skips_unchanged_goal_files_reads_a_changed_one_and_full_reads_all(
+    run: Run, tmp_path: Path
+) -> None:
+    goals = tmp_path / "goals"
+    shutil.copytree(EXAMPLES / "goals", goals)
+    settings = run.settings(assessments=[run.sources], goals=[goals])
+
+    def sync(full: bool = False) -> Report:
+        run.transport.reset()
+        with AllianceFhir(settings, transport=run.transport) as api:
+            report = api.sync(full=full)
+        assert report.ok, (report.problems, report.result and report.result.failures)
+        assert report.result is not None
+        return report
+
+    first = sync()  # the goals are created; the assessment files are skipped
+    assert first.result is not None
+    assert first.result.files_skipped == 3
+    again = sync()
+    assert again.result is not None
+    assert dict(again.result.counts) == {"unchanged": _total(first)}
+    assert again.result.files_skipped == 3 + 4
+    assert run.transport.writes == 0
+    plan = goals / "plan-mrn-1002.yaml"
+    plan.write_text(plan.read_text() + "# edited: other bytes, the same plan\n")
+    edited = sync()
+    assert edited.result is not None
+    assert edited.result.files_skipped == 3 + 3
+    assert dict(edited.result.counts) == {"unchanged": _total(first)}
+    full = sync(full=True)
+    assert full.result is not None
+    assert full.result.files_skipped == 0
+    assert dict(full.result.counts) == {"unchanged": _total(first)}
+
+
+def test_the_row_of_a_deleted_file_is_pruned_and_a_renamed_ones_replaced(run: Run) -> None:
+    def keys() -> set[str]:
+        with StateStore(run.state) as store:
+            return set(store.source_fingerprints())
+
+    before = keys()
+    assert len(before) == 3
+    (run.sources / "mrn-1002.yaml").unlink()
+    (run.sources / "mrn-1001.yaml").rename(run.sources / "renamed.yaml")
+    report, read = run.push()
+    assert read == ["renamed.yaml"]
+    assert report.ok
+    after = keys()
+    assert len(after) == 2
+    assert len(after & before) == 1  # the CSV's; the other is the renamed file's new row
+    _, read = run.push()
+    assert read == []
+
+
+def test_push_goals_skips_unchanged_goal_files_unless_full(cli_env: Run, tmp_path: Path) -> None:
+    goals = tmp_path / "goals"
+    shutil.copytree(EXAMPLES / "goals", goals)
+    cli = CliRunner()
+    args = ["push", "goals", str(goals)]
+    assert cli.invoke(main, args).exit_code == 0
+    again = cli.invoke(main, args)
+    assert again.exit_code == 0, again.stderr[-500:]
+    [line] = [x for x in again.stdout.splitlines() if x.startswith("run ")]
+    assert line.endswith("s); 4 files unchanged (skipped)")
+    full = cli.invoke(main, [*args, "--full"])
+    assert full.exit_code == 0
+    assert "files unchanged (skipped)" not in full.stdout

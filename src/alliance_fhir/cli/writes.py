@@ -23,8 +23,8 @@ out_option = click.option(
 full_option = click.option(
     "--full",
     is_flag=True,
-    help="Read and plan every assessment file, also those unchanged since a run that synced "
-    "all their records (skipped otherwise).",
+    help="Read and plan every assessment and goal file, also those unchanged since a run "
+    "that synced all their records (skipped otherwise).",
 )
 
 
@@ -86,11 +86,16 @@ def push_assessments(
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
 @dry_run_option
 @out_option
+@full_option
 @pass_ctx
-def push_goals(ctx: Ctx, paths: tuple[Path, ...], dry_run: bool, out_dir: Path | None) -> None:
+def push_goals(
+    ctx: Ctx, paths: tuple[Path, ...], dry_run: bool, out_dir: Path | None, full: bool
+) -> None:
     """Send goal plans as Goals with milestones, GAS Observations and a CarePlan."""
     with open_api(ctx) as api:
-        report = api.push_goals(list(paths), dry_run=dry_run, out_dir=out_dir)
+        report = api.push_goals(
+            list(paths), dry_run=dry_run, out_dir=out_dir, full=full, fingerprints=True
+        )
     finish(report, dry_run=dry_run)
 
 
