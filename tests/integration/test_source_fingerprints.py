@@ -19,6 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 import alliance_fhir
+import alliance_fhir.app.goal_files as goal_files_module
 from alliance_fhir.api import AllianceFhir, Report
 from alliance_fhir.app import records as records_module
 from alliance_fhir.cli import main
@@ -351,6 +352,38 @@ def test_the_daemon_cycle_on_unchanged_sources_parses_nothing(run: Run) -> None:
     assert read_first == []  # the push in the fixture already synced every file
     assert run.reads == []
     assert second.steps[0].counts == first.steps[0].counts
+    assert set(second.steps[0].counts) == {"unchanged"}
+
+
+def test_the_daemon_cycle_skips_unchanged_goal_files_too(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    goals = tmp_path / "goals"
+    shutil.copytree(EXAMPLES / "goals", goals)
+    loaded: list[str] = []
+    real = goal_files_module.load_plans
+
+    def spy(path: Path) -> Any:
+        loaded.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(goal_files_module, "load_plans", spy)
+    settings = run.settings(assessments=[run.sources], goals=[goals])
+    with AllianceFhir(settings) as api:
+        daemon = Daemon(
+            api,
+            DaemonOptions(),
+            steps=[Step("configured", configured_step)],
+            metrics=DaemonMetrics(ready_window=600),
+        )
+        first = daemon.run_cycle()  # the goals are created
+        read_first = sorted(loaded)
+        loaded.clear()
+        second = daemon.run_cycle()
+    assert first.ok
+    assert second.ok
+    assert len(read_first) == 4
+    assert loaded == []  # every goal file unchanged and synced: none parsed
     assert set(second.steps[0].counts) == {"unchanged"}
 
 

@@ -233,7 +233,8 @@ def configured_step(ctx: CycleContext) -> Mapping[str, int]:
         records = api.assessment_records(settings.assessments, fingerprints=True)
         _add(counts, push_if_changed(ctx, records, "push"))
     if settings.goals and not ctx.stopping():
-        _add(counts, push_if_changed(ctx, api.goal_records(settings.goals), "push goals"))
+        records = api.goal_records(settings.goals, sources=api.source_index())
+        _add(counts, push_if_changed(ctx, records, "push goals"))
     return counts
 
 

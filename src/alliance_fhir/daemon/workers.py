@@ -242,7 +242,8 @@ def sources_step(leases: Leases, labels_only: bool) -> StepFn:
                 continue
             with leases.working(claim) as job:
                 if item.goals:
-                    got = push_if_changed(ctx, api.goal_records([item.path]), "push goals")
+                    records = api.goal_records([item.path], sources=api.source_index())
+                    got = push_if_changed(ctx, records, "push goals")
                 else:
                     records = api.assessment_records(
                         [item.path], fingerprints=True, labels_only=labels_only
