@@ -503,7 +503,7 @@ def goal_records(plans: Iterable[Plan], settings: Settings) -> Records:
     options = goal_options(settings)
     for plan in plans:
         try:
-            out.desired.extend(plan_to_fhir(plan, None, options))
+            out.desired.extend(plan_to_fhir(plan, None, options, validation=settings.validation))
         except InvalidInputError as exc:
             out.problems.extend(exc.problems)
     return out

@@ -24,6 +24,11 @@ class Bar:
     def start(self, total: int) -> None:
         from rich.progress import Progress  # only runs that draw a bar pay for the import
 
+        if self._progress is not None and self._task is not None:
+            # the next window's writes while this one's are still being sent: one bar
+            self._left += total
+            self._progress.update(self._task, total=(self._progress.tasks[0].total or 0) + total)
+            return
         self.stop()
         if total < MIN_TOTAL or not err.is_terminal:
             return

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from alliance_fhir.adapters.fhirjson import content_hash
@@ -49,6 +48,7 @@ from alliance_fhir.fhir import (
 from alliance_fhir.log import get_logger, new_id
 from alliance_fhir.sync.merge3 import MergeRules, policy_of
 from alliance_fhir.sync.merged import adopted_note, read_and_merge
+from alliance_fhir.sync.pipeline import SendPipeline
 from alliance_fhir.sync.plan import Action, SyncPlan, make_plan
 from alliance_fhir.sync.read_ahead import read_ahead
 from alliance_fhir.sync.recording import StateRecording
@@ -64,6 +64,7 @@ from alliance_fhir.sync.strategies import (
     send_stepwise,
     split_unaccepted,
     verify_once,
+    verify_sample,
 )
 from alliance_fhir.sync.unversioned import Verdict, unversioned_verdict
 
@@ -142,15 +143,18 @@ class SyncEngine(StateRecording):
         people = PersonResolver(self.client.search)
         # the next window is read and mapped while this one is sent
         ahead = read_ahead(windows)
+        pipeline = SendPipeline(self.concurrency)
         try:
             self._check_state_matches_server()
             for window in ahead:
-                self._run_window(window, result, seen, people)
+                self._run_window(window, result, seen, people, pipeline)
+            pipeline.drain()
             if result.bases_adopted:  # said once per run
                 log.info("sync.base_adopted", run_id=result.run_id, records=result.bases_adopted)
                 result.notes.append(adopted_note(result.bases_adopted))
             outcome = "ok" if result.ok else "partial"
         finally:
+            pipeline.close()  # a failed run sends nothing more; what is in flight lands
             ahead.close()  # a run that failed stops reading ahead before it is recorded
             result.seconds = time.monotonic() - started
             self.store.finish_run(result.run_id, outcome, dict(result.counts))
@@ -171,8 +175,9 @@ class SyncEngine(StateRecording):
         result: SyncResult,
         seen: set[tuple[str, str]],
         people: PersonResolver,
+        pipeline: SendPipeline,
     ) -> None:
-        """Plan one window against the state store and send what it writes."""
+        """Plan one window against the state store and queue what it writes."""
         if isinstance(window, Unchanged):
             if window.records:
                 result.counts["unchanged"] += window.records
@@ -191,7 +196,7 @@ class SyncEngine(StateRecording):
         log.debug("sync.window", run_id=result.run_id, **plan.counts())
         if self.progress is not None and plan.writes:
             self.progress.start(len(plan.writes))
-        self._apply(plan, result, people)
+        self._apply(plan, result, people, pipeline)
 
     def _check_state_matches_server(self) -> None:
         """One read of our latest record: if the server no longer has it (a reset test
@@ -218,7 +223,13 @@ class SyncEngine(StateRecording):
 
     # Applying
 
-    def _apply(self, plan: SyncPlan, result: SyncResult, people: PersonResolver) -> None:
+    def _apply(
+        self,
+        plan: SyncPlan,
+        result: SyncResult,
+        people: PersonResolver,
+        pipeline: SendPipeline,
+    ) -> None:
         if not plan.writes:
             return
         writes, unaccepted = split_unaccepted(plan.writes, self.policy.skip_types)
@@ -242,9 +253,12 @@ class SyncEngine(StateRecording):
             groups.setdefault(action.desired.group, []).append(action)
         bundles = list(self._chunk(list(groups.values())))
         ctx = RunContext(people, known, conditional, result)
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            for _ in pool.map(lambda b: self._send(b, ctx), bundles):
-                pass
+        pipeline.submit(lambda b: self._send(b, ctx), bundles, lambda: self._follow_up(ctx))
+
+    def _follow_up(self, ctx: RunContext) -> None:
+        """What a window needs once all its bundles are answered (in the run's thread, so
+        the senders never wait for it)."""
+        verify_sample(self, ctx)
         # Conditional creates that found an existing resource of ours (state lost, or an
         # earlier run crashed before recording): bring its content up to date now.
         if ctx.existing:

@@ -12,7 +12,6 @@ Two kinds of placeholder live in a ``Desired`` resource:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -106,21 +105,60 @@ def resolve_references(
     ``known`` maps a record's urn:uuid to ``Type/id`` on the server; ``conditional`` maps it to
     ``Type?identifier=...``; ``in_bundle`` holds the uuids created by the same transaction.
     Raises UnresolvedPerson for a person the server does not have.
+
+    Only the dicts on the way to a changed reference are new; every other part is shared
+    with ``resource`` (a full deep copy per record was most of the cost of building a
+    bundle). The top level is always a new dict, so setting ``id`` on it is safe; nested
+    parts must not be changed in place by the caller.
     """
-    out = copy.deepcopy(dict(resource))
-    for ref in _walk_refs(out):
+
+    def fix(ref: Mapping[str, Any]) -> str | None:
         target = str(ref.get("reference", ""))
         if target.startswith("urn:uuid:"):
             if target in known:
-                ref["reference"] = known[target]
-            elif target not in in_bundle and target in conditional:
-                ref["reference"] = conditional[target]
-            continue
+                return known[target]
+            if target not in in_bundle and target in conditional:
+                return conditional[target]
+            return None
         ident = ref.get("identifier")
         if ref.get("type") in PERSON_TYPES and "reference" not in ref and isinstance(ident, dict):
             key = PersonKey(ref["type"], str(ident.get("system")), str(ident.get("value")))
             found = people.get(key)
             if found is None:
                 raise UnresolvedPerson(key)
-            ref["reference"] = found
-    return out
+            return found
+        return None
+
+    out = _resolved(resource, fix)
+    return dict(out) if out is resource else out
+
+
+def _resolved(node: Any, fix: Callable[[Mapping[str, Any]], str | None]) -> Any:
+    """``node`` with the references ``fix`` answers for replaced; ``node`` itself when
+    nothing under it changed. Visits the nodes ``_walk_refs`` yields, in its order."""
+    if isinstance(node, dict):
+        out: dict[str, Any] | None = None
+        if ("reference" in node or "identifier" in node) and (
+            "type" in node or str(node.get("reference", "")).startswith("urn:uuid:")
+        ):
+            new = fix(node)
+            if new is not None:
+                out = dict(node)
+                out["reference"] = new
+        for key, value in node.items():
+            changed = _resolved(value, fix)
+            if changed is not value:
+                if out is None:
+                    out = dict(node)
+                out[key] = changed
+        return node if out is None else out
+    if isinstance(node, list):
+        items: list[Any] | None = None
+        for i, value in enumerate(node):
+            changed = _resolved(value, fix)
+            if changed is not value:
+                if items is None:
+                    items = list(node)
+                items[i] = changed
+        return node if items is None else items
+    return node

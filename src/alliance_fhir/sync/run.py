@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from alliance_fhir.adapters.record import Desired
 from alliance_fhir.fhir import ReadResult
 from alliance_fhir.sync.plan import Action
 from alliance_fhir.sync.references import PersonResolver
@@ -88,8 +89,15 @@ class RunContext:
         #: Merged updates refused with 412, to merge again on the new version.
         self.remerge: list[Action] = []
         self._remerged: set[tuple[str, str]] = set()
-        self.verified = False
+        #: Records this window created, to look up once it is done (``verify_once``).
+        self.sample: list[Desired] = []
         self._lock = threading.Lock()
+
+    def keep_sample(self, created: list[Desired], size: int) -> None:
+        """Keep the first ``size`` records the window created (the first bundle's)."""
+        with self._lock:
+            if not self.sample:
+                self.sample = created[:size]
 
     def remerge_once(self, action: Action) -> bool:
         """Queue a 412'd merged update for one more merge; False if it had its chance."""

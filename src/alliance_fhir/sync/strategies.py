@@ -240,7 +240,9 @@ def find_existing(client: StepClient, records: Sequence[Desired]) -> dict[str, l
         tokens = sorted(by_token)
         for start in range(0, len(tokens), LOOKUP_CHUNK):
             part = tokens[start : start + LOOKUP_CHUNK]
-            params = {"identifier": ",".join(part), "_count": "50"}
+            # only ids and identifiers are read: a server that honours _elements sends
+            # those alone (one that ignores it sends whole resources, read the same way)
+            params = {"identifier": ",".join(part), "_count": "50", "_elements": "identifier"}
             for resource in client.search(rtype, params, headers=NO_CACHE):
                 for token in _tokens(resource) & set(part):
                     ids = found.setdefault(by_token[token].uuid, [])
@@ -266,16 +268,21 @@ def check_duplicates(records: Sequence[Desired], found: Mapping[str, list[str]])
 def verify_once(
     host: Host, entries: list[Entry], results: list[WriteResult], ctx: RunContext
 ) -> None:
-    """A server claiming conditional create is checked once per window: the records just
-    created must be on it exactly once (else DuplicateRecordsError stops the run)."""
-    if not host.policy.verify_creates or ctx.verified or len(results) != len(entries):
+    """A server claiming conditional create is checked once per window: the first records
+    a window creates (up to 20) are kept here and looked up by ``verify_sample`` when the
+    window is done, off the senders' path."""
+    if not host.policy.verify_creates or len(results) != len(entries):
         return
     created = [e.action.desired for e, r in zip(entries, results, strict=True) if r.created]
-    if not created:
-        return
-    ctx.verified = True
-    sample = created[:20]
-    check_duplicates(sample, find_existing(host.step_client, sample))
+    if created:
+        ctx.keep_sample(created, 20)
+
+
+def verify_sample(host: Host, ctx: RunContext) -> None:
+    """The records a window created must each be on the server exactly once (else
+    DuplicateRecordsError stops the run)."""
+    if ctx.sample:
+        check_duplicates(ctx.sample, find_existing(host.step_client, ctx.sample))
 
 
 def _found_result(server_id: str, status: int) -> WriteResult:

@@ -175,3 +175,17 @@ def test_generated_records_map_to_the_same_bytes_both_ways(
     full = _outcome(assessment_records(unique, library, _settings("full")))
     shape = _outcome(assessment_records(unique, library, _settings("shape")))
     assert shape == full
+
+
+def test_goal_plans_map_to_the_same_bytes_both_ways() -> None:
+    """Goals, GAS Observations and CarePlans take the same two paths as assessments."""
+    from alliance_fhir.app.goal_files import goal_files_records
+
+    outcomes = [
+        _outcome(goal_files_records([EXAMPLES / "goals"], _settings(v)))
+        for v in ("full", "shape", "shape")
+    ]
+    assert len(outcomes[0][0]) > 20
+    assert not outcomes[0][1]
+    assert outcomes[1] == outcomes[0]
+    assert outcomes[2] == outcomes[0]  # every shape remembered this time

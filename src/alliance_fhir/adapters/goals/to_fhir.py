@@ -79,12 +79,17 @@ class _Linker:
 
 
 def plan_to_fhir(
-    plan: Plan, refs: References | None = None, options: GoalOptions | None = None
+    plan: Plan,
+    refs: References | None = None,
+    options: GoalOptions | None = None,
+    *,
+    validation: fhirjson.Validation = "full",
 ) -> list[Desired]:
     """Every resource of ``plan`` as a record for one bundle group (``plan:<key>``): Goals
     (parents before milestones), GAS Observations, GAS summaries (one per rating day), then
-    the CarePlan. Each is validated (R4B). Goals and the CarePlan are updated by merging onto
-    the server's version (``merge``), so what the EHR added to them survives."""
+    the CarePlan. Each is validated (R4B; ``validation`` says how, see ``fhirjson``). Goals
+    and the CarePlan are updated by merging onto the server's version (``merge``), so what
+    the EHR added to them survives."""
     refs = refs or References()
     opts = options or GoalOptions()
     linker = _Linker(opts)
@@ -92,7 +97,7 @@ def plan_to_fhir(
     group = f"plan:{plan.key}"
 
     def add(kind: str, key: str, resource: dict[str, Any]) -> None:
-        fhirjson.validate(resource, source=f"{kind} {key}")
+        fhirjson.validate(resource, source=f"{kind} {key}", mode=validation)
         mode: UpdateMode = "merge" if kind in (KIND_GOAL, KIND_PLAN) else "if-match"
         entries.append(
             Desired.identified(

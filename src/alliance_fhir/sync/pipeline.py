@@ -1,0 +1,79 @@
+"""Send pipeline: the bundles of consecutive windows flow to the server without a pause.
+
+A run plans one window at a time, but waiting for a window's last bundle before sending the
+next window's first left a sender idle at every window boundary (the two bundles of a window
+rarely take the same time) and put the next window's planning and people lookups on the
+critical path. Here a run keeps ``concurrency`` bundles in flight and one more queued, across
+window boundaries, so planning the next window overlaps the sends of this one.
+
+What each window needs after its bundles are answered (records found by identifier whose
+content differs, merged updates refused with 412) runs in the caller's thread, in window
+order, once every bundle of that window has an answer. A bundle that raises stops the run:
+nothing new is sent, the bundles already being sent finish (their answers are recorded, as
+the state rules require) and the first error is raised.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TypeVar
+
+__all__ = ["SendPipeline"]
+
+T = TypeVar("T")
+
+
+class SendPipeline:
+    """At most ``concurrency`` bundles sent at once and one more waiting, for a whole run."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, concurrency), thread_name_prefix="sync-send"
+        )
+        self._limit = max(1, concurrency) + 1
+        self._in_flight: set[Future[None]] = set()
+        self._windows: deque[tuple[list[Future[None]], Callable[[], None]]] = deque()
+
+    def submit(
+        self, send: Callable[[T], None], items: Iterable[T], after: Callable[[], None]
+    ) -> None:
+        """Queue ``send(item)`` for each item (waiting while the pipe is full); ``after``
+        runs here once all of them are answered."""
+        futures: list[Future[None]] = []
+        for item in items:
+            while len(self._in_flight) >= self._limit:
+                self._wait(return_when=FIRST_COMPLETED)
+            future = self._pool.submit(send, item)
+            self._in_flight.add(future)
+            futures.append(future)
+        self._windows.append((futures, after))
+        self._settle()
+
+    def drain(self) -> None:
+        """Wait for every bundle and run every window's follow-up (the end of a run)."""
+        while self._windows:
+            while self._in_flight:
+                self._wait(return_when=FIRST_COMPLETED)
+            self._settle()
+
+    def close(self) -> None:
+        """Send nothing more; bundles being sent finish (a failed or interrupted run)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _wait(self, *, return_when: str) -> None:
+        done, _ = wait(self._in_flight, return_when=return_when)
+        self._in_flight -= done
+        for future in done:
+            future.result()  # the first failure stops the run
+        self._settle()
+
+    def _settle(self) -> None:
+        """Run the follow-up of each leading window whose bundles are all answered."""
+        while self._windows and all(f.done() for f in self._windows[0][0]):
+            futures, after = self._windows.popleft()
+            for future in futures:
+                self._in_flight.discard(future)
+                future.result()
+            after()
