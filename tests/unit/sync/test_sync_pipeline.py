@@ -1,0 +1,104 @@
+"""The send pipeline: bundles of consecutive windows overlap, follow-ups run in window
+order once their window is answered, a failure stops new sends and lets running ones land."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from alliance_fhir.sync.pipeline import SendPipeline
+
+
+def test_the_next_windows_bundles_start_before_this_windows_last_is_answered() -> None:
+    started: dict[str, float] = {}
+    finished: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def send(name: str) -> None:
+        with lock:
+            started[name] = time.monotonic()
+        time.sleep(0.3 if name == "w1-slow" else 0.02)
+        with lock:
+            finished[name] = time.monotonic()
+
+    pipe = SendPipeline(2)
+    try:
+        pipe.submit(send, ["w1-fast", "w1-slow"], lambda: None)
+        pipe.submit(send, ["w2-a", "w2-b"], lambda: None)
+        pipe.drain()
+    finally:
+        pipe.close()
+    assert started["w2-a"] < finished["w1-slow"]
+    assert started["w2-b"] < finished["w1-slow"]
+
+
+def test_follow_ups_run_in_window_order_after_each_windows_answers() -> None:
+    answered: list[str] = []
+    order: list[tuple[str, list[str]]] = []
+
+    def send(name: str) -> None:
+        time.sleep(0.15 if name.startswith("w1") else 0.01)
+        answered.append(name)
+
+    pipe = SendPipeline(2)
+    try:
+        pipe.submit(send, ["w1-a"], lambda: order.append(("w1", list(answered))))
+        pipe.submit(send, ["w2-a", "w2-b"], lambda: order.append(("w2", list(answered))))
+        pipe.drain()
+    finally:
+        pipe.close()
+    assert [w for w, _ in order] == ["w1", "w2"]  # w2's bundles were answered first
+    assert "w1-a" in order[0][1]
+    assert {"w2-a", "w2-b"} <= set(order[1][1])
+
+
+def test_never_more_than_concurrency_sent_at_once() -> None:
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def send(_: int) -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.01)
+        with lock:
+            running -= 1
+
+    pipe = SendPipeline(2)
+    try:
+        for window in range(5):
+            pipe.submit(send, range(window * 3, window * 3 + 3), lambda: None)
+        pipe.drain()
+    finally:
+        pipe.close()
+    assert most == 2
+
+
+def test_a_failed_bundle_stops_the_run_and_what_is_in_flight_lands() -> None:
+    landed: list[int] = []
+    follow_ups: list[int] = []
+
+    def send(n: int) -> None:
+        if n == 1:
+            raise RuntimeError("refused")
+        time.sleep(0.05)
+        landed.append(n)
+
+    def run() -> None:
+        pipe = SendPipeline(2)
+        try:
+            for window in range(10):
+                pipe.submit(send, [window], lambda w=window: follow_ups.append(w))
+            pipe.drain()
+        finally:
+            pipe.close()
+
+    with pytest.raises(RuntimeError, match="refused"):
+        run()
+    assert 0 in landed  # sent before the failure: answered and kept
+    assert max(landed) < 5  # nothing much queued behind the failure was sent
+    assert 1 not in follow_ups  # the failed window's follow-up never ran
