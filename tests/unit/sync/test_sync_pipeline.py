@@ -3,6 +3,7 @@ order once their window is answered, a failure stops new sends and lets running 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -92,7 +93,7 @@ def test_a_failed_bundle_stops_the_run_and_what_is_in_flight_lands() -> None:
         pipe = SendPipeline(2)
         try:
             for window in range(10):
-                pipe.submit(send, [window], lambda w=window: follow_ups.append(w))
+                pipe.submit(send, [window], functools.partial(follow_ups.append, window))
             pipe.drain()
         finally:
             pipe.close()
