@@ -103,6 +103,8 @@ class SyncEngine(StateRecording):
         self.overwrite = self.conflict_policy == "ours-wins"
         self.mergers = dict(mergers or {})
         self.progress = progress
+        #: Resource types whose creates were checked on the server this run (verify_sample).
+        self._verified: set[str] = set()
 
     @property
     def policy(self) -> WritePolicy:
@@ -144,6 +146,7 @@ class SyncEngine(StateRecording):
         # the next window is read and mapped while this one is sent
         ahead = read_ahead(windows)
         pipeline = SendPipeline(self.concurrency)
+        self._verified = set()
         try:
             self._check_state_matches_server()
             for window in ahead:
@@ -258,7 +261,7 @@ class SyncEngine(StateRecording):
     def _follow_up(self, ctx: RunContext) -> None:
         """What a window needs once all its bundles are answered (in the run's thread, so
         the senders never wait for it)."""
-        verify_sample(self, ctx)
+        verify_sample(self, ctx, self._verified)
         # Conditional creates that found an existing resource of ours (state lost, or an
         # earlier run crashed before recording): bring its content up to date now.
         if ctx.existing:
