@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +35,14 @@ from faults.toxiproxy import Toxiproxy, find_or_install
 
 from bench.measure import Measurement
 from bench.report import END as RESULTS_END
-from bench.report import MAX_LOAD_TO_PUBLISH, TARGET_CEILING_RATIO, Machine, machine_info
+from bench.report import (
+    MAX_LOAD_TO_PUBLISH,
+    TARGET_CEILING_RATIO,
+    Machine,
+    machine_info,
+    publish,
+    too_busy,
+)
 from bench.run import SERVER_SCRIPT, Server, clinic, log, run_worker
 
 START = "<!-- bench:conditions:start -->"
@@ -252,12 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     load_start = os.getloadavg()
-    busy = load_start[0] > MAX_LOAD_TO_PUBLISH and not args.force
-    if busy:
-        log(
-            f"load average {load_start[0]:.2f} > {MAX_LOAD_TO_PUBLISH}: measuring, but "
-            f"{args.out.name} is left alone (--force to write it anyway)"
-        )
+    busy = too_busy(load_start[0], args.force, args.out, log)
     work: Path = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     log_file = work / "workers.log"
@@ -325,14 +328,8 @@ def main(argv: list[str] | None = None) -> None:
         }
         args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     print(block)
-    if busy:
-        aside = work / "BENCHMARKS.conditions.loaded.md"
-        write_block(block, aside)
-        raise SystemExit(
-            f"bench: not written to {args.out}: load average {load_start[0]:.2f} at start "
-            f"(> {MAX_LOAD_TO_PUBLISH}); the table is in {aside}"
-        )
-    write_block(block, args.out)
+    aside = work / "BENCHMARKS.conditions.loaded.md"
+    publish(partial(write_block, block), args.out, aside, busy=busy, load=load_start[0])
     log(f"wrote {args.out}")
 
 

@@ -10,6 +10,7 @@ import os
 import platform
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,3 +349,28 @@ def write_report(results: Results, out: Path) -> None:
             out.write_text(head + block + tail, encoding="utf-8")
             return
     out.write_text(TEMPLATE.format(results=block), encoding="utf-8")
+
+
+def too_busy(load: float, force: bool, out: Path, log: Callable[[str], None]) -> bool:
+    """Whether this run's figures must stay out of ``out`` (1-minute load at start above
+    MAX_LOAD_TO_PUBLISH and no ``--force``); says so at once, measuring goes on."""
+    busy = load > MAX_LOAD_TO_PUBLISH and not force
+    if busy:
+        log(
+            f"load average {load:.2f} > {MAX_LOAD_TO_PUBLISH}: measuring, but "
+            f"{out.name} is left alone (--force to write it anyway)"
+        )
+    return busy
+
+
+def publish(
+    write: Callable[[Path], None], out: Path, aside: Path, *, busy: bool, load: float
+) -> None:
+    """Write to ``out``, or (a busy run) to ``aside`` and exit non-zero saying where."""
+    if busy:
+        write(aside)
+        raise SystemExit(
+            f"bench: not written to {out}: load average {load:.2f} at start "
+            f"(> {MAX_LOAD_TO_PUBLISH}); the tables are in {aside}"
+        )
+    write(out)

@@ -19,13 +19,22 @@ import os
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
 
 from bench.generate import generate
 from bench.measure import Measurement
-from bench.report import MAX_LOAD_TO_PUBLISH, Machine, Results, machine_info, write_report
+from bench.report import (
+    MAX_LOAD_TO_PUBLISH,
+    Machine,
+    Results,
+    machine_info,
+    publish,
+    too_busy,
+    write_report,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_SCRIPT = REPO / "scripts" / "fhir-server"
@@ -197,12 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         conditions.main(conditions_argv(args))
         return
     load_start = os.getloadavg()
-    busy = load_start[0] > MAX_LOAD_TO_PUBLISH and not args.force
-    if busy:
-        log(
-            f"load average {load_start[0]:.2f} > {MAX_LOAD_TO_PUBLISH}: measuring, but "
-            f"{args.out.name} is left alone (--force to write it anyway)"
-        )
+    busy = too_busy(load_start[0], args.force, args.out, log)
     sizes = [] if args.offline else (args.size or [1000])
     work: Path = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -270,14 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     results.minutes = (time.time() - began) / 60
     if args.json is not None:
         args.json.write_text(json.dumps(results.to_json(), indent=2) + "\n", encoding="utf-8")
-    if busy:
-        aside = work / "BENCHMARKS.loaded.md"
-        write_report(results, aside)
-        raise SystemExit(
-            f"bench: not written to {args.out}: load average {load_start[0]:.2f} at start "
-            f"(> {MAX_LOAD_TO_PUBLISH}); the tables are in {aside}"
-        )
-    write_report(results, args.out)
+    aside = work / "BENCHMARKS.loaded.md"
+    publish(partial(write_report, results), args.out, aside, busy=busy, load=load_start[0])
     log(f"wrote {args.out}")
 
 
