@@ -25,6 +25,9 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from alliance_fhir.config import Settings
 from alliance_fhir.daemon.inbox import Inbox
@@ -46,27 +49,31 @@ from alliance_fhir.log import get_logger
 if TYPE_CHECKING:
     from alliance_fhir.api import AllianceFhir
 
-__all__ = ["TenantsMetrics", "run_tenants", "with_label"]
+__all__ = ["TenantsMetrics", "run_tenants"]
 
 log = get_logger("alliance_fhir.daemon")
 
 
-def with_label(exposition: str, name: str, value: str) -> list[tuple[str, list[str]]]:
-    """Prometheus text as ``(family header, samples)`` blocks, each sample labelled
-    ``name="value"`` (``value`` is a tenant slug: nothing to escape)."""
-    blocks: list[tuple[str, list[str]]] = []
-    for line in exposition.splitlines():
-        if line.startswith("# HELP"):
-            blocks.append((line, []))
-        elif line.startswith("#"):
-            header, samples = blocks[-1]
-            blocks[-1] = (f"{header}\n{line}", samples)
-        elif line.strip():
-            series, _, sample = line.partition(" ")
-            metric, brace, labels = series.partition("{")
-            inner = f'{name}="{value}"' + (f",{labels[:-1]}" if brace and labels[:-1] else "")
-            blocks[-1][1].append(f"{metric}{{{inner}}} {sample}")
-    return blocks
+class _TenantLabelled(Collector):
+    """Every tenant's metric families as one set, each sample labelled ``tenant="name"``: a
+    prometheus Collector, so the library writes the exposition (text or OpenMetrics, as the
+    scraper asks) and a family shared by the tenants is written once."""
+
+    def __init__(self, tenants: Mapping[str, DaemonMetrics]) -> None:
+        self.tenants = tenants
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for name, metrics in self.tenants.items():
+            for family in metrics.exposed.collect():
+                out = merged.get(family.name)
+                if out is None:
+                    out = Metric(family.name, family.documentation, family.type, family.unit)
+                    merged[family.name] = out
+                out.samples.extend(
+                    s._replace(labels={"tenant": name, **s.labels}) for s in family.samples
+                )
+        yield from merged.values()
 
 
 class TenantsMetrics(DaemonMetrics):
@@ -76,6 +83,8 @@ class TenantsMetrics(DaemonMetrics):
     def __init__(self, tenants: Mapping[str, DaemonMetrics]) -> None:
         super().__init__(ready_window=max(m.ready_window for m in tenants.values()))
         self.tenants = dict(tenants)
+        self.exposed = CollectorRegistry()
+        self.exposed.register(_TenantLabelled(self.tenants))
 
     def readiness(self) -> tuple[bool, str]:
         not_ready = []
@@ -84,16 +93,6 @@ class TenantsMetrics(DaemonMetrics):
             if not ready:
                 not_ready.append(f"{name}: {reason}")
         return (False, "; ".join(not_ready)) if not_ready else (True, "ready")
-
-    def render(self) -> str:
-        families: dict[str, tuple[str, list[str]]] = {}
-        for name, metrics in self.tenants.items():
-            for header, samples in with_label(metrics.render(), "tenant", name):
-                families.setdefault(header, (header, []))[1].extend(samples)
-        lines: list[str] = []
-        for header, samples in families.values():
-            lines += [header, *samples]
-        return "\n".join(lines) + "\n"
 
 
 class _Tenant:

@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from alliance_fhir.config import load_settings
@@ -13,19 +16,27 @@ from alliance_fhir.daemon import DaemonMetrics, DaemonOptions, InstanceLock, loc
 from alliance_fhir.daemon.tenants import TenantsMetrics, run_tenants
 from alliance_fhir.tenants import all_tenant_settings
 
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
 
 def _metrics(clock: list[float]) -> DaemonMetrics:
     return DaemonMetrics(ready_window=60, clock=lambda: clock[0])
 
 
-def test_every_sample_carries_its_tenant_and_each_family_is_declared_once() -> None:
+@pytest.mark.parametrize("accept", ["", OPENMETRICS])
+def test_every_sample_carries_its_tenant_and_each_family_is_declared_once(accept: str) -> None:
+    """What /metrics answers (``exposition``), in the text format and in OpenMetrics, which
+    Prometheus asks for first."""
     clock = [1000.0]
     a, b = _metrics(clock), _metrics(clock)
     a.pushed.inc(3, operation="created")
     b.errors.inc(step="probe")
-    text = TenantsMetrics({"clinic-a": a, "clinic-b": b}).render()
+    body, content_type = TenantsMetrics({"clinic-a": a, "clinic-b": b}).exposition(accept)
+    text = body.decode("utf-8")
     lines = text.splitlines()
-    families = {family.name: family for family in text_string_to_metric_families(text)}
+    parse = openmetrics_families if accept else text_string_to_metric_families
+    assert content_type.startswith("application/openmetrics-text" if accept else "text/plain")
+    families = {family.name: family for family in parse(text)}
 
     def value(family: str, sample: str, **labels: str) -> float:
         found = [
@@ -34,7 +45,9 @@ def test_every_sample_carries_its_tenant_and_each_family_is_declared_once() -> N
         assert len(found) == 1, (sample, labels, found)
         return found[0]
 
-    assert lines.count("# TYPE alliance_fhir_resources_pushed_total counter") == 1
+    declared = [x.split()[2] for x in lines if x.startswith("# TYPE ")]
+    assert len(declared) == len(set(declared))  # each family once, whatever the tenants
+    assert any(name.startswith("alliance_fhir_resources_pushed") for name in declared)
     pushed = "alliance_fhir_resources_pushed"
     assert value(pushed, f"{pushed}_total", tenant="clinic-a", operation="created") == 3
     assert value(pushed, f"{pushed}_total", tenant="clinic-b", operation="created") == 0
