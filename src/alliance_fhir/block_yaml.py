@@ -175,9 +175,14 @@ class _Walk:
             rest = content[1:]
             value = rest.lstrip(" ")
             sub = (*path, len(out))
-            if not value:
-                raise _Out  # an empty entry or a block below it: rare, left to the long way
-            if value == "-" or value.startswith("- ") or _KEY_LINE.match(value):
+            if not value:  # the entry's block starts below; or it is null (line of the "-")
+                self.i += 1
+                if self.i < len(rows) and rows[self.i][1] > indent:
+                    out.append(self.block(sub))
+                else:
+                    out.append(None)
+                    self.lines[sub] = number
+            elif value == "-" or value.startswith("- ") or _KEY_LINE.match(value):
                 # a compact block on the entry's own line: it starts at the value's column
                 rows[self.i] = (number, at + 1 + len(rest) - len(value), value)
                 out.append(self.block(sub))
