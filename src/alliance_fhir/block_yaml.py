@@ -39,10 +39,13 @@ _OUTSIDE = re.compile(
 _KEY_LINE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_.\-]*):(?: +(.*))?\Z")
 #: The same with the value told apart: single-quoted, double-quoted (no escapes) or other.
 _KEY_VALUE = re.compile(
-    r"([A-Za-z0-9_][A-Za-z0-9_.\-]*):(?: +(?:'((?:[^']|'')*)'|\"([^\"\\]*)\"|(.*)))?\Z"
+    r"([A-Za-z0-9_][A-Za-z0-9_.\-]*):"
+    r"(?: +(?:'((?:[^']|'')*)'(?: +#.*)?|\"([^\"\\]*)\"(?: +#.*)?|(.*)))?\Z"
 )
-_SINGLE = re.compile(r"'((?:[^']|'')*)'\Z")
-_DOUBLE = re.compile(r'"([^"\\]*)"\Z')
+#: A quoted key (no escapes): text as it stands, never a number or a date.
+_QUOTED_KEY = re.compile(r"(?:'((?:[^']|'')*)'|\"([^\"\\]*)\"):(?: +(.*))?\Z")
+_SINGLE = re.compile(r"'((?:[^']|'')*)'(?: +#.*)?\Z")
+_DOUBLE = re.compile(r'"([^"\\]*)"(?: +#.*)?\Z')
 _INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
 #: Most plain scalars kept resolved (they repeat: keys, codes, systems).
 _CACHE_SIZE = 4096
@@ -103,7 +106,9 @@ class BlockReader:
             return m.group(1)
         if first in _INDICATORS and not (first == "-" and text[1:2] in tuple("0123456789.")):
             raise _Out
-        if "#" in text or ": " in text or text.endswith(":"):
+        if " #" in text:  # a comment ends the value
+            text = text[: text.index(" #")].rstrip(" ")
+        if ": " in text or text.endswith(":"):
             raise _Out
         return self._plain(text)
 
@@ -182,7 +187,12 @@ class _Walk:
                 else:
                     out.append(None)
                     self.lines[sub] = number
-            elif value == "-" or value.startswith("- ") or _KEY_LINE.match(value):
+            elif (
+                value == "-"
+                or value.startswith("- ")
+                or _KEY_LINE.match(value)
+                or _QUOTED_KEY.match(value)
+            ):
                 # a compact block on the entry's own line: it starts at the value's column
                 rows[self.i] = (number, at + 1 + len(rest) - len(value), value)
                 out.append(self.block(sub))
@@ -208,12 +218,20 @@ class _Walk:
                     raise _Out
                 break
             m = _KEY_VALUE.match(content)
-            if m is None:
-                raise _Out
-            key, single, double, other = m.groups()
+            if m is not None:
+                key, single, double, other = m.groups()
+                quoted = False
+            else:
+                q = _QUOTED_KEY.match(content)
+                if q is None:
+                    raise _Out
+                in_single, in_double, other = q.groups()
+                key = in_single.replace("''", "'") if in_double is None else in_double
+                single = double = None
+                quoted = True
             if key in out:
                 raise _Out  # a duplicate: the long way says where
-            if key not in self._keys:
+            if not quoted and key not in self._keys:
                 if type(self._plain(key)) is not str:
                     raise _Out  # a key PyYAML reads as a number, date, null...
                 if len(self._keys) >= _CACHE_SIZE:

@@ -107,7 +107,7 @@ def _render(node: Any, indent: int, rng: random.Random) -> list[tuple[int, str]]
     out: list[tuple[int, str]] = []
     if isinstance(node, dict) and node:
         for key, value in node.items():
-            head = _quoted(key, rng) if rng.random() < 0.02 else key
+            head = _quoted(key, rng) if rng.random() < 0.1 else key
             out += _entry(f"{head}:", value, indent, step, rng, indentless=True)
     elif isinstance(node, list) and node:
         for item in node:
@@ -146,7 +146,7 @@ def _text(rng: random.Random, lines: list[tuple[int, str]]) -> str:
     for indent, line in lines:
         if rng.random() < 0.05:
             out.append(rng.choice(["", "   ", "# a comment", "  # indented comment"]))
-        tail = rng.choice(["", "", "", "  ", "  ", " # note"]) if rng.random() < 0.02 else ""
+        tail = rng.choice(["", "  ", " # note", "  #", " #x # y"]) if rng.random() < 0.1 else ""
         out.append(" " * indent + line + tail)
     return "\n".join(out) + rng.choice(["\n", "", "\n\n"])
 
