@@ -47,6 +47,10 @@ _QUOTED_KEY = re.compile(r"(?:'((?:[^']|'')*)'|\"([^\"\\]*)\"):(?: +(.*))?\Z")
 _SINGLE = re.compile(r"'((?:[^']|'')*)'(?: +#.*)?\Z")
 _DOUBLE = re.compile(r'"([^"\\]*)"(?: +#.*)?\Z')
 _INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
+#: Longest key text read here (PyYAML refuses an implicit key past 1024 characters).
+_MAX_KEY = 1000
+#: Deepest nesting read here (records nest 3 deep; the long way recurses per level).
+_MAX_DEPTH = 64
 #: Most plain scalars kept resolved (they repeat: keys, codes, systems).
 _CACHE_SIZE = 4096
 
@@ -164,6 +168,8 @@ class _Walk:
 
     def block(self, path: PathKey) -> Any:
         """The block whose first row is ``rows[i]`` (its indent is the block's)."""
+        if len(path) > _MAX_DEPTH:
+            raise _Out  # deep documents: where the long way runs out of stack, it says so
         _, indent, content = self.rows[self.i]
         if content == "-" or content.startswith("- "):
             return self._sequence(path, indent)
@@ -221,6 +227,7 @@ class _Walk:
             if m is not None:
                 key, single, double, other = m.groups()
                 quoted = False
+                colon = m.end(1)
             else:
                 q = _QUOTED_KEY.match(content)
                 if q is None:
@@ -229,6 +236,9 @@ class _Walk:
                 key = in_single.replace("''", "'") if in_double is None else in_double
                 single = double = None
                 quoted = True
+                colon = q.end(1 if in_double is None else 2) + 1
+            if colon > _MAX_KEY:
+                raise _Out  # PyYAML takes no key longer than 1024 characters
             if key in out:
                 raise _Out  # a duplicate: the long way says where
             if not quoted and key not in self._keys:

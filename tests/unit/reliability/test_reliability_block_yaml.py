@@ -70,7 +70,7 @@ TRICKY = [
 ]  # fmt: skip
 KEYS = ["key", "a", "b.c", "goals-agreed", "q_1", "_x", "x", "heard", "A1"]
 TRICKY_KEYS = ["1", "0x1", "true", "null", "yes", "on", "2024-01-01", "1.5", "a b", "'q'", '"d"',
-               "-x", "~", "<<", "=", "key"]  # fmt: skip
+               "-x", "~", "<<", "=", "key", "k" * 999, "k" * 1024, "k" * 1025]  # fmt: skip
 
 
 def _pick(rng: random.Random, usual: list[str], tricky: list[str]) -> str:
@@ -182,10 +182,8 @@ def _generated(seed: int) -> Iterator[str]:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
 def test_shipped_files_read_the_same(path: Path) -> None:
-    text = inputs.read_text(path)
-    _agrees(text)
-    fast = inputs.parse_yaml(text, "f.yaml")
-    assert ("data", (fast[0], fast[1].lines)) == _slow(text)
+    """(``parse_yaml`` against the slow parser on them: test_reliability_reading_paths.)"""
+    _agrees(inputs.read_text(path))
 
 
 @SETTINGS
@@ -199,6 +197,20 @@ def test_generated_block_documents_read_the_same(seed: int) -> None:
         except InvalidInputError as exc:
             fast = ("problems", [str(p) for p in exc.problems])
         assert fast == _slow(text)
+
+
+@pytest.mark.parametrize("depth", [10, 64, 65, 300, 1200])
+def test_deep_documents_read_the_same(depth: int) -> None:
+    """Nesting the pure-Python parser cannot follow is left to it (it says so)."""
+    text = "".join(" " * i + "a:\n" for i in range(depth)) + " " * depth + "b: 1\n"
+    assert _agrees(text) == (depth <= 64)
+
+
+@pytest.mark.parametrize("length", [999, 1024, 1025, 2000])
+def test_long_keys_read_the_same(length: int) -> None:
+    """PyYAML refuses a key past 1024 characters: so does the block reader (it leaves it)."""
+    for key in ("k" * length, f"'{'k' * length}'"):
+        assert _agrees(f"{key}: 1\n") == (len(key) <= 1000)
 
 
 def test_the_generator_reaches_the_block_reader() -> None:
