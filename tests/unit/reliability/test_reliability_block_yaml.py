@@ -32,7 +32,7 @@ SHIPPED = sorted(
     for p in (ROOT / folder).rglob("*")
     if p.suffix in (".yaml", ".yml", ".json")
 )
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LIBRARY = load_library()
 
 
@@ -372,7 +372,7 @@ def test_example_record_files_read_and_check_the_same(
 
 
 @settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
