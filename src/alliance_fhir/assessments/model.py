@@ -18,6 +18,10 @@ RawAnswer = str | int | float
 
 KEY = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _LINK_ID = re.compile(LINK_ID)  # compiled once: every answer of every record is matched
+#: linkIds already matched: records answer the same few dozen items, so each is matched once
+#: (bounded: a file of made-up linkIds cannot grow it without end).
+_VALID_LINK_IDS: set[str] = set()
+_MAX_VALID_LINK_IDS = 4096
 
 
 class Identifier(BaseModel):
@@ -67,6 +71,10 @@ class Assessment(BaseModel):
             return value
         out: dict[str, Any] = {}
         for k, v in value.items():
+            if type(v) is str and type(k) is str:  # the common case, decided at once
+                if v and not v.isspace():  # i.e. v.strip() is not empty
+                    out[k] = v
+                continue
             if v is None or (isinstance(v, str) and not v.strip()):
                 continue
             if isinstance(v, bool):
@@ -74,9 +82,13 @@ class Assessment(BaseModel):
             if isinstance(v, dict | list):
                 raise ValueError(f"answer to {k}: expected one code, number or text")
             out[str(k)] = v
-        bad = sorted(k for k in out if not _LINK_ID.fullmatch(k))
-        if bad:
-            raise ValueError(f"not a valid linkId: {', '.join(bad)}")
+        if not _VALID_LINK_IDS.issuperset(out):
+            bad = sorted(k for k in out if not _LINK_ID.fullmatch(k))
+            if bad:
+                raise ValueError(f"not a valid linkId: {', '.join(bad)}")
+            if len(_VALID_LINK_IDS) > _MAX_VALID_LINK_IDS:
+                _VALID_LINK_IDS.clear()
+            _VALID_LINK_IDS.update(out)
         return out
 
     @property

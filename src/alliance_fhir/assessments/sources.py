@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ def register_assessment(assessment: Assessment, free_text: Iterable[str] = ()) -
 
 
 def _numeric(text: str) -> bool:
+    if text.isascii() and text.isdigit():  # a choice code: no float() (and no exception)
+        return True
     try:
         float(text)
     except ValueError:
@@ -124,7 +127,7 @@ def read_records(path: Path) -> Result:
         return [], [Problem(source, "", "expected a record, a list, or `assessments:`", line=1)]
 
     problems: list[Problem] = []
-    parsed: list[tuple[Assessment, Problem | None]] = []
+    parsed: list[tuple[Assessment, tuple[int | str, ...]]] = []
     for where, record in records:
         if not isinstance(record, dict):
             problems.append(pos.problem(where, "", "a record must be a mapping"))
@@ -148,8 +151,12 @@ def read_records(path: Path) -> Result:
         register_assessment(
             assessment, (v for v in assessment.answers.values() if isinstance(v, str))
         )
-        parsed.append((assessment, pos.problem((*where, "key"), "key", "")))
-    records_ok, dup = dedupe_keys(parsed)
+        parsed.append((assessment, where))
+    # a record's key Problem is made only for keys used twice (the only ones it words)
+    counts = Counter(assessment.key for assessment, _ in parsed)
+    records_ok, dup = dedupe_keys(
+        [(a, pos.problem((*w, "key"), "key", "") if counts[a.key] > 1 else None) for a, w in parsed]
+    )
     return records_ok, problems + dup
 
 
