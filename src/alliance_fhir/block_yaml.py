@@ -6,7 +6,7 @@ are simple: block mappings and sequences, one ``key: value`` a line, plain or qu
 one-line scalars. :func:`read_block_yaml` reads exactly that subset, a line at a time, and
 gives the same data and the same line of every node as the line-tracking parser
 (``alliance_fhir.inputs``). Anything else - flow collections, anchors, tags, block or
-multi-line scalars, escapes, comments after a value, duplicate keys, a bad indent, a
+multi-line scalars, escapes, duplicate keys, a bad indent, a
 timestamp that is no date - returns None, and the caller parses the document the long way
 (which also says what is wrong, and where). Scalars are resolved and constructed by the
 same resolver table and PyYAML constructors as the long way, so they cannot differ.
