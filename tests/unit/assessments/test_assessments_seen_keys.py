@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from alliance_fhir.app.records import read_assessment_files
+from alliance_fhir.app.fingerprints import SourceIndex
+from alliance_fhir.app.records import Records, assessment_files_records, read_assessment_files
 from alliance_fhir.app.seen_keys import SeenKeys
 from alliance_fhir.config import Settings
 from alliance_fhir.instruments.library import load_library
+from alliance_fhir.sync.state import StateStore
 
 YAML = """\
 defaults:
@@ -117,3 +119,48 @@ def test_a_key_costs_a_fraction_of_what_a_dict_of_keys_costs() -> None:
         tracemalloc.stop()
     assert held / count < 40
     assert seen.where(keys[-1]) == f"{sources[-1]}:2501"
+
+
+def test_a_key_of_a_file_skipped_as_unchanged_in_an_earlier_file_makes_it_read(
+    tmp_path: Path,
+) -> None:
+    """The table of skipped files' keys: a changed file now holding a key of a later file
+    that would be skipped makes that file read, so its copy is reported as a duplicate."""
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    head = "record_id,instrument,authored,client_mrn,item.q1,item.q2,item.q3,item.q4\n"
+    row = "{},srs,2024-02-21T14:51:00-05:00,MRN-1,4.0,3.0,5.0,5.0\n"
+    (sources / "a.csv").write_text(head + row.format("x-1"), encoding="utf-8")
+    (sources / "z.csv").write_text(head + row.format("x-2") + row.format("x-3"), encoding="utf-8")
+    settings = Settings(state_path=tmp_path / "state.sqlite3")
+    library = load_library([])
+
+    def run(store: StateStore) -> Records:
+        return assessment_files_records(
+            [sources], library, settings, sources=SourceIndex(store, "context", settings)
+        )
+
+    with StateStore(tmp_path / "state.sqlite3") as store:
+        for d in run(store).desired:  # as a sync that wrote them all would leave the store
+            store.record(
+                kind=d.kind,
+                key=d.key,
+                resource_type=d.resource_type,
+                server_id="1",
+                version_id="1",
+                content_hash=d.hash,
+                status="synced",
+                run_id="r",
+            )
+        unchanged = run(store)
+        assert (unchanged.files_skipped, unchanged.problems) == (2, [])
+        (sources / "a.csv").write_text(head + row.format("x-1") + row.format("x-3"), "utf-8")
+        again = run(store)
+    assert again.files_skipped == 0
+    assert [(p.location, p.line, p.reason) for p in again.problems] == [
+        (
+            str(sources / "z.csv"),
+            3,
+            f"assessment x-3: duplicate of the record in {sources / 'a.csv'}:3",
+        )
+    ]
