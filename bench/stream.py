@@ -5,7 +5,7 @@ under 250 MB peak RSS). Not in ``make test`` or ``make bench``: it takes many CP
     python -m bench.stream --size 1000000 --work .bench/stream --read-only
 
 What "import" means here: the path ``push assessments`` and ``sync`` take up to the network,
-``sync.records.assessment_windows`` - files read, records checked, scored, mapped to
+``app.records.assessment_windows`` - files read, records checked, scored, mapped to
 QuestionnaireResponse + Observation and validated, a window of about 2,000 records at a time -
 into a sink that counts the records and drops them (a sync sends each window, then drops it).
 The state store and the server are left out on purpose: they are measured by ``bench.run`` and
@@ -27,21 +27,9 @@ import resource
 import time
 from pathlib import Path
 
+from bench.generate import SRS_HEADER
+
 ROWS_PER_FILE = 2500
-HEADER = [
-    "record_id",
-    "instrument",
-    "instrument_version",
-    "authored",
-    "status",
-    "session",
-    "client_mrn",
-    "clinician_npi",
-    "item.q1",
-    "item.q2",
-    "item.q3",
-    "item.q4",
-]
 
 
 def write_source(size: int, where: Path) -> None:
@@ -51,7 +39,7 @@ def write_source(size: int, where: Path) -> None:
     for index in range((size + ROWS_PER_FILE - 1) // ROWS_PER_FILE):
         with (where / f"srs-{index:05d}.csv").open("w", newline="", encoding="utf-8") as fh:
             out = csv.writer(fh)
-            out.writerow(HEADER)
+            out.writerow(SRS_HEADER)
             for n in range(index * ROWS_PER_FILE, min(size, (index + 1) * ROWS_PER_FILE)):
                 client, session = divmod(n, 10)
                 marks = [f"{rng.randint(0, 100) / 10:.1f}" for _ in range(4)]

@@ -23,6 +23,7 @@ from alliance_fhir.adapters.questionnaire import (
 from alliance_fhir.adapters.record import Desired, record_uuid
 from alliance_fhir.adapters.response_files import ReferenceResolver
 from alliance_fhir.app.fingerprints import FileDecision, SourceIndex
+from alliance_fhir.app.seen_keys import SeenKeys
 from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import (
@@ -289,43 +290,6 @@ class _FileRead:
         return self.decision is not None and self.decision.skip is not None
 
 
-class _SeenKeys:
-    """Every assessment key of a run and where it was first seen, in little memory.
-
-    A streamed import of a million records keeps only this for the whole run (the duplicate
-    check needs every key). Where is kept as one int (the source's index, the line) rather
-    than the ``file:line`` text: 30-odd bytes a record instead of a hundred.
-    """
-
-    _LINE_BITS = 40
-
-    def __init__(self) -> None:
-        self._at: dict[str, int] = {}
-        self._sources: list[str | None] = []
-        self._index: dict[str | None, int] = {}
-
-    def add(self, key: str, source: str | None, line: int | None) -> None:
-        index = self._index.get(source)
-        if index is None:
-            index = self._index[source] = len(self._sources)
-            self._sources.append(source)
-        line = line or 0  # lines count from 1: 0 is "no line"
-        if line >= 1 << self._LINE_BITS:
-            raise ValueError("line number out of range")
-        self._at[key] = index << self._LINE_BITS | line
-
-    def where(self, key: str) -> str | None:
-        """``Assessment.where`` of the record first seen with ``key``, or None."""
-        code = self._at.get(key)
-        if code is None:
-            return None
-        source = self._sources[code >> self._LINE_BITS]
-        line = code & ((1 << self._LINE_BITS) - 1)
-        if source is None:
-            return f"assessment {key}"
-        return f"{source}:{line}" if line else source
-
-
 def _assessments_by_file(
     paths: Iterable[Path],
     library: InstrumentLibrary,
@@ -335,13 +299,19 @@ def _assessments_by_file(
 ) -> Iterator[_FileRead]:
     """Each file's assessments; with ``sources``, a file unchanged since it was last read
     and synced is not read (``app.fingerprints``), yet its keys still count as seen."""
-    seen = _SeenKeys()
+    seen = SeenKeys()
     paths = list(paths)
     files = _expand(paths)
     decisions = sources.decide(files, paths) if sources is not None else {}
     # Keys of files to be skipped: a file read earlier holding one makes that later file's
-    # copy a duplicate, which only reading it reports; it is read after all.
-    skipped_keys = {key: path for path, d in decisions.items() for key, _ in d.assessment_lines()}
+    # copy a duplicate, which only reading it reports; it is read after all. (The last file
+    # holding a key is the one named, as a dict of key -> file would; compact for the same
+    # reason as ``seen``.)
+    skipped_keys = SeenKeys()
+    skipped_files = {str(path): path for path in decisions}
+    for path, d in decisions.items():
+        for key, _ in d.assessment_lines():
+            skipped_keys.add(key, str(path), None)
     for path in files:
         decision = decisions.get(path)
         if decision is not None and decision.skip is not None:
@@ -359,16 +329,21 @@ def _assessments_by_file(
         )
         kept = []
         for assessment in found:
-            first = seen.where(assessment.key)
+            first = seen.check_in(assessment.key, assessment.source, assessment.line)
             if first is not None:
                 problems.append(assessment.problem("key", f"duplicate of the record in {first}"))
                 continue
-            seen.add(assessment.key, assessment.source, assessment.line)
-            later = skipped_keys.get(assessment.key)
-            if later is not None and later != path:
-                decisions[later].skip = None
+            later = _last_source(skipped_keys, assessment.key) if skipped_keys else None
+            if later is not None and later != str(path):
+                decisions[skipped_files[later]].skip = None
             kept.append(assessment)
         yield _FileRead(kept, problems, notes, decision)
+
+
+def _last_source(table: SeenKeys, key: str) -> str | None:
+    """The source ``key`` was last added with, or None."""
+    found = [source for source, _ in table.locations(key)]
+    return found[-1] if found else None
 
 
 def _mapped(
