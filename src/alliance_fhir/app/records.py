@@ -23,6 +23,7 @@ from alliance_fhir.adapters.questionnaire import (
 from alliance_fhir.adapters.record import Desired, record_uuid
 from alliance_fhir.adapters.response_files import ReferenceResolver
 from alliance_fhir.app.fingerprints import FileDecision, SourceIndex
+from alliance_fhir.app.record_reuse import Reuse, reuse_records
 from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
 from alliance_fhir.exceptions import (
@@ -374,27 +375,43 @@ def _assessments_by_file(
 def _mapped(
     read: _FileRead, library: InstrumentLibrary, settings: Settings, sources: SourceIndex | None
 ) -> Records:
-    """One file's records (none for a file skipped as unchanged: counted ``unchanged``);
-    the fingerprint of a file read is handed to ``sources``."""
-    if read.skipped:
-        assert read.decision is not None
-        assert read.decision.skip is not None
-        if sources is not None:
-            sources.skipped_file(read.decision)
-        skipped = list(read.decision.notes[1])
-        return Records(skipped=skipped, unchanged=len(read.decision.skip), files_skipped=1)
-    mapped = assessment_records(read.found, library, settings)
-    _remember(read, mapped, sources)
-    return mapped
+    """One file's records (none for a file skipped as unchanged: counted ``unchanged``, nor
+    for its records reused unmapped: ``app.record_reuse``); the fingerprint of a file read
+    is handed to ``sources``."""
+    out = Records()
+    for part in _mapped_parts(read, library, settings, sources, max(1, len(read.found))):
+        out.extend(part)
+    return out
 
 
-def _remember(read: _FileRead, mapped: Records, sources: SourceIndex | None) -> None:
-    """Hand the fingerprint of a file read and mapped (all its records) to ``sources``."""
+def _skipped(read: _FileRead, sources: SourceIndex | None) -> Records:
+    """A file skipped as unchanged: its records counted, its notes said again."""
+    assert read.decision is not None
+    assert read.decision.skip is not None
+    if sources is not None:
+        sources.skipped_file(read.decision)
+    skipped = list(read.decision.notes[1])
+    return Records(skipped=skipped, unchanged=len(read.decision.skip), files_skipped=1)
+
+
+def _remember(
+    read: _FileRead, mapped: Records, sources: SourceIndex | None, reuse: Reuse
+) -> None:
+    """Hand the fingerprint of a file read and mapped (all its records, those reused too)
+    to ``sources``."""
     if sources is not None and read.decision is not None:
         clean = not (read.problems or mapped.problems)
         lines = {a.key: a.line for a in read.found}
         notes = (read.notes, mapped.skipped)
-        sources.read_file(read.decision, mapped.desired, lines, notes, clean=clean)
+        sources.read_file(
+            read.decision,
+            mapped.desired,
+            lines,
+            notes,
+            clean=clean,
+            reused=reuse.records,
+            record_sources=reuse.digests,
+        )
 
 
 def _mapped_parts(
@@ -405,17 +422,23 @@ def _mapped_parts(
     part: int,
 ) -> Iterator[Records]:
     """One file's records, ``part`` assessments at a time, so a large file's first records
-    can be sent while the rest are mapped; the same records as ``_mapped``, in order. The
-    fingerprint is handed over (with every record) before the last part."""
-    if read.skipped or len(read.found) <= part:
-        yield _mapped(read, library, settings, sources)
+    can be sent while the rest are mapped; its unchanged records reused, not mapped
+    (counted ``unchanged`` with the first part). The fingerprint is handed over (with every
+    record) before the last part."""
+    if read.skipped:
+        yield _skipped(read, sources)
         return
+    reuse = reuse_records(read.found, read.decision, sources)
+    todo = reuse.to_map
     whole = Records()
-    for start in range(0, len(read.found), part):
-        mapped = assessment_records(read.found[start : start + part], library, settings)
+    starts = range(0, len(todo), part) if todo else range(1)
+    for start in starts:
+        mapped = assessment_records(todo[start : start + part], library, settings)
         whole.extend(mapped)
-        if start + part >= len(read.found):
-            _remember(read, whole, sources)
+        if start == 0:
+            mapped.unchanged += len(reuse.records)
+        if start + part >= len(todo):
+            _remember(read, whole, sources, reuse)
         yield mapped
 
 

@@ -231,6 +231,18 @@ _V6_POSTGRESQL = (
     'ALTER TABLE source_files ADD COLUMN IF NOT EXISTS root TEXT COLLATE "C";' + _V6_INDEX
 )
 
+# Schema 7: per record of a source file, a digest of its own source content (the parsed
+# record, its place in the file left out), so a changed file's unchanged records are not
+# checked and mapped again (``app.record_reuse``): JSON ``{assessment key: digest}``. NULL
+# for rows from before (their files' records are all mapped again once).
+def _add_record_sources(backend: Backend) -> None:
+    """SQLite has no ``ADD COLUMN IF NOT EXISTS``: look first."""
+    if "record_sources" not in backend.columns("source_files"):
+        backend.execute("ALTER TABLE source_files ADD COLUMN record_sources TEXT")
+
+
+_V7_POSTGRESQL = "ALTER TABLE source_files ADD COLUMN IF NOT EXISTS record_sources TEXT"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "records, runs, dead letters, watermarks", _V1_SQLITE, _V1_POSTGRESQL),
     Migration(2, "merge bases, conflict values, run owners", _add_missing_columns, _V2_POSTGRESQL),
@@ -238,6 +250,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "source fingerprints", _V4, _V4_POSTGRESQL),
     Migration(5, "work items and leases", _V5, _V5_POSTGRESQL),
     Migration(6, "source roots", _add_source_root, _V6_POSTGRESQL),
+    Migration(7, "record source digests", _add_record_sources, _V7_POSTGRESQL),
 )
 
 #: The schema this release writes (the last migration's version).

@@ -6,7 +6,11 @@ content, the *context hash* it was read under (``app.fingerprints``) and the rec
 mapped to as ``[kind, key, content hash, line]``, and the notes its reading and mapping
 printed (records left out on purpose, responses not scored: said again when it is skipped),
 and (migration 6) the path key of the folder it was listed under, ``root``, so the rows of
-files gone from a folder a run listed are pruned (``SourceIndex.finish``).
+files gone from a folder a run listed are pruned (``SourceIndex.finish``), and (migration 7)
+``record_sources``: per assessment key a digest of that record's own source content, so a
+changed file's unchanged records are not mapped again (``app.record_reuse``). A file that had
+input problems keeps its row with an empty ``sha256`` (never equal to a file's): it is always
+read again, yet its good records are reused.
 The last run's figures (files read and skipped) live in ``meta`` under ``sources_last_run``.
 
 A mixin of ``StateStore`` (it uses that class's backend and lock), so the store's main
@@ -18,8 +22,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from alliance_fhir.sync.state.backend import Backend
@@ -29,12 +33,21 @@ __all__ = ["SourceFingerprint", "SourceFingerprints"]
 #: Insert or replace, in the SQL both SQLite and PostgreSQL speak.
 _UPSERT = (
     "INSERT INTO source_files"
-    " (path_key, size, mtime_ns, inode, sha256, context, records, notes, seen, root)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (path_key) DO UPDATE SET"
+    " (path_key, size, mtime_ns, inode, sha256, context, records, notes, seen, root,"
+    " record_sources) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (path_key) DO UPDATE SET"
     " size=excluded.size, mtime_ns=excluded.mtime_ns, inode=excluded.inode,"
     " sha256=excluded.sha256, context=excluded.context, records=excluded.records,"
-    " notes=excluded.notes, seen=excluded.seen, root=excluded.root"
+    " notes=excluded.notes, seen=excluded.seen, root=excluded.root,"
+    " record_sources=excluded.record_sources"
 )
+
+_SELECT = (
+    "SELECT path_key, size, mtime_ns, inode, sha256, context, records, notes, root,"
+    " record_sources FROM source_files"
+)
+
+#: Path keys per ``IN (...)`` query (well under SQLite's and PostgreSQL's parameter limits).
+_CHUNK = 500
 
 #: One record a source file mapped to: kind, key, content hash, and the assessment's line
 #: in the file (for the "duplicate of the record in file:line" message), or None.
@@ -56,6 +69,8 @@ class SourceFingerprint:
     notes: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     #: The path key of the folder the file was listed under; None for a file named alone.
     root: str | None = None
+    #: Assessment key -> digest of that record's own source content (migration 7).
+    record_sources: Mapping[str, str] = field(default_factory=dict)
 
 
 class SourceFingerprints:
@@ -64,14 +79,26 @@ class SourceFingerprints:
     _db: Backend
     _lock: threading.RLock
 
-    def source_fingerprints(self) -> dict[str, SourceFingerprint]:
-        """Every stored fingerprint, keyed by path key (one query for a whole run)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT path_key, size, mtime_ns, inode, sha256, context, records, notes,"
-                " root FROM source_files"
-            ).fetchall()
-        return {r[0]: _fingerprint(r) for r in rows}
+    def source_fingerprints(
+        self, path_keys: Collection[str] | None = None
+    ) -> dict[str, SourceFingerprint]:
+        """The stored fingerprints of ``path_keys`` (every one when None), keyed by path
+        key. A run asks only for the files it lists: a store holding assessment files and
+        goal files does not decode the assessment files' rows twice."""
+        if path_keys is None:
+            with self._lock:
+                rows = self._db.execute(_SELECT).fetchall()
+            return {r[0]: _fingerprint(r) for r in rows}
+        keys = list(path_keys)
+        found: dict[str, SourceFingerprint] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            # Only "?" marks are joined into the SQL; the keys travel as parameters.
+            where = " WHERE path_key IN (" + ",".join("?" * len(chunk)) + ")"
+            with self._lock:
+                rows = self._db.execute(_SELECT + where, chunk).fetchall()
+            found.update((r[0], _fingerprint(r)) for r in rows)
+        return found
 
     def save_source_fingerprints(self, found: Sequence[SourceFingerprint]) -> None:
         """Insert or replace fingerprints, in one transaction."""
@@ -88,6 +115,9 @@ class SourceFingerprints:
                 json.dumps(f.notes, ensure_ascii=False),
                 now,
                 f.root,
+                json.dumps(f.record_sources, separators=(",", ":"), ensure_ascii=False)
+                if f.record_sources
+                else None,
             )
             for f in found
         ]
@@ -167,4 +197,5 @@ def _fingerprint(row: tuple[Any, ...]) -> SourceFingerprint:
         records,
         (tuple(read), tuple(mapped)),
         row[8],
+        json.loads(row[9]) if row[9] else {},
     )
