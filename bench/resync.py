@@ -64,18 +64,20 @@ def _settings(base_url: str, clinic: Path, state: Path) -> Any:
 
 
 def _sync(settings: Any, **options: Any) -> dict[str, Any]:
-    """One ``AllianceFhir.sync`` in process: wall seconds, requests, counts, files skipped."""
+    """One ``AllianceFhir.sync`` in process: wall and CPU seconds (this process, all its
+    threads; ``status`` not included), requests, counts, files skipped."""
     from alliance_fhir.api import AllianceFhir
 
     transport = _Counting()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with AllianceFhir(settings, transport=transport) as api:
         report = api.sync(labels_only=True, **options)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         sources = api.status(runs=1).sources
-    seconds = time.perf_counter() - started
     counts = dict(report.result.counts) if report.result is not None else dict(report.plan)
     return {
         "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu, 3),
         "requests": sum(transport.counts.values()),
         "counts": counts,
         "files_skipped": report.result.files_skipped if report.result is not None else None,

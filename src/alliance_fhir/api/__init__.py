@@ -32,6 +32,7 @@ from alliance_fhir.app.engine import sync_engine
 from alliance_fhir.app.fingerprints import SourceIndex, context_hash, goal_context_hash
 from alliance_fhir.app.goal_files import goal_files_records
 from alliance_fhir.app.goal_pull import GoalPull, pull_goal_plans, pull_plans, resolve_patient
+from alliance_fhir.app.instrument_fingerprint import instruments_for_sync, instruments_hash
 from alliance_fhir.app.monitor import Monitor, MonitorResult, PatientOutcome, configured_rules
 from alliance_fhir.app.patients import reference_resolver
 from alliance_fhir.app.records import (
@@ -450,9 +451,16 @@ class AllianceFhir:
         """Everything configured, in dependency order: instruments, assessments, goals.
         Assessment and goal files unchanged since a run that synced all their records are
         not read (``full``: read and plan every file)."""
-        instruments = self.instrument_records(
-            labels_only=labels_only, against_state=out_dir is None
-        )
+        if out_dir is not None:  # an export to files: always built, never remembered
+            instruments = self.instrument_records(labels_only=labels_only, against_state=False)
+        else:
+            instruments = instruments_for_sync(
+                self.store,
+                instruments_hash(self.library, self.settings, labels_only=labels_only),
+                lambda: self.instrument_records(labels_only=labels_only),
+                full=full,
+                remember=not dry_run,
+            )
         if dry_run or out_dir is not None:
             records = instruments
             records.extend(

@@ -394,9 +394,7 @@ def _skipped(read: _FileRead, sources: SourceIndex | None) -> Records:
     return Records(skipped=skipped, unchanged=len(read.decision.skip), files_skipped=1)
 
 
-def _remember(
-    read: _FileRead, mapped: Records, sources: SourceIndex | None, reuse: Reuse
-) -> None:
+def _remember(read: _FileRead, mapped: Records, sources: SourceIndex | None, reuse: Reuse) -> None:
     """Hand the fingerprint of a file read and mapped (all its records, those reused too)
     to ``sources``."""
     if sources is not None and read.decision is not None:

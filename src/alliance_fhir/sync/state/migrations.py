@@ -231,6 +231,7 @@ _V6_POSTGRESQL = (
     'ALTER TABLE source_files ADD COLUMN IF NOT EXISTS root TEXT COLLATE "C";' + _V6_INDEX
 )
 
+
 # Schema 7: per record of a source file, a digest of its own source content (the parsed
 # record, its place in the file left out), so a changed file's unchanged records are not
 # checked and mapped again (``app.record_reuse``): JSON ``{assessment key: digest}``. NULL

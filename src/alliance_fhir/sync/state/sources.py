@@ -166,6 +166,40 @@ class SourceFingerprints:
             found.pop((kind, key), None)
         return found
 
+    def synced_hash(self, kind: str, key: str) -> str | None:
+        """One record's content hash if it counts as synced (as in :meth:`synced_hashes`)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT content_hash FROM resources WHERE kind=? AND key=? AND status='synced'"
+                " AND server_id IS NOT NULL AND content_hash IS NOT NULL",
+                (kind, key),
+            ).fetchone()
+            if row is None:
+                return None
+            lettered = self._db.execute(
+                "SELECT 1 FROM dead_letters WHERE resolved=0 AND kind=? AND key=?", (kind, key)
+            ).fetchone()
+        return None if lettered else str(row[0])
+
+    def instruments_fingerprint(self) -> dict[str, Any]:
+        """What :meth:`set_instruments_fingerprint` kept ({} before)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM meta WHERE key='instruments_fingerprint'"
+            ).fetchone()
+        found = json.loads(row[0]) if row else {}
+        return found if isinstance(found, dict) else {}
+
+    def set_instruments_fingerprint(self, value: dict[str, Any]) -> None:
+        """The instruments' records a sync built, and the hash of what they were built from
+        (``app.instrument_fingerprint``), in ``meta``."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES ('instruments_fingerprint', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                (json.dumps(value, sort_keys=True),),
+            )
+
     def set_source_figures(self, figures: dict[str, int | float]) -> None:
         """The last run's source figures (files read, skipped, records skipped)."""
         with self._lock:
