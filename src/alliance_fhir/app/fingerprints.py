@@ -173,7 +173,7 @@ class FileDecision:
     stat: tuple[int, int, int, int] | None
     sha256: str | None
     #: The stored records of a file skipped as unchanged; None when it is read.
-    skip: tuple[SourceRecord, ...] | None = None
+    skip: Sequence[SourceRecord] | None = None
     #: A skipped file's notes: from reading it, from mapping its records.
     notes: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     #: A reference in the file was resolved by reading the server.
@@ -223,6 +223,9 @@ class SourceIndex:
     _seen: set[str] = field(default_factory=set)
     _rooted: list[tuple[str, str]] = field(default_factory=list)
     _synced: dict[tuple[str, str], str] | None = None
+    #: The state generation read before the synced hashes, and the files found all synced.
+    _generation: int | None = None
+    _verified: list[tuple[str, int]] = field(default_factory=list)
 
     def decide(
         self, paths: Sequence[Path], roots: Iterable[Path] = (), *, goals: bool = False
@@ -252,6 +255,8 @@ class SourceIndex:
             if out and not self.full
             else {}
         )
+        if stored and self._generation is None:
+            self._generation = self.store.state_generation()  # before the synced hashes
         for decision in out.values():
             known = stored.get(decision.key)
             if known is None:
@@ -263,8 +268,14 @@ class SourceIndex:
             decision.known = known
             if known.sha256 != decision.sha256:
                 continue
-            synced = self.synced()
-            if all(synced.get((kind, key)) == h for kind, key, h, _ in known.records):
+            if known.verified is not None and known.verified == self._generation:
+                unchanged = True  # nothing written since they were all found synced
+            else:
+                synced = self.synced()
+                unchanged = all(synced.get((k, key)) == h for k, key, h, _ in known.records)
+                if unchanged:
+                    self._verified.append((decision.key, len(known.records)))
+            if unchanged:
                 decision.skip = known.records
                 decision.notes = known.notes
         return out
@@ -351,6 +362,10 @@ class SourceIndex:
             return
         if self._new:
             self.store.save_source_fingerprints(self._new)
+        read = {f.path_key for f in self._new} | set(self._stale)  # read after all: not these
+        verified = [(k, n) for k, n in self._verified if k not in read]
+        if verified and self._generation is not None:
+            self.store.mark_sources_verified(verified, self._generation)
         if self._rooted:
             self.store.set_source_roots(self._rooted)
         if self._listed:
@@ -361,7 +376,7 @@ class SourceIndex:
             self.store.forget_source_fingerprints(self._stale)
         self._new, self._stale, self._rooted = [], [], []
         self._listed, self._seen = set(), set()
-        self._synced = None
+        self._synced, self._generation, self._verified = None, None, []
         self.store.set_source_figures(
             {
                 "files": self.files,

@@ -341,15 +341,22 @@ def _assessments_by_file(
     files = _expand(paths)
     decisions = sources.decide(files, paths) if sources is not None else {}
     # Keys of files to be skipped: a file read earlier holding one makes that later file's
-    # copy a duplicate, which only reading it reports; it is read after all.
-    skipped_keys = {key: path for path, d in decisions.items() for key, _ in d.assessment_lines()}
+    # copy a duplicate, which only reading it reports; it is read after all. Worked out when
+    # the first file is read: a run that reads none never decodes the skipped files' records.
+    skipped_keys: dict[str, Path] | None = None
+    pending: list[tuple[Path, FileDecision]] = []  # skipped, their keys not yet in ``seen``
     for path in files:
         decision = decisions.get(path)
         if decision is not None and decision.skip is not None:
-            for key, line in decision.assessment_lines():
-                seen.add(key, str(path), line)
+            pending.append((path, decision))
             yield _FileRead([], [], list(decision.notes[0]), decision)
             continue
+        if skipped_keys is None:
+            skipped_keys = {key: p for p, d in decisions.items() for key, _ in d.assessment_lines()}
+        for skipped, held in pending:
+            for key, line in held.assessment_lines():
+                seen.add(key, str(skipped), line)
+        pending = []
         resolver = sources.watch(resolve_reference, decision) if sources else resolve_reference
         found, problems, notes = read_assessments(
             path,
