@@ -268,3 +268,74 @@ def test_the_instruments_are_built_again_only_when_what_they_are_built_from_chan
         run_id="r",
     )
     assert unchanged_instruments(store, built_from) is None
+
+
+def test_a_file_found_synced_is_skipped_without_comparing_again_until_the_state_changes(
+    runs: Runs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite and on PostgreSQL: the state generation (``sync.state.sources``)."""
+    store = runs.store
+    first = runs.synced_run()
+    compared: list[int] = []
+    real = store.synced_hashes
+
+    def spy() -> dict[tuple[str, str], str]:
+        compared.append(1)
+        return real()
+
+    monkeypatch.setattr(store, "synced_hashes", spy)
+    assert runs.run().files_skipped == 1
+    assert len(compared) == 1  # compared once, and found all synced
+    skipped = runs.run()
+    assert (skipped.files_skipped, skipped.unchanged, len(compared)) == (1, _total(first), 1)
+    assert skipped.skipped == first.skipped
+    store.dead_letter(
+        run_id="r",
+        kind="score",
+        key="1002-s02-srs",
+        resource_type="Observation",
+        reason="refused",
+        http_status=422,
+        outcome=None,
+    )
+    again = runs.run()  # a write since: compared again; that record is not synced now
+    assert (again.files_skipped, len(compared)) == (0, 2)
+    assert runs.mapped == ["1002-s02-srs", "1004-s04-srs"]
+
+
+def test_the_state_generation_moves_with_every_committed_write_only(
+    state_store: StateStore,
+) -> None:
+    """On SQLite and on PostgreSQL."""
+    store = state_store
+    row = {
+        "kind": "assessment",
+        "key": "a1",
+        "resource_type": "QuestionnaireResponse",
+        "server_id": "1",
+        "version_id": "1",
+        "content_hash": "h",
+        "status": "synced",
+        "run_id": "r",
+    }
+    start = store.state_generation()
+    with store.transaction():
+        pass
+    assert store.state_generation() == start  # nothing written
+    with store.transaction() as db:
+        store.record(**row, db=db)
+        store.record(**{**row, "key": "a2"}, db=db)
+    assert store.state_generation() == start + 1  # one per transaction
+
+    def rolled_back() -> None:
+        with store.transaction() as db:
+            store.record(**{**row, "key": "a3"}, db=db)
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
+    assert store.state_generation() == start + 1
+    store.record(**{**row, "status": "conflict"})
+    store.resolve_dead_letters("assessment", "a1")
+    store.forget_all()
+    assert store.state_generation() == start + 4
