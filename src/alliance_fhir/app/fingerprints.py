@@ -49,6 +49,7 @@ prunes nothing; a row pruned by mistake costs only one more read of its file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -84,6 +85,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@functools.cache  # installed versions do not change while we run; each look-up reads files
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
