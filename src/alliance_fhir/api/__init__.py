@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -451,16 +452,13 @@ class AllianceFhir:
         """Everything configured, in dependency order: instruments, assessments, goals.
         Assessment and goal files unchanged since a run that synced all their records are
         not read (``full``: read and plan every file)."""
-        if out_dir is not None:  # an export to files: always built, never remembered
+        if out_dir is not None:  # an export to files: always built, against no state
             instruments = self.instrument_records(labels_only=labels_only, against_state=False)
-        else:
-            instruments = instruments_for_sync(
-                self.store,
-                instruments_hash(self.library, self.settings, labels_only=labels_only),
-                lambda: self.instrument_records(labels_only=labels_only),
-                full=full,
-                remember=not dry_run,
-            )
+        else:  # unchanged and synced: not built (``app.instrument_fingerprint``)
+            made_of = instruments_hash(self.library, self.settings, labels_only=labels_only)
+            build = partial(self.instrument_records, labels_only=labels_only)
+            keep = not dry_run
+            instruments = instruments_for_sync(self.store, made_of, build, full=full, remember=keep)
         if dry_run or out_dir is not None:
             records = instruments
             records.extend(
