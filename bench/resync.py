@@ -144,8 +144,9 @@ def _synthetic_state(settings: Any) -> dict[str, Any]:
     and context, per assessment two records ("assessment", "score") with made-up hashes
     that the resources rows repeat. What the unchanged re-sync does with it (hash every
     file, load the fingerprints and the synced hashes, compare, one liveness read; the next
-    one skips the comparison) is the real code path; only the mapping that would have produced the hashes is skipped (under
-    today's load, mapping 100,000 assessments took over an hour)."""
+    one skips the comparison) is the real code path; only the mapping that would have
+    produced the hashes is skipped (under today's load, mapping 100,000 assessments took
+    over an hour)."""
     from alliance_fhir.api import AllianceFhir
     from alliance_fhir.app.fingerprints import file_sha256
     from alliance_fhir.sync.state.sources import SourceFingerprint
