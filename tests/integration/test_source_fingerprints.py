@@ -19,6 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 import alliance_fhir
+import alliance_fhir.api as api_module
 import alliance_fhir.app.goal_files as goal_files_module
 from alliance_fhir.api import AllianceFhir, Report
 from alliance_fhir.app import records as records_module
@@ -479,3 +480,49 @@ def test_push_goals_skips_unchanged_goal_files_unless_full(cli_env: Run, tmp_pat
     full = cli.invoke(main, [*args, "--full"])
     assert full.exit_code == 0
     assert "files unchanged (skipped)" not in full.stdout
+
+
+def test_a_changed_row_is_the_only_record_mapped_and_sent_and_sync_builds_no_instrument(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per-record reuse (``app.record_reuse``) and the instruments' fingerprint
+    (``app.instrument_fingerprint``), end to end."""
+    before, _ = run.push()
+    mapped: list[str] = []
+    real = records_module.assessment_records
+
+    def spy(assessments: Any, *args: Any) -> Any:
+        assessments = list(assessments)
+        mapped.extend(a.key for a in assessments)
+        return real(assessments, *args)
+
+    monkeypatch.setattr(records_module, "assessment_records", spy)
+    path = run.sources / "session-ratings.csv"
+    text = path.read_text()
+    assert ",MRN-1002,1245319599,6.6,6.3,6.8,6.3\n" in text
+    path.write_text(text.replace(",6.6,6.3,6.8,6.3\n", ",6.6,6.3,6.8,6.4\n", 1))
+    changed, read = run.push()
+    assert read == ["session-ratings.csv"]
+    assert mapped == ["1002-s01-ors", "1004-s04-srs"]  # the changed row; the in-progress one
+    assert changed.result is not None
+    assert changed.result.counts["updated"] == 2  # its response and its score
+    assert changed.result.counts["unchanged"] == _total(before) - 2
+    assert changed.skipped == before.skipped
+    built: list[int] = []
+    real_build = api_module.instrument_records  # type: ignore[attr-defined]  # imported there
+
+    def counting_build(*args: Any, **kwargs: Any) -> Any:
+        built.append(1)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(api_module, "instrument_records", counting_build)
+    settings = run.settings(assessments=[run.sources])
+    for _ in range(2):
+        run.transport.reset()
+        with AllianceFhir(settings, transport=run.transport) as api:
+            synced = api.sync(labels_only=True)
+        assert synced.ok, synced.result and synced.result.failures
+    assert built == [1]  # built and published by the first sync only
+    assert run.transport.counts == {"GET": 1}
+    assert synced.result is not None
+    assert synced.result.files_skipped == 3

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from alliance_fhir.app.engine import sync_engine
 from alliance_fhir.app.fingerprints import SourceIndex, context_hash, goal_context_hash
 from alliance_fhir.app.goal_files import goal_files_records
 from alliance_fhir.app.goal_pull import GoalPull, pull_goal_plans, pull_plans, resolve_patient
+from alliance_fhir.app.instrument_fingerprint import instruments_for_sync, instruments_hash
 from alliance_fhir.app.monitor import Monitor, MonitorResult, PatientOutcome, configured_rules
 from alliance_fhir.app.patients import reference_resolver
 from alliance_fhir.app.records import (
@@ -450,9 +452,13 @@ class AllianceFhir:
         """Everything configured, in dependency order: instruments, assessments, goals.
         Assessment and goal files unchanged since a run that synced all their records are
         not read (``full``: read and plan every file)."""
-        instruments = self.instrument_records(
-            labels_only=labels_only, against_state=out_dir is None
-        )
+        if out_dir is not None:  # an export to files: always built, against no state
+            instruments = self.instrument_records(labels_only=labels_only, against_state=False)
+        else:  # unchanged and synced: not built (``app.instrument_fingerprint``)
+            made_of = instruments_hash(self.library, self.settings, labels_only=labels_only)
+            build = partial(self.instrument_records, labels_only=labels_only)
+            keep = not dry_run
+            instruments = instruments_for_sync(self.store, made_of, build, full=full, remember=keep)
         if dry_run or out_dir is not None:
             records = instruments
             records.extend(

@@ -19,6 +19,13 @@ skipped, so the output stays the same. A file is also read again when its refere
 resolved by reading the server (an EHR can re-identify a patient), and a file that changed
 while it was read. ``--full`` reads and plans everything.
 
+**A changed file's unchanged records** (``app.record_reuse``): a file read under the context
+it was last read under keeps, per assessment, a digest of the record's own content. A record
+whose digest is unchanged and whose records are all synced with their stored hashes is not
+checked, scored, mapped or planned again: it counts ``unchanged``. A file with input problems
+keeps its row with an empty sha256, so it is always read again (its problems are said again)
+while its good records are reused.
+
 **Why the sha256 always decides.** The stat tuple (size, mtime_ns, inode) is stored, but an
 unchanged tuple does not prove unchanged content: a file replaced by another of the same size
 with its mtime restored (``cp -p``, ``touch -r``, an unpacked archive) can keep all three (an
@@ -27,7 +34,10 @@ some NFS mounts, and a write in the same clock tick as our read leaves mtime unc
 "racy" case). ctime would catch most of these, but not on every filesystem we may be given.
 Hashing costs a read of bytes already in the page cache at several hundred MB/s, two orders
 of magnitude below parsing them, so we always hash; the stat tuple is used to notice a file
-that changed while we read it (its fingerprint is then not kept).
+that changed while we read it (its fingerprint is then not kept). Measured again for #15
+item 5 (5,020 files, 45 MB, 100,000 assessments, load ~3): hashing is 0.27 s of a 7-8 s
+unchanged re-sync, under 4% of it, so a stat hint would save little and trade away the
+cases above: every file is still hashed.
 
 **Pruning.** Each fingerprint keeps the key of the folder it was listed under (its *root*).
 At the end of a run that listed a folder, the rows of that root whose file this run did not
@@ -39,12 +49,13 @@ prunes nothing; a row pruned by mistake costs only one more read of its file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +85,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@functools.cache  # installed versions do not change while we run; each look-up reads files
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -163,7 +175,7 @@ class FileDecision:
     stat: tuple[int, int, int, int] | None
     sha256: str | None
     #: The stored records of a file skipped as unchanged; None when it is read.
-    skip: tuple[SourceRecord, ...] | None = None
+    skip: Sequence[SourceRecord] | None = None
     #: A skipped file's notes: from reading it, from mapping its records.
     notes: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     #: A reference in the file was resolved by reading the server.
@@ -172,6 +184,9 @@ class FileDecision:
     root: str | None = None
     #: The context hash the file is read under (assessment or goal files').
     context: str = ""
+    #: The stored fingerprint of a file read under the same context (changed, or not all
+    #: synced): its records' digests say which need no mapping again.
+    known: SourceFingerprint | None = None
 
     def assessment_lines(self) -> Iterable[tuple[str, int | None]]:
         """(assessment key, line) of a skipped file's assessments."""
@@ -209,18 +224,22 @@ class SourceIndex:
     _listed: set[str] = field(default_factory=set)
     _seen: set[str] = field(default_factory=set)
     _rooted: list[tuple[str, str]] = field(default_factory=list)
+    _synced: dict[tuple[str, str], str] | None = None
+    #: The state generation read before the synced hashes, and the files found all synced.
+    _generation: int | None = None
+    _verified: list[tuple[str, int]] = field(default_factory=list)
 
     def decide(
         self, paths: Sequence[Path], roots: Iterable[Path] = (), *, goals: bool = False
     ) -> dict[Path, FileDecision]:
         """Hash every file and decide which are unchanged (see the module docstring).
         ``paths`` are the files listed from ``roots`` (the sources as given): those that are
-        folders are this run's to prune. ``goals``: they are goal files."""
+        folders are this run's to prune. ``goals``: they are goal files. A file read under
+        the context it was last read under keeps its stored fingerprint (``known``), so its
+        unchanged records need not be mapped again (``app.record_reuse``)."""
         context = self.goal_context if goals else self.context
-        stored = self.store.source_fingerprints() if not self.full else {}
         folders = _folders(roots)
         self._listed.update(folders)
-        synced: dict[tuple[str, str], str] | None = None
         out: dict[Path, FileDecision] = {}
         for path in paths:
             stat = _stat_tuple(path)
@@ -233,17 +252,41 @@ class SourceIndex:
             decision.root = next((k for k, d in folders.items() if absolute.startswith(d)), None)
             self._seen.add(decision.key)
             out[path] = decision
+        stored = (
+            self.store.source_fingerprints([d.key for d in out.values()])
+            if out and not self.full
+            else {}
+        )
+        if stored and self._generation is None:
+            self._generation = self.store.state_generation()  # before the synced hashes
+        for decision in out.values():
             known = stored.get(decision.key)
-            if known is not None and decision.root is not None and known.root != decision.root:
-                self._rooted.append((decision.key, decision.root))
-            if known is None or sha is None or known.sha256 != sha or known.context != context:
+            if known is None:
                 continue
-            if synced is None:
-                synced = self.store.synced_hashes()
-            if all(synced.get((kind, key)) == h for kind, key, h, _ in known.records):
+            if decision.root is not None and known.root != decision.root:
+                self._rooted.append((decision.key, decision.root))
+            if decision.sha256 is None or known.context != context:
+                continue
+            decision.known = known
+            if known.sha256 != decision.sha256:
+                continue
+            if known.verified is not None and known.verified == self._generation:
+                unchanged = True  # nothing written since they were all found synced
+            else:
+                synced = self.synced()
+                unchanged = all(synced.get((k, key)) == h for k, key, h, _ in known.records)
+                if unchanged:
+                    self._verified.append((decision.key, len(known.records)))
+            if unchanged:
                 decision.skip = known.records
                 decision.notes = known.notes
         return out
+
+    def synced(self) -> dict[tuple[str, str], str]:
+        """The state store's synced hashes (``StateStore.synced_hashes``), read once a run."""
+        if self._synced is None:
+            self._synced = self.store.synced_hashes()
+        return self._synced
 
     def watch(
         self, resolve: ReferenceResolver | None, decision: FileDecision | None
@@ -275,15 +318,19 @@ class SourceIndex:
         notes: tuple[Sequence[str], Sequence[str]],
         *,
         clean: bool,
+        reused: Sequence[SourceRecord] = (),
+        record_sources: Mapping[str, str] | None = None,
     ) -> None:
         """A file was read and mapped to ``desired`` (``lines``: each assessment's line;
-        ``notes``: what reading it and mapping it noted); a file that is not ``clean`` (it
-        had problems) is read again next time."""
+        ``notes``: what reading it and mapping it noted), plus the stored records of its
+        records not mapped again (``reused``); ``record_sources``: each assessment's source
+        digest. A file that is not ``clean`` (it had problems) is read again next time: its
+        row keeps an empty sha256, only so that its good records can be reused."""
         self.files += 1
         if not self.remember:
             return
         if (
-            not clean
+            (not clean and not record_sources)
             or decision.used_server
             or decision.sha256 is None
             or decision.stat is None
@@ -302,11 +349,12 @@ class SourceIndex:
                 size,
                 mtime_ns,
                 inode,
-                decision.sha256,
+                decision.sha256 if clean else "",
                 decision.context,
-                records,
+                records + tuple(reused),
                 (tuple(notes[0]), tuple(notes[1])),
                 decision.root,
+                dict(record_sources or {}),
             )
         )
 
@@ -316,6 +364,10 @@ class SourceIndex:
             return
         if self._new:
             self.store.save_source_fingerprints(self._new)
+        read = {f.path_key for f in self._new} | set(self._stale)  # read after all: not these
+        verified = [(k, n) for k, n in self._verified if k not in read]
+        if verified and self._generation is not None:
+            self.store.mark_sources_verified(verified, self._generation)
         if self._rooted:
             self.store.set_source_roots(self._rooted)
         if self._listed:
@@ -326,6 +378,7 @@ class SourceIndex:
             self.store.forget_source_fingerprints(self._stale)
         self._new, self._stale, self._rooted = [], [], []
         self._listed, self._seen = set(), set()
+        self._synced, self._generation, self._verified = None, None, []
         self.store.set_source_figures(
             {
                 "files": self.files,

@@ -23,6 +23,7 @@ from alliance_fhir.adapters.questionnaire import (
 from alliance_fhir.adapters.record import Desired, record_uuid
 from alliance_fhir.adapters.response_files import ReferenceResolver
 from alliance_fhir.app.fingerprints import FileDecision, SourceIndex
+from alliance_fhir.app.record_reuse import Reuse, reuse_records
 from alliance_fhir.app.seen_keys import SeenKeys
 from alliance_fhir.assessments import Assessment, prepare
 from alliance_fhir.config import Settings
@@ -304,21 +305,28 @@ def _assessments_by_file(
     files = _expand(paths)
     decisions = sources.decide(files, paths) if sources is not None else {}
     # Keys of files to be skipped: a file read earlier holding one makes that later file's
-    # copy a duplicate, which only reading it reports; it is read after all. (The last file
-    # holding a key is the one named, as a dict of key -> file would; compact for the same
-    # reason as ``seen``.)
-    skipped_keys = SeenKeys()
+    # copy a duplicate, which only reading it reports; it is read after all. Worked out when
+    # the first file is read: a run that reads none never decodes the skipped files' records.
+    # (The last file holding a key is the one named, as a dict of key -> file would; compact
+    # for the same reason as ``seen``.)
+    skipped_keys: SeenKeys | None = None
     skipped_files = {str(path): path for path in decisions}
-    for path, d in decisions.items():
-        for key, _ in d.assessment_lines():
-            skipped_keys.add(key, str(path), None)
+    pending: list[tuple[Path, FileDecision]] = []  # skipped, their keys not yet in ``seen``
     for path in files:
         decision = decisions.get(path)
         if decision is not None and decision.skip is not None:
-            for key, line in decision.assessment_lines():
-                seen.add(key, str(path), line)
+            pending.append((path, decision))
             yield _FileRead([], [], list(decision.notes[0]), decision)
             continue
+        if skipped_keys is None:
+            skipped_keys = SeenKeys()
+            for skipped_path, d in decisions.items():
+                for key, _ in d.assessment_lines():
+                    skipped_keys.add(key, str(skipped_path), None)
+        for skipped, held in pending:
+            for key, line in held.assessment_lines():
+                seen.add(key, str(skipped), line)
+        pending = []
         resolver = sources.watch(resolve_reference, decision) if sources else resolve_reference
         found, problems, notes = read_assessments(
             path,
@@ -333,7 +341,7 @@ def _assessments_by_file(
             if first is not None:
                 problems.append(assessment.problem("key", f"duplicate of the record in {first}"))
                 continue
-            later = _last_source(skipped_keys, assessment.key) if skipped_keys else None
+            later = _last_source(skipped_keys, assessment.key)
             if later is not None and later != str(path):
                 decisions[skipped_files[later]].skip = None
             kept.append(assessment)
@@ -349,27 +357,41 @@ def _last_source(table: SeenKeys, key: str) -> str | None:
 def _mapped(
     read: _FileRead, library: InstrumentLibrary, settings: Settings, sources: SourceIndex | None
 ) -> Records:
-    """One file's records (none for a file skipped as unchanged: counted ``unchanged``);
-    the fingerprint of a file read is handed to ``sources``."""
-    if read.skipped:
-        assert read.decision is not None
-        assert read.decision.skip is not None
-        if sources is not None:
-            sources.skipped_file(read.decision)
-        skipped = list(read.decision.notes[1])
-        return Records(skipped=skipped, unchanged=len(read.decision.skip), files_skipped=1)
-    mapped = assessment_records(read.found, library, settings)
-    _remember(read, mapped, sources)
-    return mapped
+    """One file's records (none for a file skipped as unchanged: counted ``unchanged``, nor
+    for its records reused unmapped: ``app.record_reuse``); the fingerprint of a file read
+    is handed to ``sources``."""
+    out = Records()
+    for part in _mapped_parts(read, library, settings, sources, max(1, len(read.found))):
+        out.extend(part)
+    return out
 
 
-def _remember(read: _FileRead, mapped: Records, sources: SourceIndex | None) -> None:
-    """Hand the fingerprint of a file read and mapped (all its records) to ``sources``."""
+def _skipped(read: _FileRead, sources: SourceIndex | None) -> Records:
+    """A file skipped as unchanged: its records counted, its notes said again."""
+    assert read.decision is not None
+    assert read.decision.skip is not None
+    if sources is not None:
+        sources.skipped_file(read.decision)
+    skipped = list(read.decision.notes[1])
+    return Records(skipped=skipped, unchanged=len(read.decision.skip), files_skipped=1)
+
+
+def _remember(read: _FileRead, mapped: Records, sources: SourceIndex | None, reuse: Reuse) -> None:
+    """Hand the fingerprint of a file read and mapped (all its records, those reused too)
+    to ``sources``."""
     if sources is not None and read.decision is not None:
         clean = not (read.problems or mapped.problems)
         lines = {a.key: a.line for a in read.found}
         notes = (read.notes, mapped.skipped)
-        sources.read_file(read.decision, mapped.desired, lines, notes, clean=clean)
+        sources.read_file(
+            read.decision,
+            mapped.desired,
+            lines,
+            notes,
+            clean=clean,
+            reused=reuse.records,
+            record_sources=reuse.digests,
+        )
 
 
 def _mapped_parts(
@@ -380,17 +402,23 @@ def _mapped_parts(
     part: int,
 ) -> Iterator[Records]:
     """One file's records, ``part`` assessments at a time, so a large file's first records
-    can be sent while the rest are mapped; the same records as ``_mapped``, in order. The
-    fingerprint is handed over (with every record) before the last part."""
-    if read.skipped or len(read.found) <= part:
-        yield _mapped(read, library, settings, sources)
+    can be sent while the rest are mapped; its unchanged records reused, not mapped
+    (counted ``unchanged`` with the first part). The fingerprint is handed over (with every
+    record) before the last part."""
+    if read.skipped:
+        yield _skipped(read, sources)
         return
+    reuse = reuse_records(read.found, read.decision, sources)
+    todo = reuse.to_map
     whole = Records()
-    for start in range(0, len(read.found), part):
-        mapped = assessment_records(read.found[start : start + part], library, settings)
+    starts = range(0, len(todo), part) if todo else range(1)
+    for start in starts:
+        mapped = assessment_records(todo[start : start + part], library, settings)
         whole.extend(mapped)
-        if start + part >= len(read.found):
-            _remember(read, whole, sources)
+        if start == 0:
+            mapped.unchanged += len(reuse.records)
+        if start + part >= len(todo):
+            _remember(read, whole, sources, reuse)
         yield mapped
 
 

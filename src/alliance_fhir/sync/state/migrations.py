@@ -231,6 +231,29 @@ _V6_POSTGRESQL = (
     'ALTER TABLE source_files ADD COLUMN IF NOT EXISTS root TEXT COLLATE "C";' + _V6_INDEX
 )
 
+
+# Schema 7: per record of a source file, a digest of its own source content (the parsed
+# record, its place in the file left out), so a changed file's unchanged records are not
+# checked and mapped again (``app.record_reuse``): JSON ``{assessment key: digest}``; the
+# number of records (counted without decoding them) and the state generation at which all
+# were last found synced (``verified``), so an unchanged re-sync need not compare them again
+# while nothing was written since. NULL for rows from before (compared, then kept).
+_V7_COLUMNS = {"record_sources": "TEXT", "record_count": "INTEGER", "verified": "BIGINT"}
+
+
+def _add_record_columns(backend: Backend) -> None:
+    """SQLite has no ``ADD COLUMN IF NOT EXISTS``: look first."""
+    have = backend.columns("source_files")
+    for name, sql_type in _V7_COLUMNS.items():
+        if name not in have:
+            backend.execute(f"ALTER TABLE source_files ADD COLUMN {name} {sql_type}")
+
+
+_V7_POSTGRESQL = ";".join(
+    f"ALTER TABLE source_files ADD COLUMN IF NOT EXISTS {name} {sql_type}"
+    for name, sql_type in _V7_COLUMNS.items()
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "records, runs, dead letters, watermarks", _V1_SQLITE, _V1_POSTGRESQL),
     Migration(2, "merge bases, conflict values, run owners", _add_missing_columns, _V2_POSTGRESQL),
@@ -238,6 +261,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "source fingerprints", _V4, _V4_POSTGRESQL),
     Migration(5, "work items and leases", _V5, _V5_POSTGRESQL),
     Migration(6, "source roots", _add_source_root, _V6_POSTGRESQL),
+    Migration(7, "record digests, counts, verified", _add_record_columns, _V7_POSTGRESQL),
 )
 
 #: The schema this release writes (the last migration's version).

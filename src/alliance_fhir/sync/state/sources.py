@@ -6,7 +6,20 @@ content, the *context hash* it was read under (``app.fingerprints``) and the rec
 mapped to as ``[kind, key, content hash, line]``, and the notes its reading and mapping
 printed (records left out on purpose, responses not scored: said again when it is skipped),
 and (migration 6) the path key of the folder it was listed under, ``root``, so the rows of
-files gone from a folder a run listed are pruned (``SourceIndex.finish``).
+files gone from a folder a run listed are pruned (``SourceIndex.finish``), and (migration 7)
+``record_sources``: per assessment key a digest of that record's own source content, so a
+changed file's unchanged records are not mapped again (``app.record_reuse``). A file that had
+input problems keeps its row with an empty ``sha256`` (never equal to a file's): it is always
+read again, yet its good records are reused. ``record_count`` and ``verified``: an unchanged
+file's records are counted without decoding them, and are not compared with the state again
+while the *state generation* is the one they were found synced at (see below).
+
+**State generation.** ``meta.state_generation`` is a counter that ``StateStore`` bumps in the
+same transaction as every write of ``resources`` or ``dead_letters`` (before the write when
+there is no transaction). A run reads it *before* it reads the synced hashes, and marks the
+files it found all synced ``verified`` at that generation; a later run that reads the same
+generation knows no record changed since, so it skips those files without reading 200,000
+hashes. Any write, of any process on the store, moves it on: the next run compares again.
 The last run's figures (files read and skipped) live in ``meta`` under ``sources_last_run``.
 
 A mixin of ``StateStore`` (it uses that class's backend and lock), so the store's main
@@ -18,23 +31,47 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
 
 from alliance_fhir.sync.state.backend import Backend
 
-__all__ = ["SourceFingerprint", "SourceFingerprints"]
+__all__ = ["SourceFingerprint", "SourceFingerprints", "StoredRecords", "bump_generation"]
+
+#: Moves the state generation on; run in the transaction of the write it stands for.
+GENERATION_BUMP = (
+    "INSERT INTO meta (key, value) VALUES ('state_generation', '1') ON CONFLICT (key)"
+    " DO UPDATE SET value=CAST(CAST(meta.value AS BIGINT) + 1 AS TEXT)"
+)
+
+
+def bump_generation(db: Backend) -> None:
+    """Move the state generation on (see the module docstring)."""
+    db.execute(GENERATION_BUMP)
+
 
 #: Insert or replace, in the SQL both SQLite and PostgreSQL speak.
 _UPSERT = (
     "INSERT INTO source_files"
-    " (path_key, size, mtime_ns, inode, sha256, context, records, notes, seen, root)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (path_key) DO UPDATE SET"
+    " (path_key, size, mtime_ns, inode, sha256, context, records, notes, seen, root,"
+    " record_sources, record_count, verified) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL)"
+    " ON CONFLICT (path_key) DO UPDATE SET"
     " size=excluded.size, mtime_ns=excluded.mtime_ns, inode=excluded.inode,"
     " sha256=excluded.sha256, context=excluded.context, records=excluded.records,"
-    " notes=excluded.notes, seen=excluded.seen, root=excluded.root"
+    " notes=excluded.notes, seen=excluded.seen, root=excluded.root,"
+    " record_sources=excluded.record_sources, record_count=excluded.record_count,"
+    " verified=NULL"
 )
+
+_SELECT = (
+    "SELECT path_key, size, mtime_ns, inode, sha256, context, records, notes, root,"
+    " record_sources, record_count, verified FROM source_files"
+)
+_NO_NOTES = "[[],[]]"
+
+#: Path keys per ``IN (...)`` query (well under SQLite's and PostgreSQL's parameter limits).
+_CHUNK = 500
 
 #: One record a source file mapped to: kind, key, content hash, and the assessment's line
 #: in the file (for the "duplicate of the record in file:line" message), or None.
@@ -51,11 +88,51 @@ class SourceFingerprint:
     inode: int
     sha256: str
     context: str
-    records: tuple[SourceRecord, ...]
+    records: Sequence[SourceRecord]
     #: The notes reading the file gave, then those mapping its records gave.
     notes: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     #: The path key of the folder the file was listed under; None for a file named alone.
     root: str | None = None
+    #: Assessment key -> digest of that record's own source content (migration 7).
+    record_sources: Mapping[str, str] = field(default_factory=dict)
+    #: The state generation at which all its records were last found synced, or None.
+    verified: int | None = None
+
+
+class StoredRecords(Sequence[SourceRecord]):
+    """A stored row's records, decoded only when asked for (their count is stored): an
+    unchanged re-sync of 100,000 assessments needs only how many there are."""
+
+    __slots__ = ("_count", "_items", "_raw")
+
+    def __init__(self, raw: str, count: int | None) -> None:
+        self._raw, self._count = raw, count
+        self._items: tuple[SourceRecord, ...] | None = None
+
+    def _decoded(self) -> tuple[SourceRecord, ...]:
+        if self._items is None:
+            self._items = tuple(map(tuple, json.loads(self._raw)))  # C-speed
+        return self._items
+
+    def __len__(self) -> int:
+        return self._count if self._count is not None else len(self._decoded())
+
+    @overload
+    def __getitem__(self, index: int) -> SourceRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[SourceRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> SourceRecord | Sequence[SourceRecord]:
+        return self._decoded()[index]
+
+    def __iter__(self) -> Iterator[SourceRecord]:
+        return iter(self._decoded())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment]  # compared by value, like a list
 
 
 class SourceFingerprints:
@@ -64,14 +141,26 @@ class SourceFingerprints:
     _db: Backend
     _lock: threading.RLock
 
-    def source_fingerprints(self) -> dict[str, SourceFingerprint]:
-        """Every stored fingerprint, keyed by path key (one query for a whole run)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT path_key, size, mtime_ns, inode, sha256, context, records, notes,"
-                " root FROM source_files"
-            ).fetchall()
-        return {r[0]: _fingerprint(r) for r in rows}
+    def source_fingerprints(
+        self, path_keys: Collection[str] | None = None
+    ) -> dict[str, SourceFingerprint]:
+        """The stored fingerprints of ``path_keys`` (every one when None), keyed by path
+        key. A run asks only for the files it lists: a store holding assessment files and
+        goal files does not decode the assessment files' rows twice."""
+        if path_keys is None:
+            with self._lock:
+                rows = self._db.execute(_SELECT).fetchall()
+            return {r[0]: _fingerprint(r) for r in rows}
+        keys = list(path_keys)
+        found: dict[str, SourceFingerprint] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            # Only "?" marks are joined into the SQL; the keys travel as parameters.
+            where = " WHERE path_key IN (" + ",".join("?" * len(chunk)) + ")"
+            with self._lock:
+                rows = self._db.execute(_SELECT + where, chunk).fetchall()
+            found.update((r[0], _fingerprint(r)) for r in rows)
+        return found
 
     def save_source_fingerprints(self, found: Sequence[SourceFingerprint]) -> None:
         """Insert or replace fingerprints, in one transaction."""
@@ -84,10 +173,14 @@ class SourceFingerprints:
                 f.inode,
                 f.sha256,
                 f.context,
-                json.dumps(f.records, separators=(",", ":"), ensure_ascii=False),
-                json.dumps(f.notes, ensure_ascii=False),
+                json.dumps(list(f.records), separators=(",", ":"), ensure_ascii=False),
+                json.dumps(f.notes, separators=(",", ":"), ensure_ascii=False),
                 now,
                 f.root,
+                json.dumps(f.record_sources, separators=(",", ":"), ensure_ascii=False)
+                if f.record_sources
+                else None,
+                len(f.records),
             )
             for f in found
         ]
@@ -136,6 +229,56 @@ class SourceFingerprints:
             found.pop((kind, key), None)
         return found
 
+    def state_generation(self) -> int:
+        """The state generation (see the module docstring): read it before the synced
+        hashes it vouches for."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='state_generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def mark_sources_verified(self, found: Sequence[tuple[str, int]], generation: int) -> None:
+        """These files' records (path key, how many: rows from before migration 7 lack
+        the count) were all found synced at ``generation``."""
+        with self._lock, self._db.transaction():
+            self._db.executemany(
+                "UPDATE source_files SET verified=?, record_count=? WHERE path_key=?",
+                [(generation, count, key) for key, count in found],
+            )
+
+    def synced_hash(self, kind: str, key: str) -> str | None:
+        """One record's content hash if it counts as synced (as in :meth:`synced_hashes`)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT content_hash FROM resources WHERE kind=? AND key=? AND status='synced'"
+                " AND server_id IS NOT NULL AND content_hash IS NOT NULL",
+                (kind, key),
+            ).fetchone()
+            if row is None:
+                return None
+            lettered = self._db.execute(
+                "SELECT 1 FROM dead_letters WHERE resolved=0 AND kind=? AND key=?", (kind, key)
+            ).fetchone()
+        return None if lettered else str(row[0])
+
+    def instruments_fingerprint(self) -> dict[str, Any]:
+        """What :meth:`set_instruments_fingerprint` kept ({} before)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM meta WHERE key='instruments_fingerprint'"
+            ).fetchone()
+        found = json.loads(row[0]) if row else {}
+        return found if isinstance(found, dict) else {}
+
+    def set_instruments_fingerprint(self, value: dict[str, Any]) -> None:
+        """The instruments' records a sync built, and the hash of what they were built from
+        (``app.instrument_fingerprint``), in ``meta``."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES ('instruments_fingerprint', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                (json.dumps(value, sort_keys=True),),
+            )
+
     def set_source_figures(self, figures: dict[str, int | float]) -> None:
         """The last run's source figures (files read, skipped, records skipped)."""
         with self._lock:
@@ -155,8 +298,8 @@ class SourceFingerprints:
 
 
 def _fingerprint(row: tuple[Any, ...]) -> SourceFingerprint:
-    records: tuple[SourceRecord, ...] = tuple(map(tuple, json.loads(row[6])))  # C-speed
-    read, mapped = json.loads(row[7])
+    records = StoredRecords(row[6], row[10])
+    read, mapped = ([], []) if row[7] == _NO_NOTES else json.loads(row[7])
     return SourceFingerprint(
         row[0],
         row[1],
@@ -167,4 +310,6 @@ def _fingerprint(row: tuple[Any, ...]) -> SourceFingerprint:
         records,
         (tuple(read), tuple(mapped)),
         row[8],
+        json.loads(row[9]) if row[9] else {},
+        row[11],
     )

@@ -37,7 +37,7 @@ from alliance_fhir.sync.state.records import (
     record_state,
     redact_reason,
 )
-from alliance_fhir.sync.state.sources import SourceFingerprints
+from alliance_fhir.sync.state.sources import SourceFingerprints, bump_generation
 from alliance_fhir.sync.state.sqlite import SqliteBackend
 
 
@@ -63,6 +63,9 @@ class StateStore(SourceFingerprints):
             backend.close()
             raise StateError(f"state store {backend.where} is unusable: {exc}") from exc
         self._lock = threading.RLock()
+        #: A record or dead letter was written in the open transaction: it bumps the state
+        #: generation before it commits (``sync.state.sources``).
+        self._written = False
 
     @property
     def where(self) -> str:
@@ -84,7 +87,22 @@ class StateStore(SourceFingerprints):
         """One atomic write: everything inside lands or nothing does. Pass what it yields as
         ``db=`` to the writing methods (or ``execute`` on it)."""
         with self._lock, self._db.transaction():
-            yield self._db
+            try:
+                yield self._db
+                if self._written:
+                    bump_generation(self._db)
+            finally:
+                self._written = False
+
+    def _wrote(self, db: Backend | None) -> None:
+        """A write of records or dead letters is about to run: inside a transaction (``db``
+        given) the generation moves on when it commits; alone, right now (before the write:
+        a crash in between costs only one more comparison)."""
+        if db is not None:
+            self._written = True
+        else:
+            with self._lock:
+                bump_generation(self._db)
 
     # Records
 
@@ -170,6 +188,7 @@ class StateStore(SourceFingerprints):
             None if base is None else json.dumps(base, sort_keys=True, ensure_ascii=False),
             json.dumps(list(conflict_fields)) if conflict_fields else None,
         )
+        self._wrote(db)
         if db is not None:
             db.execute(sql, args)
         else:
@@ -188,6 +207,7 @@ class StateStore(SourceFingerprints):
 
     def forget_all(self) -> int:
         """Drop every record (the server lost our data); runs and dead letters stay."""
+        self._wrote(None)
         with self._lock:
             return self._db.execute("DELETE FROM resources").rowcount
 
@@ -205,6 +225,7 @@ class StateStore(SourceFingerprints):
         "base"}}``) until it leaves ``conflict``; only ``status --show-values`` reads them."""
         sql = "UPDATE resources SET conflict_values=? WHERE kind=? AND key=?"
         args = (json.dumps(dict(values), sort_keys=True, ensure_ascii=False), kind, key)
+        self._wrote(db)
         if db is not None:
             db.execute(sql, args)
         else:
@@ -249,6 +270,7 @@ class StateStore(SourceFingerprints):
         superseded. The server's OperationOutcome is kept without its free text (it may echo
         the request: MRN, name, birth date): severity, code and expression/location only."""
         conn = db if db is not None else self._db
+        self._wrote(db)
         reason = redact_reason(reason, outcome)
         outcome = redact_outcome(outcome)
         with self._lock:
@@ -273,6 +295,7 @@ class StateStore(SourceFingerprints):
 
     def resolve_dead_letters(self, kind: str, key: str, db: Backend | None = None) -> None:
         conn = db if db is not None else self._db
+        self._wrote(db)
         with self._lock:
             conn.execute(
                 "UPDATE dead_letters SET resolved=1 WHERE kind=? AND key=? AND resolved=0",
