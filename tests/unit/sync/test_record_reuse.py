@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from statekit import record_all_synced
 
 from alliance_fhir.app import records as records_module
 from alliance_fhir.app.fingerprints import SourceIndex, context_hash, goal_context_hash
@@ -56,21 +57,6 @@ def _folder(tmp_path: Path, *names: str) -> Path:
     return folder
 
 
-def _sync(store: StateStore, records: Records) -> None:
-    """Record every record as the server took it."""
-    for n, d in enumerate(records.desired):
-        store.record(
-            kind=d.kind,
-            key=d.key,
-            resource_type=d.resource["resourceType"],
-            server_id=str(n),
-            version_id="1",
-            content_hash=d.hash,
-            status="synced",
-            run_id="r",
-        )
-
-
 class Runs:
     """Read and map a folder with one state store, as a sync run does."""
 
@@ -93,7 +79,7 @@ class Runs:
     def synced_run(self) -> Records:
         """A run whose records the server all took."""
         records = self.run()
-        _sync(self.store, records)
+        record_all_synced(self.store, records)
         return records
 
     def lines(self) -> dict[str, int | None]:
@@ -130,7 +116,7 @@ def test_one_changed_row_is_the_only_record_mapped_again(runs: Runs) -> None:
     assert changed.files_skipped == 0
     assert changed.skipped == first.skipped  # the in-progress note, said again
     assert {d.hash for d in changed.desired} - {d.hash for d in first.desired} != set()
-    _sync(runs.store, changed)
+    record_all_synced(runs.store, changed)
     assert runs.run().files_skipped == 1  # the whole file again
 
 
@@ -235,7 +221,7 @@ def test_the_instruments_are_built_again_only_when_what_they_are_built_from_chan
     first = instruments_for_sync(store, built_from, build)
     assert len(builds) == 1
     assert instruments_for_sync(store, built_from, build) is builds[-1]  # not synced yet
-    _sync(store, first)
+    record_all_synced(store, first)
     same = instruments_for_sync(store, built_from, build)
     assert len(builds) == 2
     assert (same.desired, same.unchanged, same.skipped) == ([], len(first.desired), [])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from statekit import record_all_synced
+
 from alliance_fhir.app.fingerprints import SourceIndex, context_hash, goal_context_hash
 from alliance_fhir.app.goal_files import goal_files_records
 from alliance_fhir.app.records import Records
@@ -29,21 +31,6 @@ def _index(store: StateStore, settings: Settings, *, full: bool = False) -> Sour
         goal_context=goal_context_hash(settings),
         full=full,
     )
-
-
-def _sync(store: StateStore, records: Records) -> None:
-    """Record every record as the server took it."""
-    for n, d in enumerate(records.desired):
-        store.record(
-            kind=d.kind,
-            key=d.key,
-            resource_type=d.resource["resourceType"],
-            server_id=str(n),
-            version_id="1",
-            content_hash=d.hash,
-            status="synced",
-            run_id="r",
-        )
 
 
 def _goals(tmp_path: Path) -> Path:
@@ -66,7 +53,7 @@ def test_an_unchanged_synced_goal_file_is_skipped_a_changed_one_read(
     again = _run(store, settings, folder)  # read again: nothing synced yet
     assert again.files_skipped == 0
     assert len(again.desired) == len(first.desired)
-    _sync(store, first)
+    record_all_synced(store, first)
     skipped = _run(store, settings, folder)
     assert (skipped.files_skipped, skipped.unchanged, skipped.desired) == (
         4,
@@ -99,7 +86,7 @@ def test_a_goal_file_with_a_problem_is_read_every_time(
     shutil.copy(folder / "plan-mrn-1001.yaml", copy)  # its plan key again: a problem
     first = _run(store, settings, folder)
     assert [p.reason for p in first.problems] == ["plan plan-1001-2024 is defined twice"]
-    _sync(store, first)
+    record_all_synced(store, first)
     again = _run(store, settings, folder)
     assert again.files_skipped == 4  # of 5: the copy with the problem is read again
     assert [p.reason for p in again.problems] == [p.reason for p in first.problems]
@@ -158,7 +145,7 @@ def test_rows_from_before_roots_get_theirs_when_their_file_is_skipped(
     gives them the folder's, so they are pruned once the file is gone."""
     store, settings, folder = state_store, Settings(state_path=tmp_path / "s"), _goals(tmp_path)
     first = _run(store, settings, folder)
-    _sync(store, first)
+    record_all_synced(store, first)
     rows = store.source_fingerprints()
     store.save_source_fingerprints([_row_without_root(f) for f in rows.values()])
     assert {f.root for f in store.source_fingerprints().values()} == {None}
@@ -180,7 +167,7 @@ def test_a_skipped_files_plan_defined_in_a_new_earlier_file_makes_it_read(
 ) -> None:
     """The duplicate is reported where reading every file reports it: the later file."""
     store, settings, folder = state_store, Settings(state_path=tmp_path / "s"), _goals(tmp_path)
-    _sync(store, _run(store, settings, folder))
+    record_all_synced(store, _run(store, settings, folder))
     shutil.copy(folder / "plan-mrn-1001.yaml", folder / "aa-first.yaml")
     again = _run(store, settings, folder)
     assert again.files_skipped == 3
