@@ -455,7 +455,9 @@ class AllianceFhir:
         if out_dir is not None:  # an export to files: always built, against no state
             instruments = self.instrument_records(labels_only=labels_only, against_state=False)
         else:  # unchanged and synced: not built (``app.instrument_fingerprint``)
-            made_of = instruments_hash(self.library, self.settings, labels_only=labels_only)
+            made_of = instruments_hash(
+                self.library, self.settings, labels_only=labels_only, rules=self.rules
+            )
             build = partial(self.instrument_records, labels_only=labels_only)
             keep = not dry_run
             instruments = instruments_for_sync(self.store, made_of, build, full=full, remember=keep)

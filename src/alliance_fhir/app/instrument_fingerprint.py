@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from alliance_fhir.app.fingerprints import context_hash
 from alliance_fhir.app.records import Records
 from alliance_fhir.config import Settings
 from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.monitoring.alerts import rule_concepts
-from alliance_fhir.monitoring.rules import load_rules
+from alliance_fhir.monitoring.rules import Rule, load_rules
 from alliance_fhir.sync.state import StateStore
 
 __all__ = [
@@ -37,10 +37,16 @@ __all__ = [
 
 
 def instruments_hash(
-    library: InstrumentLibrary, settings: Settings, *, labels_only: bool = False
+    library: InstrumentLibrary,
+    settings: Settings,
+    *,
+    labels_only: bool = False,
+    rules: Sequence[Rule] | None = None,
 ) -> str:
-    """The hash of everything the instruments' records are built from."""
-    rules = load_rules(library.all(), [settings.mappings_dir] if settings.mappings_dir else [])
+    """The hash of everything the instruments' records are built from. ``rules``: the
+    configured monitoring rules when the caller has them loaded already (read otherwise)."""
+    if rules is None:
+        rules = load_rules(library.all(), [settings.mappings_dir] if settings.mappings_dir else [])
     digest = hashlib.sha256(b"instruments\0")
     digest.update(context_hash(library, settings, labels_only=labels_only).encode())
     digest.update(json.dumps(rule_concepts(rules), sort_keys=True, default=str).encode())
