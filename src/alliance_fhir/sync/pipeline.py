@@ -44,7 +44,7 @@ class SendPipeline:
         futures: list[Future[None]] = []
         for item in items:
             while len(self._in_flight) >= self._limit:
-                self._wait(return_when=FIRST_COMPLETED)
+                self._wait_one()
             future = self._pool.submit(send, item)
             self._in_flight.add(future)
             futures.append(future)
@@ -55,15 +55,16 @@ class SendPipeline:
         """Wait for every bundle and run every window's follow-up (the end of a run)."""
         while self._windows:
             while self._in_flight:
-                self._wait(return_when=FIRST_COMPLETED)
+                self._wait_one()
             self._settle()
 
     def close(self) -> None:
         """Send nothing more; bundles being sent finish (a failed or interrupted run)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _wait(self, *, return_when: str) -> None:
-        done, _ = wait(self._in_flight, return_when=return_when)
+    def _wait_one(self) -> None:
+        """Until at least one bundle in flight is answered."""
+        done, _ = wait(self._in_flight, return_when=FIRST_COMPLETED)
         self._in_flight -= done
         for future in done:
             future.result()  # the first failure stops the run
