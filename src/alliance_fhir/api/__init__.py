@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from alliance_fhir.app.goal_pull import GoalPull, pull_goal_plans, pull_plans, r
 from alliance_fhir.app.instrument_fingerprint import instruments_for_sync, instruments_hash
 from alliance_fhir.app.monitor import Monitor, MonitorResult, PatientOutcome, configured_rules
 from alliance_fhir.app.patients import reference_resolver
+from alliance_fhir.app.prefetch import Prefetch
 from alliance_fhir.app.records import (
     Records,
     assessment_files_records,
@@ -150,6 +150,7 @@ class AllianceFhir:
         self._store: StateStore | None = None
         self._rules: list[Rule] | None = None
         self._capabilities: Capabilities | None = None
+        self._early_statement: Prefetch[dict[str, Any]] | None = None
         self.progress: Progress | None = None
 
     def __enter__(self) -> AllianceFhir:
@@ -201,8 +202,9 @@ class AllianceFhir:
         """What the server allows, read once per instance (one run) from /metadata. A
         server without a readable statement is treated as today's: transactions."""
         if self._capabilities is None or refresh:
+            early, self._early_statement = self._early_statement, None
             try:
-                statement = self.client.capabilities()
+                statement = early.result() if early and not refresh else self.client.capabilities()
             except FhirError as exc:
                 if isinstance(exc, RetriableError) or exc.status in (401, 403):
                     raise
@@ -458,8 +460,14 @@ class AllianceFhir:
             made_of = instruments_hash(
                 self.library, self.settings, labels_only=labels_only, rules=self.rules
             )
-            build = partial(self.instrument_records, labels_only=labels_only)
             keep = not dry_run
+
+            def build() -> Records:
+                # something to write is likely: ask for the statement while building
+                if keep and self._capabilities is None and self._early_statement is None:
+                    self._early_statement = Prefetch(self.client.capabilities)
+                return self.instrument_records(labels_only=labels_only)
+
             instruments = instruments_for_sync(self.store, made_of, build, full=full, remember=keep)
         if dry_run or out_dir is not None:
             records = instruments

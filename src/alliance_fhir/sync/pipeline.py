@@ -6,9 +6,11 @@ rarely take the same time) and put the next window's planning and people lookups
 critical path. Here a run keeps ``concurrency`` bundles in flight and one more queued, across
 window boundaries, so planning the next window overlaps the sends of this one.
 
-What each window needs after its bundles are answered (records found by identifier whose
-content differs, merged updates refused with 412) runs in the caller's thread, in window
-order, once every bundle of that window has an answer. A bundle that raises stops the run:
+What each window needs after its bundles are answered (the duplicate check, records found
+by identifier whose content differs, merged updates refused with 412) runs in the caller's
+thread, in window order, once every bundle of that window has an answer - and never while
+a bundle could be handed to a sender instead (a follow-up makes requests of its own: run
+first, it left a sender idle as long as it took). A bundle that raises stops the run:
 nothing new is sent, the bundles already being sent finish (their answers are recorded, as
 the state rules require) and the first error is raised.
 """
@@ -43,8 +45,7 @@ class SendPipeline:
         runs here once all of them are answered."""
         futures: list[Future[None]] = []
         for item in items:
-            while len(self._in_flight) >= self._limit:
-                self._wait_one()
+            self._make_room()
             future = self._pool.submit(send, item)
             self._in_flight.add(future)
             futures.append(future)
@@ -62,19 +63,40 @@ class SendPipeline:
         """Send nothing more; bundles being sent finish (a failed or interrupted run)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def _make_room(self) -> None:
+        """Until one more bundle may be queued. Follow-ups (network calls of their own) run
+        only while the pipe is full, so a sender never waits for one."""
+        while True:
+            self._reap()
+            if len(self._in_flight) < self._limit:
+                return
+            if not self._settle(one=True):
+                wait(self._in_flight, return_when=FIRST_COMPLETED)
+
     def _wait_one(self) -> None:
         """Until at least one bundle in flight is answered."""
-        done, _ = wait(self._in_flight, return_when=FIRST_COMPLETED)
-        self._in_flight -= done
-        for future in done:
-            future.result()  # the first failure stops the run
+        wait(self._in_flight, return_when=FIRST_COMPLETED)
+        self._reap()
         self._settle()
 
-    def _settle(self) -> None:
-        """Run the follow-up of each leading window whose bundles are all answered."""
+    def _reap(self) -> None:
+        """Forget the bundles answered; the first failure stops the run."""
+        done = {f for f in self._in_flight if f.done()}
+        self._in_flight -= done
+        for future in done:
+            future.result()
+
+    def _settle(self, *, one: bool = False) -> bool:
+        """Run the follow-up of each leading window whose bundles are all answered (``one``:
+        of the first only); whether any ran."""
+        ran = False
         while self._windows and all(f.done() for f in self._windows[0][0]):
             futures, after = self._windows.popleft()
             for future in futures:
                 self._in_flight.discard(future)
                 future.result()
             after()
+            ran = True
+            if one:
+                break
+        return ran

@@ -103,3 +103,32 @@ def test_a_failed_bundle_stops_the_run_and_what_is_in_flight_lands() -> None:
     assert 0 in landed  # sent before the failure: answered and kept
     assert max(landed) < 5  # nothing much queued behind the failure was sent
     assert 1 not in follow_ups  # the failed window's follow-up never ran
+
+
+def test_a_ready_follow_up_waits_until_the_next_windows_bundles_are_queued() -> None:
+    """A follow-up makes requests of its own: run while a sender has nothing to do, it
+    would leave that sender idle for as long as it takes."""
+    events: list[str] = []
+    w2_started = threading.Event()
+
+    def send(name: str) -> None:
+        if name == "w2-a":
+            events.append("w2-a sent")
+            w2_started.set()
+        else:
+            time.sleep(0.03)  # not answered before its submit returns
+
+    def w1_follow_up() -> None:
+        w2_started.wait(1)  # long enough for a queued bundle to start
+        events.append("w1 follow-up")
+
+    pipe = SendPipeline(2)
+    try:
+        # three bundles fill the pipe (two sent, one queued); all are answered by the next
+        pipe.submit(send, ["w1-a", "w1-b", "w1-c"], w1_follow_up)
+        time.sleep(0.2)
+        pipe.submit(send, ["w2-a"], lambda: None)
+        pipe.drain()
+    finally:
+        pipe.close()
+    assert events == ["w2-a sent", "w1 follow-up"]

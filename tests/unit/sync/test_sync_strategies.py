@@ -126,3 +126,61 @@ def test_policy_from_a_server_without_conditional_create_or_transactions() -> No
     assert "Observation" not in policy.lookup_types
     assert policy.skip_types == frozenset({"CodeSystem", "Flag"})
     assert not policy.trusts_if_none_exist()
+
+
+class CanonicalSearch:
+    """A client answering ``url``/``version`` searches the FHIR way: each parameter's
+    comma-separated values OR-ed, the parameters AND-ed."""
+
+    def __init__(self, resources: list[dict[str, Any]]) -> None:
+        self.resources = resources
+        self.queries: list[dict[str, str]] = []
+
+    def search(
+        self, resource_type: str, params: Mapping[str, str], *, headers: Any = None
+    ) -> Iterator[dict[str, Any]]:
+        self.queries.append(dict(params))
+        for res in self.resources:
+            if res["resourceType"] == resource_type and all(
+                str(res.get(n)) in v.split(",")
+                for n, v in params.items()
+                if n in ("url", "version")
+            ):
+                yield res
+
+
+def test_canonical_lookups_share_one_search_and_match_exactly() -> None:
+    def q(name: str, version: str) -> Desired:
+        resource = {"resourceType": "Questionnaire", "url": f"{NS}/{name}", "version": version}
+        search = f"url={NS}/{name}&version={version}"
+        return Desired("questionnaire", name, resource, search, group="g")
+
+    records = [q("a", "1.0.0"), q("b", "2.0.0"), q("c", "1.0.0")]
+    on_server = [
+        {"resourceType": "Questionnaire", "id": "1", "url": f"{NS}/a", "version": "1.0.0"},
+        # matches the OR-ed search (b and 1.0.0 are both asked for) but is no record's
+        {"resourceType": "Questionnaire", "id": "2", "url": f"{NS}/b", "version": "1.0.0"},
+        {"resourceType": "Questionnaire", "id": "3", "url": f"{NS}/c", "version": "1.0.0"},
+        {"resourceType": "Questionnaire", "id": "4", "url": f"{NS}/c", "version": "1.0.0"},
+    ]
+    client = CanonicalSearch(on_server)
+    found = find_existing(client, records)
+    assert found == {records[0].uuid: ["1"], records[2].uuid: ["3", "4"]}
+    assert len(client.queries) == 1
+    assert client.queries[0]["url"] == f"{NS}/a,{NS}/b,{NS}/c"
+    assert client.queries[0]["version"] == "1.0.0,2.0.0"
+    with pytest.raises(ConfigError, match=r"questionnaire/c: Questionnaire/3, 4"):
+        check_duplicates(records, found)
+
+
+def test_a_canonical_value_with_a_comma_is_searched_alone() -> None:
+    resource = {"resourceType": "Questionnaire", "url": f"{NS}/a,b", "version": "1"}
+    odd = Desired("questionnaire", "odd", resource, f"url={NS}/a,b&version=1", group="g")
+    plain = {"resourceType": "Questionnaire", "url": f"{NS}/c", "version": "1"}
+    other = Desired("questionnaire", "c", plain, f"url={NS}/c&version=1", group="g")
+    client = CanonicalSearch([])
+    assert find_existing(client, [odd, other]) == {}
+    assert client.queries == [
+        {"url": f"{NS}/a,b", "version": "1"},
+        {"url": f"{NS}/c", "version": "1", "_count": "50"},
+    ]
