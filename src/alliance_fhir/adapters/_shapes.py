@@ -124,6 +124,9 @@ def _values_ok(shape: _Shape, leaves: list[Any]) -> bool:
 
 
 _SCALARS = frozenset({str, int, float})
+#: A scalar leaf's token: an int and a float are one kind of value (a score of 3 and one of
+#: 3.5 in the same place give one shape); the leaf's check still sees the value.
+_KIND: dict[type, type] = {str: str, int: float, float: float}
 
 
 def _flatten(node: Any, token: Callable[[Any], None], leaf: Callable[[Any], None]) -> None:
@@ -133,7 +136,10 @@ def _flatten(node: Any, token: Callable[[Any], None], leaf: Callable[[Any], None
     ``[``, its items' tokens, ``]`` (so the tokens decode one way only). A string or number
     leaf is a type token (its value is checked per resource); any other leaf
     (``resourceType``, booleans, nulls) and the items of a list of primitives are tokens with
-    their value: part of the shape. Exact types: a str subclass is shape too.
+    their value: part of the shape. Exact types: a str subclass is shape too. An int and a
+    float are one token: the model's number types take both (``3.0`` is an integer, ``3.5``
+    is not) and the leaf's check says which; a value equal to the learnt one (``3 == 3.0``)
+    is one the model takes in that place too.
     """
     kind = type(node)
     if kind is dict:
@@ -143,7 +149,7 @@ def _flatten(node: Any, token: Callable[[Any], None], leaf: Callable[[Any], None
             if t is dict or t is list:
                 _flatten(v, token, leaf)
             elif t in _SCALARS and k != "resourceType":
-                token(t)
+                token(_KIND[t])
                 leaf(v)
             else:
                 token((t, v))

@@ -189,3 +189,36 @@ def test_goal_plans_map_to_the_same_bytes_both_ways() -> None:
     assert not outcomes[0][1]
     assert outcomes[1] == outcomes[0]
     assert outcomes[2] == outcomes[0]  # every shape remembered this time
+
+
+def _observation(**value: Any) -> dict[str, Any]:
+    return {"resourceType": "Observation", "status": "final", "code": {"text": "score"}, **value}
+
+
+def test_whole_and_fractional_numbers_share_a_shape_and_are_judged_like_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scores are 3 or 3.5: one shape (one model validation), not one per mix of them; an
+    integer element still refuses 3.5 with the model's own problem, and takes 3.0 as it does."""
+    calls: list[str] = []
+    real = fhirjson._validate_full
+
+    def counting(resource: dict[str, Any], source: str) -> dict[str, Any]:
+        calls.append(str(resource["resourceType"]))
+        return real(resource, source)
+
+    monkeypatch.setattr(fhirjson, "_validate_full", counting)
+    monkeypatch.setattr(fhirjson, "_SHAPES", type(fhirjson._SHAPES)(fhirjson._model))
+    for value in (3, 3.5, 4, 2.25):
+        fhirjson.validate(_observation(valueQuantity={"value": value}), mode="shape")
+    assert calls == ["Observation"]
+
+    problems: dict[str, list[str]] = {}
+    for mode in ("full", "shape"):
+        fhirjson.validate(_observation(valueInteger=3), mode=mode)
+        fhirjson.validate(_observation(valueInteger=3.0), mode=mode)
+        with pytest.raises(InvalidInputError) as caught:
+            fhirjson.validate(_observation(valueInteger=3.5), mode=mode)
+        problems[mode] = [str(p) for p in caught.value.problems]
+    assert problems["shape"] == problems["full"]
+    assert "valueInteger" in problems["full"][0]
