@@ -82,7 +82,7 @@ def reuse_records(
             known.record_sources.get(key) == digests[key]
             and {kind for kind, _ in records} == _BOTH
             and len(records) == len(_BOTH)
-            and all(synced.get((kind, key)) == content for kind, content in records)
+            and all(synced.hash_of(kind, key) == content for kind, content in records)
         ):
             out.records.extend(
                 (kind, key, content, assessment.line if kind == "assessment" else None)

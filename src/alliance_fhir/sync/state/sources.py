@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from alliance_fhir.sync.state.backend import Backend
+from alliance_fhir.sync.state.lookups import SyncedHashes
 
 __all__ = ["SourceFingerprint", "SourceFingerprints", "StoredRecords", "bump_generation"]
 
@@ -70,6 +71,12 @@ _SELECT = (
 )
 _NO_NOTES = "[[],[]]"
 
+#: The records in sync: written by us as they are now (content compared), not refused since.
+_SYNCED = (
+    "SELECT key, content_hash FROM resources WHERE status='synced'"
+    " AND server_id IS NOT NULL AND content_hash IS NOT NULL"
+)
+
 #: Path keys per ``IN (...)`` query (well under SQLite's and PostgreSQL's parameter limits).
 _CHUNK = 500
 
@@ -101,17 +108,28 @@ class SourceFingerprint:
 
 class StoredRecords(Sequence[SourceRecord]):
     """A stored row's records, decoded only when asked for (their count is stored): an
-    unchanged re-sync of 100,000 assessments needs only how many there are."""
+    unchanged re-sync of 100,000 assessments needs only how many there are, or (the first
+    one after a write) the plain lists ``lists()`` gives to compare with the state."""
 
-    __slots__ = ("_count", "_items", "_raw")
+    __slots__ = ("_count", "_items", "_lists", "_raw")
 
     def __init__(self, raw: str, count: int | None) -> None:
         self._raw, self._count = raw, count
         self._items: tuple[SourceRecord, ...] | None = None
+        self._lists: list[list[Any]] | None = None
+
+    def lists(self) -> Sequence[Sequence[Any]]:
+        """The records as JSON lists ``[kind, key, hash, line]``: no tuple made per record."""
+        if self._items is not None:
+            return self._items
+        if self._lists is None:
+            self._lists = json.loads(self._raw)  # C-speed
+        return self._lists
 
     def _decoded(self) -> tuple[SourceRecord, ...]:
         if self._items is None:
-            self._items = tuple(map(tuple, json.loads(self._raw)))  # C-speed
+            self._items = tuple(map(tuple, self.lists()))  # C-speed
+            self._lists = None
         return self._items
 
     def __len__(self) -> int:
@@ -213,21 +231,25 @@ class SourceFingerprints:
                 [(root, key) for key, root in rooted],
             )
 
-    def synced_hashes(self) -> dict[tuple[str, str], str]:
+    def synced_hashes(self) -> SyncedHashes:
         """(kind, key) -> content hash of every record the server holds as we last wrote
-        it: ``synced``, with a server id, and no open dead letter."""
+        it: ``synced``, with a server id, and no open dead letter. One query per record
+        kind, each made a dict at C speed (``sync.state.lookups``)."""
+        by_kind: dict[str, dict[str, str]] = {}
         with self._lock:
-            rows = self._db.execute(
-                "SELECT kind, key, content_hash FROM resources WHERE status='synced'"
-                " AND server_id IS NOT NULL AND content_hash IS NOT NULL"
-            ).fetchall()
+            kinds = [
+                r[0] for r in self._db.execute("SELECT DISTINCT kind FROM resources").fetchall()
+            ]
+            for kind in kinds:
+                rows = self._db.execute(_SYNCED + " AND kind=?", (kind,)).fetchall()
+                if rows:
+                    by_kind[kind] = dict(rows)
             lettered = self._db.execute(
                 "SELECT kind, key FROM dead_letters WHERE resolved=0"
             ).fetchall()
-        found = {(r[0], r[1]): r[2] for r in rows}
         for kind, key in lettered:  # few; one query apiece is slower than subtracting here
-            found.pop((kind, key), None)
-        return found
+            by_kind.get(kind, {}).pop(key, None)
+        return SyncedHashes(by_kind)
 
     def state_generation(self) -> int:
         """The state generation (see the module docstring): read it before the synced

@@ -25,6 +25,7 @@ from typing import Any
 
 from alliance_fhir.exceptions import StateError, redact_outcome
 from alliance_fhir.sync.state.backend import Backend
+from alliance_fhir.sync.state.lookups import RecordStates
 from alliance_fhir.sync.state.migrations import migrate
 from alliance_fhir.sync.state.owners import still_running
 from alliance_fhir.sync.state.records import (
@@ -127,8 +128,9 @@ class StateStore(SourceFingerprints):
         found = json.loads(row[0])
         return found if isinstance(found, dict) else None
 
-    def all_records(self, kind: str | None = None) -> dict[tuple[str, str], RecordState]:
-        """Every record (of one kind), keyed by (kind, key): one query for a whole plan."""
+    def all_records(self, kind: str | None = None) -> RecordStates:
+        """Every record (of one kind), keyed by (kind, key): one query for a whole plan,
+        each ``RecordState`` made only when looked up (``sync.state.lookups``)."""
         sql = (
             "SELECT kind, key, resource_type, server_id, version_id, content_hash, status,"
             " last_sync, conflict_fields FROM resources"
@@ -139,7 +141,7 @@ class StateStore(SourceFingerprints):
             args = (kind,)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return {(r[0], r[1]): record_state(r) for r in rows}
+        return RecordStates(rows)
 
     def record(
         self,

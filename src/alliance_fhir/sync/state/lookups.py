@@ -1,0 +1,79 @@
+"""Whole-state read views a run builds once: cheap to build, cheap to ask.
+
+A re-sync of 100,000 assessments reads 200,000 rows of ``resources`` once (the synced
+hashes that decide whether a source file is skipped, the states a dry-run plan looks up) and
+asks about a small part of them. A Python object per row (a tuple key, a ``RecordState``)
+is what cost the time, and its garbage collection passes: ``SyncedHashes`` keeps one
+``{key: hash}`` dict per record kind, which ``dict()`` builds at C speed from one query's
+rows (200,000 hashes: ~0.3 s instead of ~1 s under load); ``RecordStates`` keeps the raw rows
+and makes a ``RecordState`` only for a record asked for (a dry-run plan of a few changed
+records asks for few). Both are read-only ``Mapping``s keyed by ``(kind, key)`` and compare
+equal to the dicts they replace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from alliance_fhir.sync.state.records import RecordState, record_state
+
+__all__ = ["RecordStates", "SyncedHashes"]
+
+_NONE: dict[str, str] = {}
+
+
+class SyncedHashes(Mapping[tuple[str, str], str]):
+    """(kind, key) -> content hash of every record in sync (``synced_hashes``)."""
+
+    __slots__ = ("_by_kind",)
+
+    def __init__(self, by_kind: dict[str, dict[str, str]]) -> None:
+        self._by_kind = by_kind
+
+    def hash_of(self, kind: str, key: str) -> str | None:
+        """The synced hash of one record, or None (no tuple made for the question)."""
+        return self._by_kind.get(kind, _NONE).get(key)
+
+    def holds(self, records: Iterable[Sequence[Any]]) -> bool:
+        """Every ``(kind, key, content hash, ...)`` record is synced with that hash."""
+        by_kind = self._by_kind
+        return all(by_kind.get(r[0], _NONE).get(r[1]) == r[2] for r in records)
+
+    def __getitem__(self, item: tuple[str, str]) -> str:
+        return self._by_kind.get(item[0], _NONE)[item[1]]
+
+    def __contains__(self, item: object) -> bool:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            return False
+        return item[1] in self._by_kind.get(item[0], _NONE)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for kind, hashes in self._by_kind.items():
+            for key in hashes:
+                yield kind, key
+
+    def __len__(self) -> int:
+        return sum(len(hashes) for hashes in self._by_kind.values())
+
+
+class RecordStates(Mapping[tuple[str, str], RecordState]):
+    """(kind, key) -> ``RecordState`` of rows as ``record_state`` reads them, made when
+    asked for."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        self._rows = {(row[0], row[1]): row for row in rows}
+
+    def __getitem__(self, item: tuple[str, str]) -> RecordState:
+        return record_state(self._rows[item])
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._rows
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
