@@ -29,7 +29,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from alliance_fhir.app.fingerprints import FileDecision, SourceIndex
+from alliance_fhir.app.fingerprints import FileDecision, SourceIndex, plain_records
 from alliance_fhir.assessments import Assessment
 from alliance_fhir.sync.state.sources import SourceRecord
 
@@ -71,7 +71,7 @@ def reuse_records(
     if known is None or not known.record_sources:
         return Reuse(list(found), digests=digests)
     stored: dict[str, list[tuple[str, str]]] = {}
-    for kind, key, content, _ in known.records:
+    for kind, key, content, _ in plain_records(known.records):
         stored.setdefault(key, []).append((kind, content))
     synced = sources.synced()
     out = Reuse([], digests=digests)

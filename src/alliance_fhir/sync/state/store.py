@@ -41,6 +41,13 @@ from alliance_fhir.sync.state.records import (
 from alliance_fhir.sync.state.sources import SourceFingerprints, bump_generation
 from alliance_fhir.sync.state.sqlite import SqliteBackend
 
+#: The records' rows as ``record_state`` reads them.
+_SELECT_STATES = (
+    "SELECT kind, key, resource_type, server_id, version_id, content_hash, status,"
+    " last_sync, conflict_fields FROM resources"
+)
+_SELECT_STATE = _SELECT_STATES + " WHERE kind=? AND key=?"
+
 
 class StateStore(SourceFingerprints):
     """Thread-safe access to one state store (one connection, one lock).
@@ -129,19 +136,27 @@ class StateStore(SourceFingerprints):
         return found if isinstance(found, dict) else None
 
     def all_records(self, kind: str | None = None) -> RecordStates:
-        """Every record (of one kind), keyed by (kind, key): one query for a whole plan,
-        each ``RecordState`` made only when looked up (``sync.state.lookups``)."""
-        sql = (
-            "SELECT kind, key, resource_type, server_id, version_id, content_hash, status,"
-            " last_sync, conflict_fields FROM resources"
-        )
+        """Every record (of one kind), keyed by (kind, key), for a whole plan: read as
+        looked up, a few one by one, else all in one query (``sync.state.lookups``)."""
+        sql = _SELECT_STATES
         args: tuple[str, ...] = ()
         if kind is not None:
             sql += " WHERE kind=?"
             args = (kind,)
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
-        return RecordStates(rows)
+
+        def load() -> list[tuple[Any, ...]]:
+            with self._lock:
+                rows: list[tuple[Any, ...]] = self._db.execute(sql, args).fetchall()
+            return rows
+
+        def one(of: str, key: str) -> tuple[Any, ...] | None:
+            if kind is not None and of != kind:
+                return None
+            with self._lock:
+                row: tuple[Any, ...] | None = self._db.execute(_SELECT_STATE, (of, key)).fetchone()
+            return row
+
+        return RecordStates(load, one)
 
     def record(
         self,
