@@ -3,12 +3,12 @@
 A re-sync of 100,000 assessments reads 200,000 rows of ``resources`` once (the synced
 hashes that decide whether a source file is skipped, the states a dry-run plan looks up) and
 asks about a small part of them. A Python object per row (a tuple key, a ``RecordState``)
-is what cost the time, and its garbage collection passes: ``SyncedHashes`` keeps one
-``{key: hash}`` dict per record kind, which ``dict()`` builds at C speed from one query's
-rows; ``RecordStates`` reads a few records one by one, or every row when many are asked
-for, and makes a ``RecordState`` only for a record asked for (a dry-run plan of a few
-changed records asks for few). Both are read-only ``Mapping``s keyed by ``(kind, key)`` and compare
-equal to the dicts they replace.
+is what cost the time, and the garbage collection passes over them: ``SyncedHashes`` keeps
+one ``{key: hash}`` dict per record kind (no tuple key per record; str-only dicts are not
+tracked by the collector); ``RecordStates`` reads a few records one by one, or every row
+when many are asked for, and makes a ``RecordState`` only for a record asked for (a dry-run
+plan of a few changed records asks for few). Both are read-only ``Mapping``s keyed by
+``(kind, key)`` and compare equal to the dicts they replace.
 """
 
 from __future__ import annotations
