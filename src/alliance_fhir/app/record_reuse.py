@@ -29,7 +29,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from alliance_fhir.app.fingerprints import FileDecision, SourceIndex
+from alliance_fhir.app.fingerprints import FileDecision, SourceIndex, plain_records
 from alliance_fhir.assessments import Assessment
 from alliance_fhir.sync.state.sources import SourceRecord
 
@@ -71,7 +71,7 @@ def reuse_records(
     if known is None or not known.record_sources:
         return Reuse(list(found), digests=digests)
     stored: dict[str, list[tuple[str, str]]] = {}
-    for kind, key, content, _ in known.records:
+    for kind, key, content, _ in plain_records(known.records):
         stored.setdefault(key, []).append((kind, content))
     synced = sources.synced()
     out = Reuse([], digests=digests)
@@ -82,7 +82,7 @@ def reuse_records(
             known.record_sources.get(key) == digests[key]
             and {kind for kind, _ in records} == _BOTH
             and len(records) == len(_BOTH)
-            and all(synced.get((kind, key)) == content for kind, content in records)
+            and all(synced.hash_of(kind, key) == content for kind, content in records)
         ):
             out.records.extend(
                 (kind, key, content, assessment.line if kind == "assessment" else None)

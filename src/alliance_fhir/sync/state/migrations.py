@@ -254,6 +254,16 @@ _V7_POSTGRESQL = ";".join(
     for name, sql_type in _V7_COLUMNS.items()
 )
 
+#: Schema 8: the state generation at which all of a source file's records were last found
+#: synced, in a table of its own (``source_files.verified`` is no longer read): a mark in
+#: ``source_files`` rewrote the whole row with its records, so the first re-sync after a
+#: write of 100,000 assessments pushed ~25 MB through the WAL (~0.5 s) to mark 5,020 files.
+_V8 = (
+    "CREATE TABLE IF NOT EXISTS source_verified"
+    " (path_key TEXT PRIMARY KEY, generation BIGINT NOT NULL)"
+)
+_V8_POSTGRESQL = _V8.replace("TEXT PRIMARY KEY", 'TEXT COLLATE "C" PRIMARY KEY')
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "records, runs, dead letters, watermarks", _V1_SQLITE, _V1_POSTGRESQL),
     Migration(2, "merge bases, conflict values, run owners", _add_missing_columns, _V2_POSTGRESQL),
@@ -262,6 +272,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "work items and leases", _V5, _V5_POSTGRESQL),
     Migration(6, "source roots", _add_source_root, _V6_POSTGRESQL),
     Migration(7, "record digests, counts, verified", _add_record_columns, _V7_POSTGRESQL),
+    Migration(8, "source files verified, apart", _V8, _V8_POSTGRESQL),
 )
 
 #: The schema this release writes (the last migration's version).

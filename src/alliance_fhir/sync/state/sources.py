@@ -10,14 +10,18 @@ files gone from a folder a run listed are pruned (``SourceIndex.finish``), and (
 ``record_sources``: per assessment key a digest of that record's own source content, so a
 changed file's unchanged records are not mapped again (``app.record_reuse``). A file that had
 input problems keeps its row with an empty ``sha256`` (never equal to a file's): it is always
-read again, yet its good records are reused. ``record_count`` and ``verified``: an unchanged
-file's records are counted without decoding them, and are not compared with the state again
-while the *state generation* is the one they were found synced at (see below).
+read again, yet its good records are reused. ``record_count``: an unchanged file's records
+are counted without decoding them. ``source_verified`` (migration 8; it replaces the column
+``source_files.verified``, no longer read): per path key the *state generation* at which all
+its records were found synced, so they are not compared with the state again while it has
+not moved (see below). A small row of its own: marking the column rewrote the whole
+``source_files`` row, records and all (~25 MB through the WAL at 100,000 assessments).
+Saving or forgetting a fingerprint drops its mark.
 
 **State generation.** ``meta.state_generation`` is a counter that ``StateStore`` bumps in the
 same transaction as every write of ``resources`` or ``dead_letters`` (before the write when
 there is no transaction). A run reads it *before* it reads the synced hashes, and marks the
-files it found all synced ``verified`` at that generation; a later run that reads the same
+files it found all synced as verified at that generation; a later run that reads the same
 generation knows no record changed since, so it skips those files without reading 200,000
 hashes. Any write, of any process on the store, moves it on: the next run compares again.
 The last run's figures (files read and skipped) live in ``meta`` under ``sources_last_run``.
@@ -36,8 +40,15 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from alliance_fhir.sync.state.backend import Backend
+from alliance_fhir.sync.state.lookups import SyncedHashes
 
-__all__ = ["SourceFingerprint", "SourceFingerprints", "StoredRecords", "bump_generation"]
+__all__ = [
+    "SourceFingerprint",
+    "SourceFingerprints",
+    "StoredDigests",
+    "StoredRecords",
+    "bump_generation",
+]
 
 #: Moves the state generation on; run in the transaction of the write it stands for.
 GENERATION_BUMP = (
@@ -65,10 +76,20 @@ _UPSERT = (
 )
 
 _SELECT = (
-    "SELECT path_key, size, mtime_ns, inode, sha256, context, records, notes, root,"
-    " record_sources, record_count, verified FROM source_files"
+    "SELECT f.path_key, f.size, f.mtime_ns, f.inode, f.sha256, f.context, f.records, f.notes,"
+    " f.root, f.record_sources, f.record_count, v.generation FROM source_files f"
+    " LEFT JOIN source_verified v ON v.path_key = f.path_key"
 )
 _NO_NOTES = "[[],[]]"
+
+#: The records in sync: written by us as they are now (content compared), not refused since.
+_SYNCED = (
+    "SELECT kind, key, content_hash FROM resources WHERE status='synced'"
+    " AND server_id IS NOT NULL AND content_hash IS NOT NULL"
+)
+
+#: A file's records are not known synced (its row is new, or gone).
+_UNVERIFY = "DELETE FROM source_verified WHERE path_key=?"
 
 #: Path keys per ``IN (...)`` query (well under SQLite's and PostgreSQL's parameter limits).
 _CHUNK = 500
@@ -101,7 +122,8 @@ class SourceFingerprint:
 
 class StoredRecords(Sequence[SourceRecord]):
     """A stored row's records, decoded only when asked for (their count is stored): an
-    unchanged re-sync of 100,000 assessments needs only how many there are."""
+    unchanged re-sync of 100,000 assessments needs only how many there are, or (the first
+    one after a write) the plain lists ``lists()`` gives to compare with the state."""
 
     __slots__ = ("_count", "_items", "_raw")
 
@@ -109,9 +131,17 @@ class StoredRecords(Sequence[SourceRecord]):
         self._raw, self._count = raw, count
         self._items: tuple[SourceRecord, ...] | None = None
 
+    def lists(self) -> Sequence[Sequence[Any]]:
+        """The records as JSON lists ``[kind, key, hash, line]``, no tuple made per record
+        (not kept: 200,000 lists kept alive slow every later garbage collection pass)."""
+        if self._items is not None:
+            return self._items
+        found: list[list[Any]] = json.loads(self._raw)  # C-speed
+        return found
+
     def _decoded(self) -> tuple[SourceRecord, ...]:
         if self._items is None:
-            self._items = tuple(map(tuple, json.loads(self._raw)))  # C-speed
+            self._items = tuple(map(tuple, self.lists()))  # C-speed
         return self._items
 
     def __len__(self) -> int:
@@ -156,7 +186,7 @@ class SourceFingerprints:
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
             # Only "?" marks are joined into the SQL; the keys travel as parameters.
-            where = " WHERE path_key IN (" + ",".join("?" * len(chunk)) + ")"
+            where = " WHERE f.path_key IN (" + ",".join("?" * len(chunk)) + ")"
             with self._lock:
                 rows = self._db.execute(_SELECT + where, chunk).fetchall()
             found.update((r[0], _fingerprint(r)) for r in rows)
@@ -177,15 +207,14 @@ class SourceFingerprints:
                 json.dumps(f.notes, separators=(",", ":"), ensure_ascii=False),
                 now,
                 f.root,
-                json.dumps(f.record_sources, separators=(",", ":"), ensure_ascii=False)
-                if f.record_sources
-                else None,
+                _digests_json(f.record_sources) if f.record_sources else None,
                 len(f.records),
             )
             for f in found
         ]
         with self._lock, self._db.transaction():
             self._db.executemany(_UPSERT, rows)
+            self._db.executemany(_UNVERIFY, [(f.path_key,) for f in found])
 
     def forget_source_fingerprints(self, path_keys: Sequence[str]) -> None:
         """Drop fingerprints (files that now have problems, or could not be read)."""
@@ -193,6 +222,7 @@ class SourceFingerprints:
             self._db.executemany(
                 "DELETE FROM source_files WHERE path_key=?", [(k,) for k in path_keys]
             )
+            self._db.executemany(_UNVERIFY, [(k,) for k in path_keys])
 
     def source_root_keys(self, roots: Collection[str]) -> dict[str, str]:
         """path key -> root of every fingerprint listed under one of ``roots``."""
@@ -213,21 +243,25 @@ class SourceFingerprints:
                 [(root, key) for key, root in rooted],
             )
 
-    def synced_hashes(self) -> dict[tuple[str, str], str]:
+    def synced_hashes(self) -> SyncedHashes:
         """(kind, key) -> content hash of every record the server holds as we last wrote
-        it: ``synced``, with a server id, and no open dead letter."""
+        it: ``synced``, with a server id, and no open dead letter. Kept as one dict per
+        record kind (``sync.state.lookups``): no tuple key made per record."""
+        by_kind: dict[str, dict[str, str]] = {}
         with self._lock:
-            rows = self._db.execute(
-                "SELECT kind, key, content_hash FROM resources WHERE status='synced'"
-                " AND server_id IS NOT NULL AND content_hash IS NOT NULL"
-            ).fetchall()
+            rows = self._db.execute(_SYNCED).fetchall()
             lettered = self._db.execute(
                 "SELECT kind, key FROM dead_letters WHERE resolved=0"
             ).fetchall()
-        found = {(r[0], r[1]): r[2] for r in rows}
+        for kind, key, content in rows:  # faster than a query per kind (index look-ups)
+            hashes = by_kind.get(kind)
+            if hashes is None:
+                hashes = by_kind[kind] = {}
+            hashes[key] = content
+        del rows
         for kind, key in lettered:  # few; one query apiece is slower than subtracting here
-            found.pop((kind, key), None)
-        return found
+            by_kind.get(kind, {}).pop(key, None)
+        return SyncedHashes(by_kind)
 
     def state_generation(self) -> int:
         """The state generation (see the module docstring): read it before the synced
@@ -241,8 +275,13 @@ class SourceFingerprints:
         the count) were all found synced at ``generation``."""
         with self._lock, self._db.transaction():
             self._db.executemany(
-                "UPDATE source_files SET verified=?, record_count=? WHERE path_key=?",
-                [(generation, count, key) for key, count in found],
+                "INSERT INTO source_verified (path_key, generation) VALUES (?, ?)"
+                " ON CONFLICT (path_key) DO UPDATE SET generation=excluded.generation",
+                [(key, generation) for key, _ in found],
+            )
+            self._db.executemany(  # a row is rewritten only when its count is missing
+                "UPDATE source_files SET record_count=? WHERE path_key=? AND record_count IS NULL",
+                [(count, key) for key, count in found],
             )
 
     def synced_hash(self, kind: str, key: str) -> str | None:
@@ -297,6 +336,39 @@ class SourceFingerprints:
         return found if isinstance(found, dict) else {}
 
 
+class StoredDigests(Mapping[str, str]):
+    """A stored row's ``record_sources``, decoded only when asked for: only a file read
+    again needs them, not the thousands skipped."""
+
+    __slots__ = ("_items", "raw")
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+        self._items: dict[str, str] | None = None
+
+    def _decoded(self) -> dict[str, str]:
+        if self._items is None:
+            found = json.loads(self.raw)
+            self._items = found if isinstance(found, dict) else {}
+        return self._items
+
+    def __getitem__(self, key: str) -> str:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+
+def _digests_json(digests: Mapping[str, str]) -> str:
+    """``record_sources`` as stored (a stored row's text as it was read)."""
+    if isinstance(digests, StoredDigests):
+        return digests.raw
+    return json.dumps(dict(digests), separators=(",", ":"), ensure_ascii=False)
+
+
 def _fingerprint(row: tuple[Any, ...]) -> SourceFingerprint:
     records = StoredRecords(row[6], row[10])
     read, mapped = ([], []) if row[7] == _NO_NOTES else json.loads(row[7])
@@ -310,6 +382,6 @@ def _fingerprint(row: tuple[Any, ...]) -> SourceFingerprint:
         records,
         (tuple(read), tuple(mapped)),
         row[8],
-        json.loads(row[9]) if row[9] else {},
+        StoredDigests(row[9]) if row[9] else {},
         row[11],
     )

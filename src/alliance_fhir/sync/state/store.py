@@ -25,6 +25,7 @@ from typing import Any
 
 from alliance_fhir.exceptions import StateError, redact_outcome
 from alliance_fhir.sync.state.backend import Backend
+from alliance_fhir.sync.state.lookups import RecordStates
 from alliance_fhir.sync.state.migrations import migrate
 from alliance_fhir.sync.state.owners import still_running
 from alliance_fhir.sync.state.records import (
@@ -39,6 +40,13 @@ from alliance_fhir.sync.state.records import (
 )
 from alliance_fhir.sync.state.sources import SourceFingerprints, bump_generation
 from alliance_fhir.sync.state.sqlite import SqliteBackend
+
+#: The records' rows as ``record_state`` reads them.
+_SELECT_STATES = (
+    "SELECT kind, key, resource_type, server_id, version_id, content_hash, status,"
+    " last_sync, conflict_fields FROM resources"
+)
+_SELECT_STATE = _SELECT_STATES + " WHERE kind=? AND key=?"
 
 
 class StateStore(SourceFingerprints):
@@ -127,19 +135,28 @@ class StateStore(SourceFingerprints):
         found = json.loads(row[0])
         return found if isinstance(found, dict) else None
 
-    def all_records(self, kind: str | None = None) -> dict[tuple[str, str], RecordState]:
-        """Every record (of one kind), keyed by (kind, key): one query for a whole plan."""
-        sql = (
-            "SELECT kind, key, resource_type, server_id, version_id, content_hash, status,"
-            " last_sync, conflict_fields FROM resources"
-        )
+    def all_records(self, kind: str | None = None) -> RecordStates:
+        """Every record (of one kind), keyed by (kind, key), for a whole plan: read as
+        looked up, a few one by one, else all in one query (``sync.state.lookups``)."""
+        sql = _SELECT_STATES
         args: tuple[str, ...] = ()
         if kind is not None:
             sql += " WHERE kind=?"
             args = (kind,)
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
-        return {(r[0], r[1]): record_state(r) for r in rows}
+
+        def load() -> list[tuple[Any, ...]]:
+            with self._lock:
+                rows: list[tuple[Any, ...]] = self._db.execute(sql, args).fetchall()
+            return rows
+
+        def one(of: str, key: str) -> tuple[Any, ...] | None:
+            if kind is not None and of != kind:
+                return None
+            with self._lock:
+                row: tuple[Any, ...] | None = self._db.execute(_SELECT_STATE, (of, key)).fetchone()
+            return row
+
+        return RecordStates(load, one)
 
     def record(
         self,
