@@ -218,7 +218,33 @@ def _libyaml_differs(text: str) -> bool:
     if _LIBYAML_DIFFERS.search(text) is not None:
         return True
     # '?' inside a plain scalar of a flow collection: libyaml keeps it, PyYAML refuses it
-    return "?" in text and ("[" in text or "{" in text)
+    if "?" not in text or not ("[" in text or "{" in text):
+        return False
+    return _question_near_flow(text)
+
+
+def _question_near_flow(text: str) -> bool:
+    """Whether a ``?`` may sit in a flow collection. Brackets are counted line by line,
+    quoted strings left out; a ``?`` on a line with a bracket or while one is open, a comment
+    or a stray quote there, or a count that goes below zero or ends open, all say yes. So a
+    question in a form's item text (``Anything we could do differently?``) beside one-line
+    flow mappings (``- {code: "1", value: 1}``) or a list wrapped over lines keeps libyaml."""
+    depth = 0
+    for line in text.splitlines():
+        if depth == 0 and not any(c in line for c in "[]{}"):
+            continue
+        if "?" in line:
+            return True
+        bare = _QUOTED.sub("", line)
+        if any(c in bare for c in "\"'#"):
+            return True
+        depth += bare.count("[") + bare.count("{") - bare.count("]") - bare.count("}")
+        if depth < 0:
+            return True
+    return depth != 0
+
+
+_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\n]|\'\')*\'')
 
 
 _LIBYAML_DIFFERS = re.compile(r"[|>][-+0-9]*#|[\t\x85\u2028\u2029\ufeff]|\r(?:\.\.\.|---)|!\S*%")

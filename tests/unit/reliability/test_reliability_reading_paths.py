@@ -17,6 +17,7 @@ from alliance_fhir.exceptions import InvalidInputError
 from .test_reliability_hostile_input import HOSTILE_YAML
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+MAPPINGS = Path(__file__).resolve().parents[3] / "mappings"
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -41,6 +42,31 @@ def test_libyaml_is_in_use() -> None:
 )
 def test_example_files_read_the_same(path: Path) -> None:
     text = inputs.read_text(path)
+    assert _result(inputs.parse_yaml, text) == _result(inputs._parse_slow, text)
+
+
+@pytest.mark.parametrize("path", sorted(MAPPINGS.rglob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_definitions_read_the_same_and_skip_the_slow_parser(path: Path) -> None:
+    """Every sync loads these first: a question mark in an item's text beside one-line flow
+    mappings used to send two of them to the pure-Python parser (half the library's load)."""
+    text = inputs.read_text(path)
+    assert _result(inputs.parse_yaml, text) == _result(inputs._parse_slow, text)
+    assert not inputs._libyaml_differs(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: [x, y?z]\n",  # on the bracket's line
+        "a: [x,\n  y?z]\n",  # in a collection spanning lines
+        "a: {k: v,\n  q: y?z}\n",
+        "- {a: 1}\n- [b,\n c?]\n",
+    ],
+)
+def test_a_question_mark_that_may_be_in_a_flow_collection_takes_the_slow_parser(
+    text: str,
+) -> None:
+    assert inputs._libyaml_differs(text)
     assert _result(inputs.parse_yaml, text) == _result(inputs._parse_slow, text)
 
 
