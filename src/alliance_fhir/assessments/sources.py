@@ -62,6 +62,25 @@ def register_assessment(assessment: Assessment, free_text: Iterable[str] = ()) -
     register_sensitive(assessment.patient.value, *(t for t in free_text if not _numeric(t)))
 
 
+class _Sensitive:
+    """One file's values to mask, registered once when the file is read (not per record):
+    the patients' identifiers and the distinct answer texts, numbers left out as
+    :func:`register_assessment` leaves them out. Records repeat the same few patients and
+    answers, so this is a set update per record instead of a registration per record."""
+
+    def __init__(self) -> None:
+        self._patients: set[str] = set()
+        self._answers: set[str | int | float] = set()
+
+    def add(self, assessment: Assessment) -> None:
+        self._patients.add(assessment.patient.value)
+        self._answers.update(assessment.answers.values())
+
+    def register(self) -> None:
+        texts = (t for t in self._answers if isinstance(t, str) and not _numeric(t))
+        register_sensitive(*self._patients, *texts)
+
+
 def _numeric(text: str) -> bool:
     if text.isascii() and text.isdigit():  # a choice code: no float() (and no exception)
         return True
@@ -74,6 +93,8 @@ def _numeric(text: str) -> bool:
 
 def dedupe_keys(items: list[tuple[Assessment, Problem | None]]) -> Result:
     """Drop a record whose key an earlier record of the batch already used (a Problem)."""
+    if len({assessment.key for assessment, _ in items}) == len(items):
+        return [assessment for assessment, _ in items], []  # no key used twice: all kept
     seen: dict[str, str] = {}
     out: list[Assessment] = []
     problems: list[Problem] = []
@@ -128,6 +149,7 @@ def read_records(path: Path) -> Result:
 
     problems: list[Problem] = []
     parsed: list[tuple[Assessment, tuple[int | str, ...]]] = []
+    sensitive = _Sensitive()
     for where, record in records:
         if not isinstance(record, dict):
             problems.append(pos.problem(where, "", "a record must be a mapping"))
@@ -148,10 +170,9 @@ def read_records(path: Path) -> Result:
         except ValidationError as exc:
             problems.extend(_record_problems(exc, record, defaults, pos, where))
             continue
-        register_assessment(
-            assessment, (v for v in assessment.answers.values() if isinstance(v, str))
-        )
+        sensitive.add(assessment)
         parsed.append((assessment, where))
+    sensitive.register()
     # a record's key Problem is made only for keys used twice (the only ones it words)
     counts = Counter(assessment.key for assessment, _ in parsed)
     records_ok, dup = dedupe_keys(
@@ -298,7 +319,8 @@ def read_csv(path: Path, column_map: CsvColumnMap | None = None) -> Result:
     if problems:
         return [], problems
 
-    parsed: list[tuple[Assessment, Problem | None]] = []
+    parsed: list[Assessment] = []
+    sensitive = _Sensitive()
     line = 2
     while True:
         start = line
@@ -310,20 +332,29 @@ def read_csv(path: Path, column_map: CsvColumnMap | None = None) -> Result:
             problems.append(Problem(source, "", f"not valid CSV: {exc}", line=start))
             break
         line = reader.line_num + 1
-        if not any(cell.strip() for cell in row):
+        if not "".join(row).strip():  # every cell blank
             continue
         if len(row) != len(header):
             problems.append(
                 Problem(source, "", f"{len(row)} cells but {len(header)} columns", line=start)
             )
             continue
-        cells = dict(zip(header, (c.strip() for c in row), strict=True))
+        cells = dict(zip(header, map(str.strip, row), strict=True))
         result = _csv_record(cells, cmap, fields, answer_cols, source, start)
         if isinstance(result, list):
             problems.extend(result)
             continue
-        parsed.append((result, Problem(source, cmap.columns.key, "", line=start)))
-    records, dup = dedupe_keys(parsed)
+        sensitive.add(result)
+        parsed.append(result)
+    sensitive.register()
+    # a row's key Problem is made only for keys used twice (the only ones it words)
+    counts = Counter(assessment.key for assessment in parsed)
+    records, dup = dedupe_keys(
+        [
+            (a, Problem(source, cmap.columns.key, "", line=a.line) if counts[a.key] > 1 else None)
+            for a in parsed
+        ]
+    )
     return records, problems + dup
 
 
@@ -386,5 +417,4 @@ def _csv_record(
                 reason += " (write an offset, e.g. 2024-03-04T17:00:00-05:00)"
             problems.append(Problem(source, column, reason, line=line))
         return problems
-    register_assessment(assessment, (v for v in assessment.answers.values() if isinstance(v, str)))
     return assessment
