@@ -53,6 +53,11 @@ _MAX_KEY = 1000
 _MAX_DEPTH = 64
 #: Most plain scalars kept resolved (they repeat: keys, codes, systems).
 _CACHE_SIZE = 4096
+#: Most mapping lines kept read (a line repeats across records: its key and value).
+_LINE_CACHE_SIZE = 16384
+
+#: A mapping line read: its key, whether its value is on the line, that value.
+_Entry = tuple[str, bool, Any]
 
 
 class _Out(Exception):
@@ -69,6 +74,9 @@ class BlockReader:
         self._plain_cache: dict[str, tuple[bool, Any]] = {}
         #: Keys seen resolving to text (files use a few dozen): no resolver call for them.
         self._keys: set[str] = set()
+        #: Mapping lines read before, as :meth:`_entry` read them: records repeat most of
+        #: their lines (``instrument: x``, ``heard: '3'``), so most lines are one dict lookup.
+        self._entries: dict[str, _Entry] = {}
 
     def read(self, text: str) -> tuple[Any, dict[PathKey, int]] | None:
         """The document and the line of each node's path, or None outside the subset."""
@@ -86,7 +94,7 @@ class BlockReader:
             del rows[0]
         if not rows:
             return None
-        walk = _Walk(rows, self._scalar, self._plain, self._keys)
+        walk = _Walk(rows, self._scalar, self._entries, self._entry)
         try:
             data = walk.block(())
         except (_Out, RecursionError):
@@ -94,6 +102,45 @@ class BlockReader:
         if walk.i != len(rows) or len(walk.lines) > self._max_nodes:
             return None
         return data, walk.lines
+
+    def _entry(self, content: str) -> _Entry:
+        """One ``key: value`` (or ``key:``) line of a mapping, without its indent: the key,
+        whether the value is on the line, and the value; kept for the next time."""
+        m = _KEY_VALUE.match(content)
+        if m is not None:
+            key, single, double, other = m.groups()
+            quoted = False
+            colon = m.end(1)
+        else:
+            q = _QUOTED_KEY.match(content)
+            if q is None:
+                raise _Out
+            in_single, in_double, other = q.groups()
+            key = in_single.replace("''", "'") if in_double is None else in_double
+            single = double = None
+            quoted = True
+            colon = q.end(1 if in_double is None else 2) + 1
+        if colon > _MAX_KEY:
+            raise _Out  # PyYAML takes no key longer than 1024 characters
+        if not quoted and key not in self._keys:
+            if type(self._plain(key)) is not str:
+                raise _Out  # a key PyYAML reads as a number, date, null...
+            if len(self._keys) >= _CACHE_SIZE:
+                self._keys.clear()
+            self._keys.add(key)
+        entry: _Entry
+        if single is not None:
+            entry = (key, True, single.replace("''", "'") if "'" in single else single)
+        elif double is not None:
+            entry = (key, True, double)
+        elif other is not None:
+            entry = (key, True, self._scalar(other))
+        else:
+            entry = (key, False, None)
+        if len(self._entries) >= _LINE_CACHE_SIZE:
+            self._entries.clear()
+        self._entries[content] = entry
+        return entry
 
     def _scalar(self, text: str) -> Any:
         """A one-line value: quoted (no escapes) or plain."""
@@ -156,15 +203,15 @@ class _Walk:
         self,
         rows: list[tuple[int, int, str]],
         scalar: Callable[[str], Any],
-        plain: Callable[[str], Any],
-        keys: set[str],
+        entries: dict[str, _Entry],
+        entry: Callable[[str], _Entry],
     ) -> None:
         self.rows = rows
-        self._keys = keys
         self.i = 0
         self.lines: dict[PathKey, int] = {}
         self._scalar = scalar
-        self._plain = plain
+        self._entries = entries
+        self._entry = entry
 
     def block(self, path: PathKey) -> Any:
         """The block whose first row is ``rows[i]`` (its indent is the block's)."""
@@ -214,6 +261,7 @@ class _Walk:
         rows = self.rows
         end = len(rows)
         lines = self.lines
+        entries = self._entries
         i = self.i
         lines[path] = rows[i][0]
         out: dict[str, Any] = {}
@@ -223,37 +271,15 @@ class _Walk:
                 if at > indent:
                     raise _Out
                 break
-            m = _KEY_VALUE.match(content)
-            if m is not None:
-                key, single, double, other = m.groups()
-                quoted = False
-                colon = m.end(1)
-            else:
-                q = _QUOTED_KEY.match(content)
-                if q is None:
-                    raise _Out
-                in_single, in_double, other = q.groups()
-                key = in_single.replace("''", "'") if in_double is None else in_double
-                single = double = None
-                quoted = True
-                colon = q.end(1 if in_double is None else 2) + 1
-            if colon > _MAX_KEY:
-                raise _Out  # PyYAML takes no key longer than 1024 characters
+            entry = entries.get(content)
+            if entry is None:
+                entry = self._entry(content)
+            key, has_value, value = entry
             if key in out:
                 raise _Out  # a duplicate: the long way says where
-            if not quoted and key not in self._keys:
-                if type(self._plain(key)) is not str:
-                    raise _Out  # a key PyYAML reads as a number, date, null...
-                if len(self._keys) >= _CACHE_SIZE:
-                    self._keys.clear()
-                self._keys.add(key)
             i += 1
-            if single is not None:
-                out[key] = single.replace("''", "'") if "'" in single else single
-            elif double is not None:
-                out[key] = double
-            elif other is not None:
-                out[key] = self._scalar(other)
+            if has_value:
+                out[key] = value
             elif i < end and (
                 rows[i][1] > indent
                 or (rows[i][1] == indent and (rows[i][2] == "-" or rows[i][2].startswith("- ")))
