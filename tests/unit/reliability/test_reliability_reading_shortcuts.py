@@ -1,0 +1,153 @@
+"""The reading shortcuts read what the long ways read.
+
+Three shortcuts keep reading fast: the block YAML reader keeps every mapping line it has read
+(key and value) for the next record that repeats it; ``Assessment`` keeps answers that are
+all non-blank text without a loop; and a file's patients and answer texts are registered for
+log masking once per file, not per record. Each is compared here with the way it replaces:
+a reader that has never seen a line, the answer loop, and what the scrubber masks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from alliance_fhir import block_yaml, inputs
+from alliance_fhir.assessments import read_csv, read_records
+from alliance_fhir.assessments.model import Assessment, _answered
+from alliance_fhir.block_yaml import BlockReader
+from alliance_fhir.log import scrub
+
+from .test_reliability_block_yaml import RECORDS, SHIPPED, SLIPS
+
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DOCUMENTS = [
+    *(p.read_text(encoding="utf-8-sig") for p in SHIPPED if p.suffix != ".json"),
+    *(RECORDS.replace(old, new, 1) for _, old, new in SLIPS),
+]
+
+
+def _fresh() -> BlockReader:
+    return BlockReader(inputs._LineLoader.yaml_implicit_resolvers, inputs.MAX_NODES)
+
+
+def test_a_reader_that_has_seen_every_line_reads_what_a_fresh_one_reads() -> None:
+    warm = _fresh()
+    for text in DOCUMENTS:
+        warm.read(text)
+    taken = 0
+    for text in DOCUMENTS:
+        cold = _fresh().read(text)
+        assert warm.read(text) == cold
+        taken += cold is not None
+    assert taken > len(SLIPS) // 2  # the block reader took most of them: the cache was used
+
+
+def test_a_line_read_before_is_still_refused_where_it_does_not_fit() -> None:
+    reader = _fresh()
+    assert reader.read("a: 1\nb:\n  c: x\n") == ({"a": 1, "b": {"c": "x"}}, _lines())
+    assert reader.read("a: 1\na: 1\n") is None  # a duplicate key: the long way says where
+    assert reader.read("b:\n  c: x\n    a: 1\n") is None  # a deeper line after a value
+    assert reader.read("- a: 1\n- b:\n") == ([{"a": 1}, {"b": None}], _seq_lines())
+
+
+def _lines() -> dict[Any, int]:
+    return {(): 1, ("a",): 1, ("b",): 2, ("b", "c"): 3}
+
+
+def _seq_lines() -> dict[Any, int]:
+    return {(): 1, (0,): 1, (0, "a"): 1, (1,): 2, (1, "b"): 2}
+
+
+def test_a_full_line_cache_starts_again_and_reads_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cold = [_fresh().read(text) for text in DOCUMENTS]
+    monkeypatch.setattr(block_yaml, "_LINE_CACHE_SIZE", 3)
+    small = _fresh()
+    assert [small.read(text) for text in DOCUMENTS] == cold
+    assert len(small._entries) <= 3
+
+
+_answer_keys = st.sampled_from(["heard", "trust", "q1", "do-differently", "x.y_z"])
+_answers = st.dictionaries(
+    _answer_keys,
+    st.one_of(
+        st.text(alphabet=" \t\n\xa0a19.", max_size=4),
+        st.integers(-3, 12),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.none(),
+    ),
+    max_size=6,
+)
+
+
+@SETTINGS
+@given(answers=_answers)
+def test_answers_all_text_keep_what_the_answer_loop_keeps(answers: dict[str, Any]) -> None:
+    """The check in C and the loop agree on every dict of answers, blank ones included; a
+    record with one more unanswered item (which takes the loop) is the same record."""
+    kept = Assessment._drop_unanswered(answers)
+    assert list(kept.items()) == list(_answered(answers).items())
+    record = {
+        "key": "k-1",
+        "instrument": "trc-client",
+        "patient": {"system": "http://example-clinic.org/mrn", "value": "MRN-1"},
+        "authored": "2024-03-04T17:00:00-05:00",
+    }
+    fast = Assessment.model_validate({**record, "answers": answers})
+    slow = Assessment.model_validate({**record, "answers": {**answers, "unanswered": None}})
+    assert fast == slow
+    assert [type(v) for v in fast.answers.values()] == [type(v) for v in slow.answers.values()]
+
+
+def test_csv_patients_and_free_text_are_masked_and_numbers_are_not(tmp_path: Path) -> None:
+    path = tmp_path / "trc.csv"
+    path.write_text(
+        "record_id,instrument,authored,client_mrn,item.do-differently,item.heard\n"
+        "c-1,trc-client,2024-03-04T17:00:00Z,MRN-CSV-SECRET-1,ask my brother Anselm,3\n"
+        "c-2,trc-client,2024-03-11T17:00:00Z,MRN-CSV-SECRET-2,4.25,3\n",
+        encoding="utf-8",
+    )
+    found, problems = read_csv(path)
+    assert problems == []
+    assert [a.key for a in found] == ["c-1", "c-2"]
+    line = scrub("MRN-CSV-SECRET-1 and MRN-CSV-SECRET-2 said ask my brother Anselm")
+    assert line == "[redacted] and [redacted] said [redacted]"
+    assert scrub("took 4.25 s") == "took 4.25 s"  # a number answered is not free text
+
+
+def test_a_record_refused_is_not_registered(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "- key: r-1\n  instrument: trc-client\n"
+        "  patient: {system: http://example-clinic.org/mrn, value: MRN-NEVER-VALID}\n"
+        "  authored: 2024-03-04T17:00:00\n"  # no offset: refused
+        "- key: r-2\n  instrument: trc-client\n"
+        "  patient: {system: http://example-clinic.org/mrn, value: MRN-KEPT-7}\n"
+        "  authored: 2024-03-04T17:00:00Z\n",
+        encoding="utf-8",
+    )
+    found, problems = read_records(path)
+    assert [a.key for a in found] == ["r-2"]
+    assert [p.field for p in problems] == ["authored"]
+    assert scrub("MRN-NEVER-VALID MRN-KEPT-7") == "MRN-NEVER-VALID [redacted]"
+
+
+def test_csv_duplicate_keys_name_both_rows(tmp_path: Path) -> None:
+    header = "record_id,instrument,authored,client_mrn,item.q1,item.q2,item.q3,item.q4\n"
+    row = "{key},srs,2024-03-0{day}T17:00:00Z,MRN-3001,9.1,9.0,8.7,9.3\n"
+    path = tmp_path / "srs.csv"
+    path.write_text(
+        header + "".join(row.format(key=k, day=d) for k, d in (("a", 1), ("b", 2), ("a", 3))),
+        encoding="utf-8",
+    )
+    found, problems = read_csv(path)
+    assert [a.key for a in found] == ["a", "b"]
+    assert [str(p) for p in problems] == [
+        f"{path}:4 [record_id]: duplicate key 'a': already used at {path}:2"
+    ]
