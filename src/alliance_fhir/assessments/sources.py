@@ -159,10 +159,10 @@ def read_records(path: Path) -> Result:
         answers, lines = record.get("answers"), pos.lines
         answer_lines: dict[str, int] = {}
         if isinstance(answers, dict):
-            for k in answers:
-                at = lines.get((*where, "answers", k))
-                if at is not None:
-                    answer_lines[str(k)] = at
+            at_answers = (*where, "answers")
+            answer_lines = {
+                str(k): at for k in answers if (at := lines.get((*at_answers, k))) is not None
+            }
         try:
             assessment = Assessment.model_validate(
                 {**merged, "source": source, "line": line, "answer_lines": answer_lines}

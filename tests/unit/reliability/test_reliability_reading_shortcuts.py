@@ -151,3 +151,10 @@ def test_csv_duplicate_keys_name_both_rows(tmp_path: Path) -> None:
     assert [str(p) for p in problems] == [
         f"{path}:4 [record_id]: duplicate key 'a': already used at {path}:2"
     ]
+
+
+@pytest.mark.parametrize("code", range(128))
+def test_the_ascii_check_lets_through_exactly_what_the_character_class_does(code: int) -> None:
+    text = f"key: a{chr(code)}b\n"
+    assert block_yaml._plain_ascii(text) == (block_yaml._OUTSIDE.search(text) is None)
+    assert not block_yaml._plain_ascii("key: caf\u00e9\n")  # not ASCII: the class decides
