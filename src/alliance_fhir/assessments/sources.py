@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from alliance_fhir.assessments.model import Assessment
+from alliance_fhir.assessments.model import Assessment, Identifier
 from alliance_fhir.exceptions import ConfigError, InvalidInputError, Problem
 from alliance_fhir.inputs import Positions, load_document, problems_from_validation, read_text
 from alliance_fhir.log import register_sensitive
@@ -79,6 +79,34 @@ class _Sensitive:
     def register(self) -> None:
         texts = (t for t in self._answers if isinstance(t, str) and not _numeric(t))
         register_sensitive(*self._patients, *texts)
+
+
+class _People:
+    """Identifiers this file's records validated, by (system, value) as written: records
+    repeat one patient and clinician, so each is validated once and then shared (the model
+    is frozen). A pair not seen valid yet is left to the record's own validation, so every
+    message stays the record's."""
+
+    def __init__(self) -> None:
+        self._valid: dict[tuple[str, str], Identifier] = {}
+
+    @staticmethod
+    def _pair(raw: Any) -> tuple[str, str] | None:
+        if type(raw) is not dict or len(raw) != 2:
+            return None
+        system, value = raw.get("system"), raw.get("value")
+        return (system, value) if type(system) is str and type(value) is str else None
+
+    def known(self, raw: Any) -> Any:
+        """The identifier ``raw`` was validated to before, or ``raw`` itself."""
+        pair = self._pair(raw)
+        return raw if pair is None else self._valid.get(pair, raw)
+
+    def learn(self, raw: Any, identifier: Identifier | None) -> None:
+        """``raw`` was validated to ``identifier`` (when it is a plain pair, keep it)."""
+        pair = self._pair(raw)
+        if pair is not None and identifier is not None:
+            self._valid[pair] = identifier
 
 
 def _numeric(text: str) -> bool:
@@ -150,6 +178,7 @@ def read_records(path: Path) -> Result:
     problems: list[Problem] = []
     parsed: list[tuple[Assessment, tuple[int | str, ...]]] = []
     sensitive = _Sensitive()
+    people = _People()
     for where, record in records:
         if not isinstance(record, dict):
             problems.append(pos.problem(where, "", "a record must be a mapping"))
@@ -163,13 +192,17 @@ def read_records(path: Path) -> Result:
             answer_lines = {
                 str(k): at for k in answers if (at := lines.get((*at_answers, k))) is not None
             }
+        data = {**merged, "source": source, "line": line, "answer_lines": answer_lines}
+        for who in ("patient", "practitioner"):
+            if who in data:
+                data[who] = people.known(data[who])
         try:
-            assessment = Assessment.model_validate(
-                {**merged, "source": source, "line": line, "answer_lines": answer_lines}
-            )
+            assessment = Assessment.model_validate(data)
         except ValidationError as exc:
             problems.extend(_record_problems(exc, record, defaults, pos, where))
             continue
+        people.learn(merged.get("patient"), assessment.patient)
+        people.learn(merged.get("practitioner"), assessment.practitioner)
         sensitive.add(assessment)
         parsed.append((assessment, where))
     sensitive.register()
@@ -321,6 +354,7 @@ def read_csv(path: Path, column_map: CsvColumnMap | None = None) -> Result:
 
     parsed: list[Assessment] = []
     sensitive = _Sensitive()
+    people = _People()
     line = 2
     while True:
         start = line
@@ -340,7 +374,7 @@ def read_csv(path: Path, column_map: CsvColumnMap | None = None) -> Result:
             )
             continue
         cells = dict(zip(header, map(str.strip, row), strict=True))
-        result = _csv_record(cells, cmap, fields, answer_cols, source, start)
+        result = _csv_record(cells, cmap, fields, answer_cols, source, start, people)
         if isinstance(result, list):
             problems.extend(result)
             continue
@@ -379,14 +413,16 @@ def _csv_record(
     answer_cols: Mapping[str, str],
     source: str,
     line: int,
+    people: _People,
 ) -> Assessment | list[Problem]:
     record: dict[str, Any] = {
         name: cells[col] for col, name in fields.items() if cells.get(col, "") != ""
     }
-    record["patient"] = _csv_identifier(cells, cmap.patient)
+    patient = _csv_identifier(cells, cmap.patient)
+    record["patient"] = people.known(patient)
     practitioner = _csv_identifier(cells, cmap.practitioner)
     if practitioner is not None:
-        record["practitioner"] = practitioner
+        record["practitioner"] = people.known(practitioner)
     record["answers"] = {
         link_id: cells[col] for col, link_id in answer_cols.items() if cells.get(col, "") != ""
     }
@@ -417,4 +453,6 @@ def _csv_record(
                 reason += " (write an offset, e.g. 2024-03-04T17:00:00-05:00)"
             problems.append(Problem(source, column, reason, line=line))
         return problems
+    people.learn(patient, assessment.patient)
+    people.learn(practitioner, assessment.practitioner)
     return assessment

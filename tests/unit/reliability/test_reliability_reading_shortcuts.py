@@ -1,10 +1,12 @@
 """The reading shortcuts read what the long ways read.
 
-Three shortcuts keep reading fast: the block YAML reader keeps every mapping line it has read
+Four shortcuts keep reading fast: the block YAML reader keeps every mapping line it has read
 (key and value) for the next record that repeats it; ``Assessment`` keeps answers that are
-all non-blank text without a loop; and a file's patients and answer texts are registered for
-log masking once per file, not per record. Each is compared here with the way it replaces:
-a reader that has never seen a line, the answer loop, and what the scrubber masks.
+all non-blank text without a loop; a file's records share the identifiers an earlier record
+of the file validated; and a file's patients and answer texts are registered for log masking
+once per file, not per record. Each is compared here with the way it replaces: a reader that
+has never seen a line, the answer loop, every record validating its own identifiers, and
+what the scrubber masks.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alliance_fhir import block_yaml, inputs
-from alliance_fhir.assessments import read_csv, read_records
+from alliance_fhir.assessments import read_csv, read_records, sources
 from alliance_fhir.assessments.model import Assessment, _answered
 from alliance_fhir.block_yaml import BlockReader
 from alliance_fhir.log import scrub
@@ -158,3 +160,39 @@ def test_the_ascii_check_lets_through_exactly_what_the_character_class_does(code
     text = f"key: a{chr(code)}b\n"
     assert block_yaml._plain_ascii(text) == (block_yaml._OUTSIDE.search(text) is None)
     assert not block_yaml._plain_ascii("key: caf\u00e9\n")  # not ASCII: the class decides
+
+
+CSV = """\
+record_id,instrument,authored,session,client_mrn,clinician_npi,item.q1,item.q2,item.q3,item.q4
+s-1,srs,2024-03-04T17:00:00Z,1,MRN-4001,1000000004,9.1,9.0,8.7,9.3
+s-2,srs,2024-03-11T17:00:00Z,0,MRN-4001,1000000004,9.1,9.0,8.7,9.3
+s-3,srs,2024-03-18T17:00:00Z,3, MRN-4001 ,1000000004,9.1,9.0,8.7,9.3
+s-4,srs,2024-03-25T17:00:00Z,4,x|MRN-4001,1000000004,9.1,9.0,8.7,9.3
+s-5,srs,2024-04-01T17:00:00Z,5,x|MRN-4001,1000000004,9.1,9.0,8.7,9.3
+s-6,srs,2024-04-08T17:00:00Z,6,urn:x|MRN-4001,,9.1,9.0,8.7,9.3
+s-7,srs,2024-04-15T17:00:00Z,7,MRN-4001,1000000004,9.1,9.0,8.7,9.3
+"""
+
+
+def _records(path: Path) -> tuple[list[Any], list[str]]:
+    found, problems = read_csv(path) if path.suffix == ".csv" else read_records(path)
+    return [(a, a.answer_lines, a.where) for a in found], [str(p) for p in problems]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [CSV, *(RECORDS.replace(old, new, 1) for _, old, new in SLIPS)],
+    ids=["csv", *(what for what, _, _ in SLIPS)],
+)
+def test_identifiers_shared_within_a_file_read_as_if_each_record_had_its_own(
+    text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / ("s.csv" if text is CSV else "r.yaml")
+    path.write_text(text, encoding="utf-8")
+    shared = _records(path)
+    with monkeypatch.context() as each_its_own:
+        each_its_own.setattr(sources._People, "known", lambda self, raw: raw)
+        assert _records(path) == shared
+    if text is CSV:
+        assert [a.key for a, _, _ in shared[0]] == ["s-1", "s-3", "s-6", "s-7"]
+        assert len(shared[1]) == 3  # session 0, and system "x" twice: said each time
