@@ -21,6 +21,17 @@ from typing import Any
 import yaml
 
 PathKey = tuple[int | str, ...]
+
+
+class Lines(dict[PathKey, int]):
+    """The line of each node's path; ``keyed`` has the same lines of each mapping's keys,
+    grouped by the mapping's path (a record's answers' lines without a look-up each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keyed: dict[PathKey, dict[str, int]] = {}
+
+
 Resolvers = Mapping[str | None, Sequence[tuple[str, re.Pattern[str]]]]
 
 _STANDARD = "tag:yaml.org,2002:"
@@ -88,7 +99,7 @@ class BlockReader:
         #: their lines (``instrument: x``, ``heard: '3'``), so most lines are one dict lookup.
         self._entries: dict[str, _Entry] = {}
 
-    def read(self, text: str) -> tuple[Any, dict[PathKey, int]] | None:
+    def read(self, text: str) -> tuple[Any, Lines] | None:
         """The document and the line of each node's path, or None outside the subset."""
         if not _plain_ascii(text) and _OUTSIDE.search(text) is not None:
             return None
@@ -218,7 +229,7 @@ class _Walk:
     ) -> None:
         self.rows = rows
         self.i = 0
-        self.lines: dict[PathKey, int] = {}
+        self.lines = Lines()
         self._scalar = scalar
         self._entries = entries
         self._entry = entry
@@ -275,6 +286,8 @@ class _Walk:
         i = self.i
         lines[path] = rows[i][0]
         out: dict[str, Any] = {}
+        keyed: dict[str, int] = {}
+        lines.keyed[path] = keyed
         while i < end:
             number, at, content = rows[i]
             if at != indent:
@@ -300,6 +313,7 @@ class _Walk:
             else:
                 out[key] = None
             lines[(*path, key)] = number
+            keyed[key] = number
             if i < end and rows[i][1] > indent:
                 raise _Out
         self.i = i

@@ -189,9 +189,14 @@ def read_records(path: Path) -> Result:
         answer_lines: dict[str, int] = {}
         if isinstance(answers, dict):
             at_answers = (*where, "answers")
-            answer_lines = {
-                str(k): at for k in answers if (at := lines.get((*at_answers, k))) is not None
-            }
+            kept = pos.key_lines(at_answers)
+            answer_lines = (
+                dict(kept)
+                if kept is not None
+                else {
+                    str(k): at for k in answers if (at := lines.get((*at_answers, k))) is not None
+                }
+            )
         data = {**merged, "source": source, "line": line, "answer_lines": answer_lines}
         for who in ("patient", "practitioner"):
             if who in data:

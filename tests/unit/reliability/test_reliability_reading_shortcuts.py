@@ -1,12 +1,13 @@
 """The reading shortcuts read what the long ways read.
 
-Four shortcuts keep reading fast: the block YAML reader keeps every mapping line it has read
-(key and value) for the next record that repeats it; ``Assessment`` keeps answers that are
-all non-blank text without a loop; a file's records share the identifiers an earlier record
-of the file validated; and a file's patients and answer texts are registered for log masking
-once per file, not per record. Each is compared here with the way it replaces: a reader that
-has never seen a line, the answer loop, every record validating its own identifiers, and
-what the scrubber masks.
+Five shortcuts keep reading fast: the block YAML reader keeps every mapping line it has read
+(key and value) for the next record that repeats it, and hands over the lines of each
+mapping's keys grouped (a record's answer lines); ``Assessment`` keeps answers that are all
+non-blank text without a loop; a file's records share the identifiers an earlier record of
+the file validated; and a file's patients and answer texts are registered for log masking
+once per file, not per record. Each is compared here with the way it replaces: a reader
+that has never seen a line, a look-up per answer, the answer loop, every record validating
+its own identifiers, and what the scrubber masks.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from alliance_fhir import block_yaml, inputs
 from alliance_fhir.assessments import read_csv, read_records, sources
 from alliance_fhir.assessments.model import Assessment, _answered
 from alliance_fhir.block_yaml import BlockReader
+from alliance_fhir.inputs import Positions
 from alliance_fhir.log import scrub
 
 from .test_reliability_block_yaml import RECORDS, SHIPPED, SLIPS
@@ -196,3 +198,42 @@ def test_identifiers_shared_within_a_file_read_as_if_each_record_had_its_own(
     if text is CSV:
         assert [a.key for a, _, _ in shared[0]] == ["s-1", "s-3", "s-6", "s-7"]
         assert len(shared[1]) == 3  # session 0, and system "x" twice: said each time
+
+
+def _at(data: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def test_each_mappings_key_lines_are_its_keys_lines() -> None:
+    reader = _fresh()
+    mappings = 0
+    for text in DOCUMENTS:
+        read = reader.read(text)
+        if read is None:
+            continue
+        data, lines = read
+        for path, keyed in lines.keyed.items():
+            mapping = _at(data, path)
+            assert list(keyed) == list(mapping)
+            assert keyed == {key: lines[(*path, key)] for key in mapping}
+            mappings += 1
+        assert all(isinstance(_at(data, p), dict) == (p in lines.keyed) for p in lines)
+    assert mappings > 100
+
+
+@pytest.mark.parametrize(
+    "text",
+    [RECORDS.replace(old, new, 1) for _, old, new in SLIPS],
+    ids=[what for what, _, _ in SLIPS],
+)
+def test_answer_lines_handed_over_are_those_looked_up_one_by_one(
+    text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(text, encoding="utf-8")
+    handed = _records(path)
+    with monkeypatch.context() as one_by_one:
+        one_by_one.setattr(Positions, "key_lines", lambda self, path: None)
+        assert _records(path) == handed
