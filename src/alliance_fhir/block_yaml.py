@@ -74,8 +74,10 @@ _MAX_KEY = 1000
 _MAX_DEPTH = 64
 #: Most plain scalars kept resolved (they repeat: keys, codes, systems).
 _CACHE_SIZE = 4096
-#: Most mapping lines kept read (a line repeats across records: its key and value).
+#: Most mapping lines kept read (a line repeats across records: its key and value), and the
+#: longest kept (repeated lines are short; a long one would only hold memory).
 _LINE_CACHE_SIZE = 16384
+_LINE_CACHE_WIDTH = 120
 
 #: A mapping line read: its key, whether its value is on the line, that value.
 _Entry = tuple[str, bool, Any]
@@ -158,9 +160,10 @@ class BlockReader:
             entry = (key, True, self._scalar(other))
         else:
             entry = (key, False, None)
-        if len(self._entries) >= _LINE_CACHE_SIZE:
-            self._entries.clear()
-        self._entries[content] = entry
+        if len(content) <= _LINE_CACHE_WIDTH:
+            if len(self._entries) >= _LINE_CACHE_SIZE:
+                self._entries.clear()
+            self._entries[content] = entry
         return entry
 
     def _scalar(self, text: str) -> Any:

@@ -237,3 +237,15 @@ def test_answer_lines_handed_over_are_those_looked_up_one_by_one(
     with monkeypatch.context() as one_by_one:
         one_by_one.setattr(Positions, "key_lines", lambda self, path: None)
         assert _records(path) == handed
+
+
+def test_long_lines_are_read_each_time_not_kept() -> None:
+    reader = _fresh()
+    long_value = "x" * (block_yaml._LINE_CACHE_WIDTH + 1)
+    text = f"short: 1\nlong: {long_value}\n"
+    assert reader.read(text) == (
+        {"short": 1, "long": long_value},
+        {(): 1, ("short",): 1, ("long",): 2},
+    )
+    assert reader.read(text) == _fresh().read(text)
+    assert list(reader._entries) == ["short: 1"]
