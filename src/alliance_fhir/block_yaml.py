@@ -21,6 +21,17 @@ from typing import Any
 import yaml
 
 PathKey = tuple[int | str, ...]
+
+
+class Lines(dict[PathKey, int]):
+    """The line of each node's path; ``keyed`` has the same lines of each mapping's keys,
+    grouped by the mapping's path (a record's answers' lines without a look-up each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keyed: dict[PathKey, dict[str, int]] = {}
+
+
 Resolvers = Mapping[str | None, Sequence[tuple[str, re.Pattern[str]]]]
 
 _STANDARD = "tag:yaml.org,2002:"
@@ -35,6 +46,16 @@ _SCALAR_TAGS = frozenset(
 _OUTSIDE = re.compile(
     "[^\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
 )
+#: The ASCII characters :data:`_OUTSIDE` lets through: line feed and the printable ones.
+_ASCII_INSIDE = bytes([0x0A, *range(0x20, 0x7F)])
+
+
+def _plain_ascii(text: str) -> bool:
+    """Whether ``text`` is ASCII with no character outside the subset (a table deletion in
+    C: a regex scan of every character costs ten times as much)."""
+    return text.isascii() and not text.encode("ascii").translate(None, _ASCII_INSIDE)
+
+
 #: ``key:`` or ``key: value`` (the line already without its indent and trailing spaces).
 _KEY_LINE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_.\-]*):(?: +(.*))?\Z")
 #: The same with the value told apart: single-quoted, double-quoted (no escapes) or other.
@@ -53,6 +74,13 @@ _MAX_KEY = 1000
 _MAX_DEPTH = 64
 #: Most plain scalars kept resolved (they repeat: keys, codes, systems).
 _CACHE_SIZE = 4096
+#: Most mapping lines kept read (a line repeats across records: its key and value), and the
+#: longest kept (repeated lines are short; a long one would only hold memory).
+_LINE_CACHE_SIZE = 16384
+_LINE_CACHE_WIDTH = 120
+
+#: A mapping line read: its key, whether its value is on the line, that value.
+_Entry = tuple[str, bool, Any]
 
 
 class _Out(Exception):
@@ -69,10 +97,13 @@ class BlockReader:
         self._plain_cache: dict[str, tuple[bool, Any]] = {}
         #: Keys seen resolving to text (files use a few dozen): no resolver call for them.
         self._keys: set[str] = set()
+        #: Mapping lines read before, as :meth:`_entry` read them: records repeat most of
+        #: their lines (``instrument: x``, ``heard: '3'``), so most lines are one dict lookup.
+        self._entries: dict[str, _Entry] = {}
 
-    def read(self, text: str) -> tuple[Any, dict[PathKey, int]] | None:
+    def read(self, text: str) -> tuple[Any, Lines] | None:
         """The document and the line of each node's path, or None outside the subset."""
-        if _OUTSIDE.search(text) is not None:
+        if not _plain_ascii(text) and _OUTSIDE.search(text) is not None:
             return None
         rows: list[tuple[int, int, str]] = []
         for number, raw in enumerate(text.split("\n"), 1):
@@ -86,7 +117,7 @@ class BlockReader:
             del rows[0]
         if not rows:
             return None
-        walk = _Walk(rows, self._scalar, self._plain, self._keys)
+        walk = _Walk(rows, self._scalar, self._entries, self._entry)
         try:
             data = walk.block(())
         except (_Out, RecursionError):
@@ -94,6 +125,46 @@ class BlockReader:
         if walk.i != len(rows) or len(walk.lines) > self._max_nodes:
             return None
         return data, walk.lines
+
+    def _entry(self, content: str) -> _Entry:
+        """One ``key: value`` (or ``key:``) line of a mapping, without its indent: the key,
+        whether the value is on the line, and the value; kept for the next time."""
+        m = _KEY_VALUE.match(content)
+        if m is not None:
+            key, single, double, other = m.groups()
+            quoted = False
+            colon = m.end(1)
+        else:
+            q = _QUOTED_KEY.match(content)
+            if q is None:
+                raise _Out
+            in_single, in_double, other = q.groups()
+            key = in_single.replace("''", "'") if in_double is None else in_double
+            single = double = None
+            quoted = True
+            colon = q.end(1 if in_double is None else 2) + 1
+        if colon > _MAX_KEY:
+            raise _Out  # PyYAML takes no key longer than 1024 characters
+        if not quoted and key not in self._keys:
+            if type(self._plain(key)) is not str:
+                raise _Out  # a key PyYAML reads as a number, date, null...
+            if len(self._keys) >= _CACHE_SIZE:
+                self._keys.clear()
+            self._keys.add(key)
+        entry: _Entry
+        if single is not None:
+            entry = (key, True, single.replace("''", "'") if "'" in single else single)
+        elif double is not None:
+            entry = (key, True, double)
+        elif other is not None:
+            entry = (key, True, self._scalar(other))
+        else:
+            entry = (key, False, None)
+        if len(content) <= _LINE_CACHE_WIDTH:
+            if len(self._entries) >= _LINE_CACHE_SIZE:
+                self._entries.clear()
+            self._entries[content] = entry
+        return entry
 
     def _scalar(self, text: str) -> Any:
         """A one-line value: quoted (no escapes) or plain."""
@@ -156,15 +227,15 @@ class _Walk:
         self,
         rows: list[tuple[int, int, str]],
         scalar: Callable[[str], Any],
-        plain: Callable[[str], Any],
-        keys: set[str],
+        entries: dict[str, _Entry],
+        entry: Callable[[str], _Entry],
     ) -> None:
         self.rows = rows
-        self._keys = keys
         self.i = 0
-        self.lines: dict[PathKey, int] = {}
+        self.lines = Lines()
         self._scalar = scalar
-        self._plain = plain
+        self._entries = entries
+        self._entry = entry
 
     def block(self, path: PathKey) -> Any:
         """The block whose first row is ``rows[i]`` (its indent is the block's)."""
@@ -214,46 +285,27 @@ class _Walk:
         rows = self.rows
         end = len(rows)
         lines = self.lines
+        entries = self._entries
         i = self.i
         lines[path] = rows[i][0]
         out: dict[str, Any] = {}
+        keyed: dict[str, int] = {}
+        lines.keyed[path] = keyed
         while i < end:
             number, at, content = rows[i]
             if at != indent:
                 if at > indent:
                     raise _Out
                 break
-            m = _KEY_VALUE.match(content)
-            if m is not None:
-                key, single, double, other = m.groups()
-                quoted = False
-                colon = m.end(1)
-            else:
-                q = _QUOTED_KEY.match(content)
-                if q is None:
-                    raise _Out
-                in_single, in_double, other = q.groups()
-                key = in_single.replace("''", "'") if in_double is None else in_double
-                single = double = None
-                quoted = True
-                colon = q.end(1 if in_double is None else 2) + 1
-            if colon > _MAX_KEY:
-                raise _Out  # PyYAML takes no key longer than 1024 characters
+            entry = entries.get(content)
+            if entry is None:
+                entry = self._entry(content)
+            key, has_value, value = entry
             if key in out:
                 raise _Out  # a duplicate: the long way says where
-            if not quoted and key not in self._keys:
-                if type(self._plain(key)) is not str:
-                    raise _Out  # a key PyYAML reads as a number, date, null...
-                if len(self._keys) >= _CACHE_SIZE:
-                    self._keys.clear()
-                self._keys.add(key)
             i += 1
-            if single is not None:
-                out[key] = single.replace("''", "'") if "'" in single else single
-            elif double is not None:
-                out[key] = double
-            elif other is not None:
-                out[key] = self._scalar(other)
+            if has_value:
+                out[key] = value
             elif i < end and (
                 rows[i][1] > indent
                 or (rows[i][1] == indent and (rows[i][2] == "-" or rows[i][2].startswith("- ")))
@@ -264,6 +316,7 @@ class _Walk:
             else:
                 out[key] = None
             lines[(*path, key)] = number
+            keyed[key] = number
             if i < end and rows[i][1] > indent:
                 raise _Out
         self.i = i

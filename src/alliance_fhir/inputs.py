@@ -36,6 +36,13 @@ class Positions:
 
     source: str
     lines: dict[PathKey, int] = field(default_factory=dict)
+    #: The same lines grouped by mapping (``block_yaml``'s documents only; else None).
+    keyed: dict[PathKey, dict[str, int]] | None = None
+
+    def key_lines(self, path: Sequence[int | str]) -> dict[str, int] | None:
+        """The line of each key of the mapping at ``path`` (as ``lines`` has them), when
+        the reader kept them grouped; None otherwise (look each up in ``lines``)."""
+        return None if self.keyed is None else self.keyed.get(tuple(path))
 
     def line(self, path: Sequence[int | str]) -> int | None:
         """Line of ``path`` or of its nearest ancestor that has one."""
@@ -201,7 +208,7 @@ def parse_yaml(text: str, source: str) -> tuple[Any, Positions]:
     """
     block = _BLOCK.read(text)
     if block is not None:
-        return block[0], Positions(source, block[1])
+        return block[0], Positions(source, block[1], block[1].keyed)
     if _FastLoader is not None and not _libyaml_differs(text):
         fast = _parse_fast(text, source)
         if fast is not None:

@@ -341,7 +341,8 @@ def _assessments_by_file(
             if first is not None:
                 problems.append(assessment.problem("key", f"duplicate of the record in {first}"))
                 continue
-            later = _last_source(skipped_keys, assessment.key)
+            # (no skipped files, nothing to look up: the usual run without a state)
+            later = _last_source(skipped_keys, assessment.key) if skipped_keys else None
             if later is not None and later != str(path):
                 decisions[skipped_files[later]].skip = None
             kept.append(assessment)

@@ -44,6 +44,8 @@ class SeenKeys:
 
     def __init__(self) -> None:
         self._salt = os.urandom(16)
+        #: blake2b keyed with the salt, copied per key (cheaper than keying it each time)
+        self._keyed = hashlib.blake2b(digest_size=8, key=self._salt)
         self._digests = array("Q")
         self._index = array("I", [0]) * 1024  # entry + 1 per slot; 0 = empty
         self._mask = 1023
@@ -57,7 +59,8 @@ class SeenKeys:
         return len(self._digests)
 
     def _digest(self, key: str) -> int:
-        hashed = hashlib.blake2b(key.encode(), digest_size=8, key=self._salt)
+        hashed = self._keyed.copy()
+        hashed.update(key.encode())
         return int.from_bytes(hashed.digest(), "little")
 
     def add(self, key: str, source: str | None, line: int | None) -> None:

@@ -22,6 +22,7 @@ _LINK_ID = re.compile(LINK_ID)  # compiled once: every answer of every record is
 #: (bounded: a file of made-up linkIds cannot grow it without end).
 _VALID_LINK_IDS: set[str] = set()
 _MAX_VALID_LINK_IDS = 4096
+_ALL_TEXT = frozenset({str})  # the one answer type of the common case (see _drop_unanswered)
 
 
 class Identifier(BaseModel):
@@ -69,19 +70,17 @@ class Assessment(BaseModel):
     def _drop_unanswered(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return value
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            if type(v) is str and type(k) is str:  # the common case, decided at once
-                if v and not v.isspace():  # i.e. v.strip() is not empty
-                    out[k] = v
-                continue
-            if v is None or (isinstance(v, str) and not v.strip()):
-                continue
-            if isinstance(v, bool):
-                raise ValueError(f"answer to {k}: true/false is not an answer to any item")
-            if isinstance(v, dict | list):
-                raise ValueError(f"answer to {k}: expected one code, number or text")
-            out[str(k)] = v
+        values = value.values()
+        if (
+            _ALL_TEXT.issuperset(map(type, values))
+            and _ALL_TEXT.issuperset(map(type, value))
+            and "" not in values
+            and not any(map(str.isspace, values))
+        ):
+            # the common case (every answer text, none blank), decided in C: all kept
+            out: dict[str, Any] = dict(value)
+        else:
+            out = _answered(value)
         if not _VALID_LINK_IDS.issuperset(out):
             bad = sorted(k for k in out if not _LINK_ID.fullmatch(k))
             if bad:
@@ -109,6 +108,25 @@ class Assessment(BaseModel):
     def authored_fhir(self) -> str:
         """``authored`` as a FHIR dateTime (seconds precision, explicit offset)."""
         return format_datetime(self.authored)
+
+
+def _answered(value: dict[Any, Any]) -> dict[str, Any]:
+    """The answers given (``None`` and blank text dropped); a true/false or a list or
+    mapping is refused."""
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        if type(v) is str and type(k) is str:  # the common case, decided at once
+            if v and not v.isspace():  # i.e. v.strip() is not empty
+                out[k] = v
+            continue
+        if v is None or (isinstance(v, str) and not v.strip()):
+            continue
+        if isinstance(v, bool):
+            raise ValueError(f"answer to {k}: true/false is not an answer to any item")
+        if isinstance(v, dict | list):
+            raise ValueError(f"answer to {k}: expected one code, number or text")
+        out[str(k)] = v
+    return out
 
 
 def format_datetime(value: datetime) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from alliance_fhir.assessments.model import Assessment
+from alliance_fhir.assessments.model import Assessment, Identifier
 from alliance_fhir.exceptions import ConfigError, InvalidInputError, Problem
 from alliance_fhir.inputs import Positions, load_document, problems_from_validation, read_text
 from alliance_fhir.log import register_sensitive
@@ -62,6 +62,53 @@ def register_assessment(assessment: Assessment, free_text: Iterable[str] = ()) -
     register_sensitive(assessment.patient.value, *(t for t in free_text if not _numeric(t)))
 
 
+class _Sensitive:
+    """One file's values to mask, registered once when the file is read (not per record):
+    the patients' identifiers and the distinct answer texts, numbers left out as
+    :func:`register_assessment` leaves them out. Records repeat the same few patients and
+    answers, so this is a set update per record instead of a registration per record."""
+
+    def __init__(self) -> None:
+        self._patients: set[str] = set()
+        self._answers: set[str | int | float] = set()
+
+    def add(self, assessment: Assessment) -> None:
+        self._patients.add(assessment.patient.value)
+        self._answers.update(assessment.answers.values())
+
+    def register(self) -> None:
+        texts = (t for t in self._answers if isinstance(t, str) and not _numeric(t))
+        register_sensitive(*self._patients, *texts)
+
+
+class _People:
+    """Identifiers this file's records validated, by (system, value) as written: records
+    repeat one patient and clinician, so each is validated once and then shared (the model
+    is frozen). A pair not seen valid yet is left to the record's own validation, so every
+    message stays the record's."""
+
+    def __init__(self) -> None:
+        self._valid: dict[tuple[str, str], Identifier] = {}
+
+    @staticmethod
+    def _pair(raw: Any) -> tuple[str, str] | None:
+        if type(raw) is not dict or len(raw) != 2:
+            return None
+        system, value = raw.get("system"), raw.get("value")
+        return (system, value) if type(system) is str and type(value) is str else None
+
+    def known(self, raw: Any) -> Any:
+        """The identifier ``raw`` was validated to before, or ``raw`` itself."""
+        pair = self._pair(raw)
+        return raw if pair is None else self._valid.get(pair, raw)
+
+    def learn(self, raw: Any, identifier: Identifier | None) -> None:
+        """``raw`` was validated to ``identifier`` (when it is a plain pair, keep it)."""
+        pair = self._pair(raw)
+        if pair is not None and identifier is not None:
+            self._valid[pair] = identifier
+
+
 def _numeric(text: str) -> bool:
     if text.isascii() and text.isdigit():  # a choice code: no float() (and no exception)
         return True
@@ -74,6 +121,8 @@ def _numeric(text: str) -> bool:
 
 def dedupe_keys(items: list[tuple[Assessment, Problem | None]]) -> Result:
     """Drop a record whose key an earlier record of the batch already used (a Problem)."""
+    if len({assessment.key for assessment, _ in items}) == len(items):
+        return [assessment for assessment, _ in items], []  # no key used twice: all kept
     seen: dict[str, str] = {}
     out: list[Assessment] = []
     problems: list[Problem] = []
@@ -128,6 +177,8 @@ def read_records(path: Path) -> Result:
 
     problems: list[Problem] = []
     parsed: list[tuple[Assessment, tuple[int | str, ...]]] = []
+    sensitive = _Sensitive()
+    people = _People()
     for where, record in records:
         if not isinstance(record, dict):
             problems.append(pos.problem(where, "", "a record must be a mapping"))
@@ -137,21 +188,29 @@ def read_records(path: Path) -> Result:
         answers, lines = record.get("answers"), pos.lines
         answer_lines: dict[str, int] = {}
         if isinstance(answers, dict):
-            for k in answers:
-                at = lines.get((*where, "answers", k))
-                if at is not None:
-                    answer_lines[str(k)] = at
-        try:
-            assessment = Assessment.model_validate(
-                {**merged, "source": source, "line": line, "answer_lines": answer_lines}
+            at_answers = (*where, "answers")
+            kept = pos.key_lines(at_answers)
+            answer_lines = (
+                dict(kept)
+                if kept is not None
+                else {
+                    str(k): at for k in answers if (at := lines.get((*at_answers, k))) is not None
+                }
             )
+        data = {**merged, "source": source, "line": line, "answer_lines": answer_lines}
+        for who in ("patient", "practitioner"):
+            if who in data:
+                data[who] = people.known(data[who])
+        try:
+            assessment = Assessment.model_validate(data)
         except ValidationError as exc:
             problems.extend(_record_problems(exc, record, defaults, pos, where))
             continue
-        register_assessment(
-            assessment, (v for v in assessment.answers.values() if isinstance(v, str))
-        )
+        people.learn(merged.get("patient"), assessment.patient)
+        people.learn(merged.get("practitioner"), assessment.practitioner)
+        sensitive.add(assessment)
         parsed.append((assessment, where))
+    sensitive.register()
     # a record's key Problem is made only for keys used twice (the only ones it words)
     counts = Counter(assessment.key for assessment, _ in parsed)
     records_ok, dup = dedupe_keys(
@@ -298,7 +357,9 @@ def read_csv(path: Path, column_map: CsvColumnMap | None = None) -> Result:
     if problems:
         return [], problems
 
-    parsed: list[tuple[Assessment, Problem | None]] = []
+    parsed: list[Assessment] = []
+    sensitive = _Sensitive()
+    people = _People()
     line = 2
     while True:
         start = line
@@ -310,20 +371,29 @@ def read_csv(path: Path, column_map: CsvColumnMap | None = None) -> Result:
             problems.append(Problem(source, "", f"not valid CSV: {exc}", line=start))
             break
         line = reader.line_num + 1
-        if not any(cell.strip() for cell in row):
+        if not "".join(row).strip():  # every cell blank
             continue
         if len(row) != len(header):
             problems.append(
                 Problem(source, "", f"{len(row)} cells but {len(header)} columns", line=start)
             )
             continue
-        cells = dict(zip(header, (c.strip() for c in row), strict=True))
-        result = _csv_record(cells, cmap, fields, answer_cols, source, start)
+        cells = dict(zip(header, map(str.strip, row), strict=True))
+        result = _csv_record(cells, cmap, fields, answer_cols, source, start, people)
         if isinstance(result, list):
             problems.extend(result)
             continue
-        parsed.append((result, Problem(source, cmap.columns.key, "", line=start)))
-    records, dup = dedupe_keys(parsed)
+        sensitive.add(result)
+        parsed.append(result)
+    sensitive.register()
+    # a row's key Problem is made only for keys used twice (the only ones it words)
+    counts = Counter(assessment.key for assessment in parsed)
+    records, dup = dedupe_keys(
+        [
+            (a, Problem(source, cmap.columns.key, "", line=a.line) if counts[a.key] > 1 else None)
+            for a in parsed
+        ]
+    )
     return records, problems + dup
 
 
@@ -348,14 +418,16 @@ def _csv_record(
     answer_cols: Mapping[str, str],
     source: str,
     line: int,
+    people: _People,
 ) -> Assessment | list[Problem]:
     record: dict[str, Any] = {
         name: cells[col] for col, name in fields.items() if cells.get(col, "") != ""
     }
-    record["patient"] = _csv_identifier(cells, cmap.patient)
+    patient = _csv_identifier(cells, cmap.patient)
+    record["patient"] = people.known(patient)
     practitioner = _csv_identifier(cells, cmap.practitioner)
     if practitioner is not None:
-        record["practitioner"] = practitioner
+        record["practitioner"] = people.known(practitioner)
     record["answers"] = {
         link_id: cells[col] for col, link_id in answer_cols.items() if cells.get(col, "") != ""
     }
@@ -386,5 +458,6 @@ def _csv_record(
                 reason += " (write an offset, e.g. 2024-03-04T17:00:00-05:00)"
             problems.append(Problem(source, column, reason, line=line))
         return problems
-    register_assessment(assessment, (v for v in assessment.answers.values() if isinstance(v, str)))
+    people.learn(patient, assessment.patient)
+    people.learn(practitioner, assessment.practitioner)
     return assessment
