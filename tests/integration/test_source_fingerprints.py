@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -526,3 +527,49 @@ def test_a_changed_row_is_the_only_record_mapped_and_sent_and_sync_builds_no_ins
     assert run.transport.counts == {"GET": 1}
     assert synced.result is not None
     assert synced.result.files_skipped == 3
+
+
+class ThreadsTransport(CountingTransport):
+    """Counts requests and notes which thread asked for the CapabilityStatement."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metadata_threads: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/metadata"):
+            self.metadata_threads.append(threading.current_thread().name)
+        return super().handle_request(request)
+
+
+def test_only_a_first_sync_asks_for_the_statement_early(
+    server: str, tmp_path: Path, sources: Path
+) -> None:
+    """A first sync (no record in its state) will write: it reads /metadata in a thread of
+    its own while it builds the instruments. A later sync that must build the instruments
+    again (a state from before their fingerprint, or kept by pushes) but finds them and every
+    file unchanged still sends one request, as an unchanged re-sync always does."""
+    state = tmp_path / "state.sqlite3"
+    namespace = f"http://fingerprint-test.example.org/{tmp_path.name}/early/identifier"
+    settings = Settings(
+        server_url=server,
+        state_path=state,
+        identifier_namespace=namespace,
+        assessments=[sources],
+    )
+    first = ThreadsTransport()
+    with AllianceFhir(settings, transport=first) as api:
+        report = api.sync(labels_only=True)
+    assert report.ok, report.result and report.result.failures
+    assert [name.split("_")[0] for name in first.metadata_threads] == ["prefetch"]
+
+    with StateStore(state) as store:
+        store.set_instruments_fingerprint({})  # what a state from before it holds
+    later = ThreadsTransport()
+    with AllianceFhir(settings, transport=later) as api:
+        again = api.sync(labels_only=True)
+    assert again.ok
+    assert again.result is not None
+    assert again.result.counts["created"] == 0
+    assert later.counts == {"GET": 1}
+    assert later.metadata_threads == []

@@ -463,8 +463,9 @@ class AllianceFhir:
             keep = not dry_run
 
             def build() -> Records:
-                # something to write is likely: ask for the statement while building
-                if keep and self._capabilities is None and self._early_statement is None:
+                # a first sync will write: ask for the statement while building (a later
+                # one rebuilding unchanged instruments may not, and stays one request)
+                if keep and self._capabilities is None and not self.store.holds_records():
                     self._early_statement = Prefetch(self.client.capabilities)
                 return self.instrument_records(labels_only=labels_only)
 

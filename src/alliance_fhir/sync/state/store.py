@@ -222,6 +222,11 @@ class StateStore(SourceFingerprints):
             ).fetchone()
         return record_state(row) if row else None
 
+    def holds_records(self) -> bool:
+        """Whether any record was ever kept here (a first sync's state holds none)."""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM resources LIMIT 1").fetchone() is not None
+
     def forget_all(self) -> int:
         """Drop every record (the server lost our data); runs and dead letters stay."""
         self._wrote(None)
