@@ -116,7 +116,7 @@ class SyncEngine(StateRecording):
     def plan(self, desired: Sequence[Desired]) -> SyncPlan:
         return make_plan(
             desired,
-            self.store.all_records(),
+            self.store.record_states(),
             overwrite_conflicts=self.overwrite,
             retry_conflict=self._retry_conflict,
         )
@@ -265,7 +265,7 @@ class SyncEngine(StateRecording):
         # Conditional creates that found an existing resource of ours (state lost, or an
         # earlier run crashed before recording): bring its content up to date now.
         if ctx.existing:
-            states = self.store.all_records()
+            states = self.store.record_states()
             redo = []
             for found in ctx.existing:
                 state = states.get((found.desired.kind, found.desired.key))

@@ -8,6 +8,8 @@ mark that outlived the fingerprint it was made for).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from statekit import Target
 
 from alliance_fhir.sync.state import StateStore
@@ -62,7 +64,7 @@ def test_record_states_are_the_same_looked_up_one_by_one_or_all_at_once(
             )
     _record(store, "goal", "g1", status="conflict", conflict_fields=("lifecycleStatus",))
 
-    states = store.all_records()
+    states = store.record_states()
     for key in keys:  # one by one, then (past ONE_BY_ONE) from every row read at once
         assert states.get(("assessment", key)) == store.get("assessment", key)
     assert states[("goal", "g1")].conflict_fields == ("lifecycleStatus",)
@@ -71,13 +73,23 @@ def test_record_states_are_the_same_looked_up_one_by_one_or_all_at_once(
     assert len(states) == len(keys) + 1
     assert dict(states) == {k: store.get(*k) for k in states}
 
-    few = store.all_records()
+    few = store.record_states()
     assert few.get(("goal", "g1")) == store.get("goal", "g1")  # one query
     assert ("goal", "g1") in few
     assert "g1" not in few
-    goals = store.all_records("goal")
+    goals = store.record_states("goal")
     assert goals.get(("assessment", keys[0])) is None  # another kind, one by one too
     assert list(goals) == [("goal", "g1")]
+    assert store.all_records() == dict(states)  # a snapshot of the same
+
+
+def test_all_records_is_a_snapshot_that_outlives_the_store(tmp_path: Path) -> None:
+    """What a caller keeps after closing the store (the fault harness's checks do)."""
+    with StateStore(tmp_path / "state.sqlite3") as store:
+        _record(store, "assessment", "a1")
+        rows = store.all_records()
+    assert rows[("assessment", "a1")].content_hash == "h-a1"
+    assert list(rows) == [("assessment", "a1")]
 
 
 def test_synced_hashes_answer_per_record_and_per_file(state_store: StateStore) -> None:

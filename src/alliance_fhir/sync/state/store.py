@@ -135,9 +135,16 @@ class StateStore(SourceFingerprints):
         found = json.loads(row[0])
         return found if isinstance(found, dict) else None
 
-    def all_records(self, kind: str | None = None) -> RecordStates:
-        """Every record (of one kind), keyed by (kind, key), for a whole plan: read as
-        looked up, a few one by one, else all in one query (``sync.state.lookups``)."""
+    def all_records(self, kind: str | None = None) -> dict[tuple[str, str], RecordState]:
+        """Every record (of one kind), keyed by (kind, key): a snapshot, still there once the
+        store is closed."""
+        states = self.record_states(kind)
+        return {item: states[item] for item in states}
+
+    def record_states(self, kind: str | None = None) -> RecordStates:
+        """Every record (of one kind), keyed by (kind, key), for a plan made while the store
+        is open: read as looked up, a few one by one, else all in one query
+        (``sync.state.lookups``)."""
         sql = _SELECT_STATES
         args: tuple[str, ...] = ()
         if kind is not None:
