@@ -254,9 +254,7 @@ def find_existing(client: StepClient, records: Sequence[Desired]) -> dict[str, l
             params = {"identifier": ",".join(part), "_count": "50", "_elements": "identifier"}
             for resource in client.search(rtype, params, headers=NO_CACHE):
                 for token in _tokens(resource) & set(part):
-                    ids = found.setdefault(by_token[token].uuid, [])
-                    if str(resource["id"]) not in ids:
-                        ids.append(str(resource["id"]))
+                    _found_at(found, by_token[token].uuid, resource)
     return found
 
 
@@ -290,9 +288,14 @@ def _find_canonical(
             for resource in client.search(rtype, params, headers=NO_CACHE):
                 for record, query in part:
                     if all(str(resource.get(n)) == query[n] for n in names):
-                        ids = found.setdefault(record.uuid, [])
-                        if str(resource["id"]) not in ids:
-                            ids.append(str(resource["id"]))
+                        _found_at(found, record.uuid, resource)
+
+
+def _found_at(found: dict[str, list[str]], uuid: str, resource: Mapping[str, Any]) -> None:
+    """Note that ``resource`` holds the record ``uuid`` (once, however often it is found)."""
+    ids = found.setdefault(uuid, [])
+    if str(resource["id"]) not in ids:
+        ids.append(str(resource["id"]))
 
 
 def check_duplicates(records: Sequence[Desired], found: Mapping[str, list[str]]) -> None:

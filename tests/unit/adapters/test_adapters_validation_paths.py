@@ -91,10 +91,9 @@ def test_a_value_the_model_refuses_is_refused_with_the_models_problem(
     assert results["full"], "the model refuses the bad value"
 
 
-def test_a_new_shape_is_checked_by_the_model_once(
-    library: InstrumentLibrary, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The point of ``shape``: 30 records of one shape cost one model validation."""
+@pytest.fixture
+def model_validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The resource type of each model validation from here on, with no shape learnt yet."""
     calls: list[str] = []
     real = fhirjson._validate_full
 
@@ -104,12 +103,19 @@ def test_a_new_shape_is_checked_by_the_model_once(
 
     monkeypatch.setattr(fhirjson, "_validate_full", counting)
     monkeypatch.setattr(fhirjson, "_SHAPES", type(fhirjson._SHAPES)(fhirjson._model))
+    return calls
+
+
+def test_a_new_shape_is_checked_by_the_model_once(
+    library: InstrumentLibrary, model_validations: list[str]
+) -> None:
+    """The point of ``shape``: 30 records of one shape cost one model validation."""
     instrument = library.get("trc-client")
     for n in range(30):
         answers = {item: str(1 + (n + i) % 5) for i, item in enumerate(TRC_ITEMS)}
         record = _trc(answers | {"do-differently": f"note {n}"}, key=f"k{n}")
         questionnaire_response(record, instrument, refs=_REFS, validation="shape")
-    assert calls == ["QuestionnaireResponse"]
+    assert model_validations == ["QuestionnaireResponse"]
 
 
 _REFS = logical_ref("Patient")
@@ -196,22 +202,13 @@ def _observation(**value: Any) -> dict[str, Any]:
 
 
 def test_whole_and_fractional_numbers_share_a_shape_and_are_judged_like_the_model(
-    monkeypatch: pytest.MonkeyPatch,
+    model_validations: list[str],
 ) -> None:
     """Scores are 3 or 3.5: one shape (one model validation), not one per mix of them; an
     integer element still refuses 3.5 with the model's own problem, and takes 3.0 as it does."""
-    calls: list[str] = []
-    real = fhirjson._validate_full
-
-    def counting(resource: dict[str, Any], source: str) -> dict[str, Any]:
-        calls.append(str(resource["resourceType"]))
-        return real(resource, source)
-
-    monkeypatch.setattr(fhirjson, "_validate_full", counting)
-    monkeypatch.setattr(fhirjson, "_SHAPES", type(fhirjson._SHAPES)(fhirjson._model))
     for value in (3, 3.5, 4, 2.25):
         fhirjson.validate(_observation(valueQuantity={"value": value}), mode="shape")
-    assert calls == ["Observation"]
+    assert model_validations == ["Observation"]
 
     problems: dict[str, list[str]] = {}
     for mode in ("full", "shape"):
