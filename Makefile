@@ -10,6 +10,7 @@ PORT ?= 8080
 .PHONY: bench-workers
 .PHONY: bench-conditions
 .PHONY: bench-bulk
+.PHONY: prevalidated
 
 help:
 	@echo "make serve  - the check-in page (alliance-fhir serve on 127.0.0.1:8765)"
@@ -24,6 +25,7 @@ help:
 	@echo "make bench  - benchmarks against the peers (own server on :8095), writes BENCHMARKS.md"
 	@echo "make bench-workers - 1 vs 3 daemons on one PostgreSQL store, +25 ms latency (:8093)"
 	@echo "make bench-conditions - validation on/off x 0/25 ms RTT, ceiling/sync/peers (~10 min)"
+	@echo "make prevalidated - list the shipped instruments' resources as validated (after a definition change)"
 	@echo "make bench-bulk - \$$export vs paged search of 100,000 responses, time and peak RSS (:8092)"
 
 $(BIN)/.installed: pyproject.toml
@@ -94,6 +96,10 @@ unit: venv node web-assets sysdeps postgres
 # pytest's exit code 5 (nothing collected) is a failure here like any other non-zero code.
 test: venv node web-assets oidc sysdeps postgres toxiproxy lint
 	$(BIN)/python -m pytest -q --durations=25
+
+# After changing an instrument definition or upgrading fhir.resources (see adapters/_prevalidated.py).
+prevalidated: venv
+	$(BIN)/python -m alliance_fhir.app.prevalidate
 
 integration: venv postgres web-assets
 	$(BIN)/python -m pytest tests/integration -q

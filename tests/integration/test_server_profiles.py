@@ -7,6 +7,7 @@ real EHR, and each profile's CapabilityStatement must say what the profile does.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+
+from alliance_fhir.fhir import (
+    Capabilities,
+    FhirClient,
+    missing_capabilities,
+    statement_to_write,
+)
 
 FHIR_JSON = "application/fhir+json"
 JSON_HEADERS = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
@@ -361,3 +369,30 @@ def test_start_with_unknown_profile_fails_with_clear_message(
     assert "unknown profile: 'bogus'" in result.stderr
     assert "batch-only" in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("name", [*PROFILES, "no-validation"])
+def test_the_cut_statement_a_sync_reads_says_what_the_whole_one_says(
+    http: httpx.Client, fhir_profile_url: Callable[[str], str], name: str
+) -> None:
+    """A sync asks /metadata for the elements it reads only (``statement_to_write``): on
+    every profile that is one request, and it decides exactly what the whole statement
+    decides (write mode, types, conditionals, versioning, search parameters, blockers)."""
+    base = fhir_profile_url(name)
+    whole = _metadata(http, base)
+    requests: list[str] = []
+
+    class Counting(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            requests.append(str(request.url))
+            return super().handle_request(request)
+
+    with FhirClient(base, transport=Counting(), timeout=120.0) as client:
+        cut = statement_to_write(client)
+    assert len(requests) == 1, requests
+    assert "_elements=" in requests[0]
+    assert len(json.dumps(cut)) * 5 < len(json.dumps(whole))  # the point: a fraction
+    assert Capabilities.from_statement(cut) == Capabilities.from_statement(whole)
+    assert missing_capabilities(cut, require_conditional=True) == missing_capabilities(
+        whole, require_conditional=True
+    )

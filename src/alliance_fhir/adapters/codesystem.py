@@ -221,4 +221,4 @@ def codesystem_for_instruments(
         "count": len(concepts),
         "concept": concepts,
     }
-    return fhirjson.validate(resource, source="CodeSystem alliance-fhir-codes")
+    return fhirjson.validate_shipped(resource, source="CodeSystem alliance-fhir-codes")

@@ -320,7 +320,7 @@ def questionnaire_from_instrument(
         *(_item(instrument, i, overlay, canonical_base) for i in instrument.items),
         *(_score_item(instrument, s, canonical_base) for s in scores),
     ]
-    return fhirjson.validate(resource, source=f"Questionnaire {instrument.id}")
+    return fhirjson.validate_shipped(resource, source=f"Questionnaire {instrument.id}")
 
 
 def rival_questionnaire(

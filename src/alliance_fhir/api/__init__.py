@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ from alliance_fhir.exceptions import (
     Problem,
     RetriableError,
 )
-from alliance_fhir.fhir import Capabilities, FhirClient
+from alliance_fhir.fhir import Capabilities, FhirClient, statement_to_write
 from alliance_fhir.goals import Plan
 from alliance_fhir.instruments.library import (
     InstrumentLibrary,
@@ -204,7 +205,9 @@ class AllianceFhir:
         if self._capabilities is None or refresh:
             early, self._early_statement = self._early_statement, None
             try:
-                statement = early.result() if early and not refresh else self.client.capabilities()
+                statement = (
+                    early.result() if early and not refresh else statement_to_write(self.client)
+                )
             except FhirError as exc:
                 if isinstance(exc, RetriableError) or exc.status in (401, 403):
                     raise
@@ -466,7 +469,7 @@ class AllianceFhir:
                 # a first sync will write: ask for the statement while building (a later
                 # one rebuilding unchanged instruments may not, and stays one request)
                 if keep and self._capabilities is None and not self.store.holds_records():
-                    self._early_statement = Prefetch(self.client.capabilities)
+                    self._early_statement = Prefetch(partial(statement_to_write, self.client))
                 return self.instrument_records(labels_only=labels_only)
 
             instruments = instruments_for_sync(self.store, made_of, build, full=full, remember=keep)

@@ -33,6 +33,7 @@ from alliance_fhir.fhir.capability import (
     WriteMode,
     check_server,
     missing_capabilities,
+    statement_to_write,
 )
 from alliance_fhir.fhir.client import FHIR_JSON, FhirClient
 
@@ -62,5 +63,6 @@ __all__ = [
     "etag_for",
     "missing_capabilities",
     "parse_retry_after",
+    "statement_to_write",
     "version_from_etag",
 ]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -152,10 +152,14 @@ class FhirClient:
 
     # -- interactions ---------------------------------------------------------------------
 
-    def capabilities(self, *, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """The server's CapabilityStatement (GET /metadata)."""
+    def capabilities(
+        self, *, headers: Mapping[str, str] | None = None, elements: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """The server's CapabilityStatement (GET /metadata); with ``elements``, asked for
+        just those (``_elements``: a server may send more, or all of it)."""
+        params = {"_elements": ",".join(elements)} if elements else None
         response = self._execute(
-            "GET", self._url("metadata"), headers=headers, interaction="capabilities"
+            "GET", self._url("metadata", params), headers=headers, interaction="capabilities"
         )
         return require_body(response, "CapabilityStatement", "GET", "metadata")
 

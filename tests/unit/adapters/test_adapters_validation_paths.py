@@ -91,21 +91,6 @@ def test_a_value_the_model_refuses_is_refused_with_the_models_problem(
     assert results["full"], "the model refuses the bad value"
 
 
-@pytest.fixture
-def model_validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The resource type of each model validation from here on, with no shape learnt yet."""
-    calls: list[str] = []
-    real = fhirjson._validate_full
-
-    def counting(resource: dict[str, Any], source: str) -> dict[str, Any]:
-        calls.append(str(resource["resourceType"]))
-        return real(resource, source)
-
-    monkeypatch.setattr(fhirjson, "_validate_full", counting)
-    monkeypatch.setattr(fhirjson, "_SHAPES", type(fhirjson._SHAPES)(fhirjson._model))
-    return calls
-
-
 def test_a_new_shape_is_checked_by_the_model_once(
     library: InstrumentLibrary, model_validations: list[str]
 ) -> None:

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import copy
 
-from fhirkit import fhir_json, sequence
+import httpx
+import pytest
+from fhirkit import fhir_json, outcome, sequence
 
-from alliance_fhir.fhir import REQUIRED_INTERACTIONS, check_server, missing_capabilities
+from alliance_fhir.exceptions import FatalError
+from alliance_fhir.fhir import (
+    REQUIRED_INTERACTIONS,
+    Capabilities,
+    check_server,
+    missing_capabilities,
+    statement_to_write,
+)
+from alliance_fhir.fhir.capability import READ_ELEMENTS
 
 
 def full_statement() -> dict:
@@ -85,3 +95,77 @@ def test_check_server_reads_metadata(make_client) -> None:
     client, rec = make_client(sequence(fhir_json(200, statement)))
     assert check_server(client) == ["Questionnaire: not supported by the server"]
     assert rec.requests[0].url.path == "/fhir/metadata"
+
+
+# -- the statement a sync decides by: cut to what we read when the server can ----------
+
+
+def _with_search_params(statement: dict) -> dict:
+    for res in statement["rest"][0]["resource"]:
+        res["searchParam"] = [{"name": "identifier"}, {"name": "_lastUpdated"}]
+    return statement
+
+
+def _elements_asked(request: httpx.Request) -> str | None:
+    return request.url.params.get("_elements")
+
+
+def test_a_server_that_cuts_the_statement_is_asked_once(make_client) -> None:
+    cut = _with_search_params(full_statement()) | {"meta": {"tag": [{"code": "SUBSETTED"}]}}
+    client, rec = make_client(sequence(fhir_json(200, cut)))
+    assert statement_to_write(client) == cut
+    assert [_elements_asked(r) for r in rec.requests] == [",".join(READ_ELEMENTS)]
+
+
+def test_a_server_that_ignores_elements_gives_the_whole_statement_at_once(make_client) -> None:
+    whole = _with_search_params(full_statement()) | {"text": {"status": "generated"}}
+    client, rec = make_client(sequence(fhir_json(200, whole)))
+    assert statement_to_write(client) == whole
+    assert len(rec.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "lacks",
+    ["rest", "fhirVersion", "system interactions", "type interactions", "search parameters"],
+)
+def test_an_answer_lacking_what_we_read_is_followed_by_the_plain_request(
+    make_client, lacks: str
+) -> None:
+    """A server keeping only top-level elements (or cutting otherwise than HAPI) answers
+    without parts we read: judging the server on that answer would refuse it or write it
+    wrongly, so the whole statement is asked for."""
+    whole = _with_search_params(full_statement())
+    cut = copy.deepcopy(whole)
+    rest = cut["rest"][0]
+    if lacks == "rest":
+        del cut["rest"]
+    elif lacks == "fhirVersion":
+        del cut["fhirVersion"]
+    elif lacks == "system interactions":
+        del rest["interaction"]
+    for res in rest["resource"]:
+        if lacks == "type interactions":
+            del res["interaction"]
+        if lacks == "search parameters":
+            del res["searchParam"]
+    client, rec = make_client(sequence(fhir_json(200, cut), fhir_json(200, whole)))
+    assert statement_to_write(client) == whole
+    assert [_elements_asked(r) for r in rec.requests] == [",".join(READ_ELEMENTS), None]
+    assert Capabilities.from_statement(whole).write_mode() == "transaction"
+
+
+def test_a_server_refusing_elements_on_metadata_is_asked_plainly(make_client) -> None:
+    whole = _with_search_params(full_statement())
+    client, rec = make_client(
+        sequence(fhir_json(400, outcome("unknown parameter _elements")), fhir_json(200, whole))
+    )
+    assert statement_to_write(client) == whole
+    assert [_elements_asked(r) for r in rec.requests] == [",".join(READ_ELEMENTS), None]
+
+
+def test_credentials_refused_stay_an_error(make_client) -> None:
+    client, rec = make_client(sequence(fhir_json(401, outcome("no token"))))
+    with pytest.raises(FatalError) as caught:
+        statement_to_write(client)
+    assert caught.value.status == 401
+    assert len(rec.requests) == 1

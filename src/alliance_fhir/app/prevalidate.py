@@ -1,0 +1,48 @@
+"""Write ``adapters/prevalidated.json``: ``make prevalidated`` (a developer's tool).
+
+Builds our CodeSystem and every shipped instrument's Questionnaire under default settings,
+for both wording choices (own wording where allowed, labels only), validates each with the
+installed fhir.resources models (no list consulted) and lists the sha256 of its stable JSON.
+Run it after changing an instrument definition or the adapters that build them, or after
+upgrading fhir.resources; the unit tests say when a definition change makes it due.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from alliance_fhir.adapters import _prevalidated, fhirjson
+from alliance_fhir.app.records import instrument_records
+from alliance_fhir.config import Settings
+from alliance_fhir.instruments.library import load_library
+
+
+def shipped_resources() -> list[dict[str, Any]]:
+    """Every resource the shipped definitions build under default settings."""
+    settings = Settings(server_url="http://127.0.0.1/fhir")
+    library = load_library()
+    out: dict[str, dict[str, Any]] = {}
+    for labels_only in (False, True):
+        records = instrument_records(library, settings, labels_only=labels_only)
+        if records.problems:
+            raise SystemExit(f"the shipped definitions have problems: {records.problems}")
+        for record in records.desired:
+            out[_prevalidated.digest(fhirjson.dumps(record.resource))] = record.resource
+    return [out[d] for d in sorted(out)]
+
+
+def main() -> int:
+    digests = []
+    for resource in shipped_resources():
+        fhirjson.validate(resource, source="prevalidated", mode="full")  # raises if refused
+        digests.append(_prevalidated.digest(fhirjson.dumps(resource)))
+    body = {"fhir.resources": _prevalidated.models_version(), "digests": digests}
+    _prevalidated.LIST.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+    print(f"{_prevalidated.LIST}: {len(digests)} resources", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
