@@ -460,16 +460,17 @@ class AllianceFhir:
         if out_dir is not None:  # an export to files: always built, against no state
             instruments = self.instrument_records(labels_only=labels_only, against_state=False)
         else:  # unchanged and synced: not built (``app.instrument_fingerprint``)
+            keep = not dry_run
+            # a first sync will write: ask for the statement while the library loads and
+            # the instruments are built (a later sync may have nothing to write, and an
+            # unchanged one stays one request)
+            if keep and self._capabilities is None and not self.store.holds_records():
+                self._early_statement = Prefetch(partial(statement_to_write, self.client))
             made_of = instruments_hash(
                 self.library, self.settings, labels_only=labels_only, rules=self.rules
             )
-            keep = not dry_run
 
             def build() -> Records:
-                # a first sync will write: ask for the statement while building (a later
-                # one rebuilding unchanged instruments may not, and stays one request)
-                if keep and self._capabilities is None and not self.store.holds_records():
-                    self._early_statement = Prefetch(partial(statement_to_write, self.client))
                 return self.instrument_records(labels_only=labels_only)
 
             instruments = instruments_for_sync(self.store, made_of, build, full=full, remember=keep)

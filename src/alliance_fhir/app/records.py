@@ -463,16 +463,20 @@ def assessment_windows(
 ) -> Iterator[Records]:
     """Assessment records a few files at a time (at least ``size`` records a window; a large
     file is mapped and cut ``size // 2`` assessments at a time), so memory stays flat however
-    large the import and the sync sends one window while the next is mapped."""
+    large the import and the sync sends one window while the next is mapped. The first
+    window is one bundle's worth (``settings.bundle_size``): until it is mapped, a first
+    sync has nothing to send but the instruments and half its connections stay idle."""
     window = Records()
+    wanted = min(size, settings.bundle_size)  # the first window's, then ``size``
     for read in _assessments_by_file(paths, library, settings, resolve_reference, sources):
         window.problems.extend(read.problems)
         window.skipped.extend(read.notes)
-        for mapped in _mapped_parts(read, library, settings, sources, max(1, size // 2)):
+        for mapped in _mapped_parts(read, library, settings, sources, max(1, wanted // 2)):
             window.extend(mapped)
-            if len(window.desired) >= size:
+            if len(window.desired) >= wanted:
                 yield window
                 window = Records()
+                wanted = size
     if sources is not None:
         sources.finish()
     if window.desired or window.problems or window.skipped or window.unchanged:

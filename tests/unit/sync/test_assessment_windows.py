@@ -43,3 +43,18 @@ def test_a_large_file_is_cut_into_windows_with_the_records_of_mapping_it_whole(
         # the file's fingerprint holds every record, not the last part's
         (found,) = store.source_fingerprints().values()
         assert [(kind, key, h) for kind, key, h, _ in found.records] == _ids(whole.desired)
+
+
+def test_the_first_window_is_one_bundle_so_sending_starts_early(tmp_path: Path) -> None:
+    """A first sync sends nothing of the assessments before their first window is mapped:
+    that window is ``bundle_size`` records, the later ones ``size``; the records are the same."""
+    settings = Settings(state_path=tmp_path / "state.sqlite3", bundle_size=6)
+    library = load_library([])
+    whole = assessment_files_records([CSV], library, settings)
+    windows = list(assessment_windows([CSV], library, settings, size=16))
+    sizes = [len(w.desired) for w in windows]
+    # parts of 3 assessments (2 records each, 1 if not scored) until a window has >= 6,
+    # then parts of 3 until one has >= 16
+    assert 6 <= sizes[0] < 6 + 2 * 3
+    assert all(16 <= n < 16 + 2 * 3 for n in sizes[1:-1])
+    assert _ids([d for w in windows for d in w.desired]) == _ids(whole.desired)

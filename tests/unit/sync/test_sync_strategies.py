@@ -182,5 +182,5 @@ def test_a_canonical_value_with_a_comma_is_searched_alone() -> None:
     assert find_existing(client, [odd, other]) == {}
     assert client.queries == [
         {"url": f"{NS}/a,b", "version": "1"},
-        {"url": f"{NS}/c", "version": "1", "_count": "50"},
+        {"url": f"{NS}/c", "version": "1", "_count": "50", "_elements": "url,version"},
     ]
