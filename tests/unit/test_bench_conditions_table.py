@@ -54,6 +54,9 @@ def test_each_condition_says_met_or_missed_with_the_ratio_of_the_same_run() -> N
     assert rows[3].endswith("| **missed** (0.77x) |")
     # best ceiling 355.5/s, best sync 338.6/s; fhirpy 35.5/s -> 9.5x, fhirclient 17.8/s -> 19.0x
     assert "| 355.5 | 338.6 | 0.95 |" in rows[0]
+    # medians: ceiling (284.4 + 355.5) / 2 = 320.0, sync (338.6 + 273.5) / 2 = 306.0
+    assert "| 0.95 | 0.96 |" in rows[0]
+    assert "| 0.77 | 0.80 |" in rows[3]  # sync (237.0 + 273.5) / 2 = 255.2
     assert "| 9.5x | 19.0x |" in rows[0]
     assert "0.50/0.40/0.30 at start" in block
 
