@@ -16,12 +16,19 @@ from typing import Any
 from alliance_fhir.adapters import _prevalidated, fhirjson
 from alliance_fhir.app.records import instrument_records
 from alliance_fhir.config import Settings
+from alliance_fhir.defaults import DEFAULT_CANONICAL_BASE
 from alliance_fhir.instruments.library import load_library
 
 
 def shipped_resources() -> list[dict[str, Any]]:
-    """Every resource the shipped definitions build under default settings."""
-    settings = Settings(server_url="http://127.0.0.1/fhir")
+    """Every resource the shipped definitions build under default settings (whatever
+    ``ALLIANCE_FHIR_*`` says in this shell: what changes them is pinned here)."""
+    settings = Settings(
+        server_url="http://127.0.0.1/fhir",
+        canonical_base=DEFAULT_CANONICAL_BASE,
+        mappings_dir=None,
+        overlay_dir=None,
+    )
     library = load_library()
     out: dict[str, dict[str, Any]] = {}
     for labels_only in (False, True):
