@@ -20,9 +20,10 @@ from alliance_fhir.defaults import DEFAULT_CANONICAL_BASE
 from alliance_fhir.instruments.library import load_library
 
 
-def shipped_resources() -> list[dict[str, Any]]:
+def shipped_resources() -> dict[str, dict[str, Any]]:
     """Every resource the shipped definitions build under default settings (whatever
-    ``ALLIANCE_FHIR_*`` says in this shell: what changes them is pinned here)."""
+    ``ALLIANCE_FHIR_*`` says in this shell: what changes them is pinned here), by the
+    digest it is listed under, in digest order."""
     settings = Settings(
         server_url="http://127.0.0.1/fhir",
         canonical_base=DEFAULT_CANONICAL_BASE,
@@ -37,14 +38,14 @@ def shipped_resources() -> list[dict[str, Any]]:
             raise SystemExit(f"the shipped definitions have problems: {records.problems}")
         for record in records.desired:
             out[_prevalidated.digest(fhirjson.dumps(record.resource))] = record.resource
-    return [out[d] for d in sorted(out)]
+    return {d: out[d] for d in sorted(out)}
 
 
 def main() -> int:
-    digests = []
-    for resource in shipped_resources():
+    shipped = shipped_resources()
+    for resource in shipped.values():
         fhirjson.validate(resource, source="prevalidated", mode="full")  # raises if refused
-        digests.append(_prevalidated.digest(fhirjson.dumps(resource)))
+    digests = list(shipped)
     body = {"fhir.resources": _prevalidated.models_version(), "digests": digests}
     _prevalidated.LIST.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
     print(f"{_prevalidated.LIST}: {len(digests)} resources", file=sys.stderr)
