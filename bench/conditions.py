@@ -82,9 +82,12 @@ class Outcome:
     condition: Condition
     rows: list[Measurement] = field(default_factory=list)
 
+    def runs(self, scenario: str) -> list[Measurement]:
+        """The measurements of ``scenario`` that ran (a wall time above zero)."""
+        return [m for m in self.rows if m.scenario == scenario and m.wall_s > 0]
+
     def best(self, scenario: str) -> Measurement | None:
-        found = [m for m in self.rows if m.scenario == scenario and m.wall_s > 0]
-        return max(found, key=lambda m: m.per_second, default=None)
+        return max(self.runs(scenario), key=lambda m: m.per_second, default=None)
 
     def ratio(self) -> float:
         ceiling, sync = self.best("ceiling"), self.best("sync")
@@ -95,13 +98,12 @@ class Outcome:
     def median_ratio(self) -> float:
         """The sync's median rate over the ceiling's: one lucky run of either, which decides
         ``ratio`` on a noisy machine, does not move it."""
-        rates = {
-            name: [m.per_second for m in self.rows if m.scenario == name and m.wall_s > 0]
-            for name in ("ceiling", "sync")
-        }
-        if not rates["ceiling"] or not rates["sync"]:
+        ceiling, sync = self.runs("ceiling"), self.runs("sync")
+        if not ceiling or not sync:
             return 0.0
-        return statistics.median(rates["sync"]) / statistics.median(rates["ceiling"])
+        return statistics.median(m.per_second for m in sync) / statistics.median(
+            m.per_second for m in ceiling
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
