@@ -55,7 +55,7 @@ from alliance_fhir.exceptions import (
     Problem,
     RetriableError,
 )
-from alliance_fhir.fhir import Capabilities, FhirClient, statement_to_write
+from alliance_fhir.fhir import Capabilities, FhirClient, probe, statement_to_write
 from alliance_fhir.goals import Plan
 from alliance_fhir.instruments.library import (
     InstrumentLibrary,
@@ -198,6 +198,11 @@ class AllianceFhir:
         if self._rules is None:
             self._rules = configured_rules(self.library, self.settings)
         return self._rules
+
+    def probe(self) -> None:
+        """Whether the server is there and answering: one small GET /metadata (raises the
+        client's errors). What it allows is :meth:`capabilities`."""
+        probe(self.client)
 
     def capabilities(self, *, refresh: bool = False) -> Capabilities:
         """What the server allows, read once per instance (one run) from /metadata. A

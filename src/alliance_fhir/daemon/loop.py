@@ -189,8 +189,9 @@ class CycleResult:
 
 
 def probe_step(ctx: CycleContext) -> Mapping[str, int]:
-    """One GET /metadata: is the server there at all (and tells readiness it answered)."""
-    ctx.api.client.capabilities()
+    """One small GET /metadata: is the server there at all (and tells readiness it
+    answered)."""
+    ctx.api.probe()
     return {}
 
 

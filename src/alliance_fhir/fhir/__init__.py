@@ -33,6 +33,7 @@ from alliance_fhir.fhir.capability import (
     WriteMode,
     check_server,
     missing_capabilities,
+    probe,
     statement_to_write,
 )
 from alliance_fhir.fhir.client import FHIR_JSON, FhirClient
@@ -63,6 +64,7 @@ __all__ = [
     "etag_for",
     "missing_capabilities",
     "parse_retry_after",
+    "probe",
     "statement_to_write",
     "version_from_etag",
 ]

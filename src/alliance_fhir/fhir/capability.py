@@ -155,6 +155,23 @@ def statement_to_write(client: FhirClient) -> dict[str, Any]:
     return statement if holds_what_we_read(statement) else client.capabilities()
 
 
+#: What a probe asks for: enough to tell a FHIR server answered, a few hundred bytes.
+PROBE_ELEMENTS = ("fhirVersion",)
+
+
+def probe(client: FhirClient) -> dict[str, Any]:
+    """One small GET /metadata: is the server there and answering (a daemon asks every
+    cycle, and HAPI's whole statement is 1.5 MB). A server that refuses ``_elements`` is
+    asked plainly, as :func:`statement_to_write` does; credentials refused and retriable
+    failures stay errors."""
+    try:
+        return client.capabilities(elements=PROBE_ELEMENTS)
+    except FhirError as exc:
+        if isinstance(exc, RetriableError) or exc.status in (401, 403):
+            raise
+        return client.capabilities()
+
+
 def holds_what_we_read(statement: Mapping[str, Any]) -> bool:
     """Whether ``statement`` has every part of a statement that ``Capabilities`` reads."""
     rests = _server_rest(statement)

@@ -14,9 +14,10 @@ from alliance_fhir.fhir import (
     Capabilities,
     check_server,
     missing_capabilities,
+    probe,
     statement_to_write,
 )
-from alliance_fhir.fhir.capability import READ_ELEMENTS
+from alliance_fhir.fhir.capability import PROBE_ELEMENTS, READ_ELEMENTS
 
 
 def full_statement() -> dict:
@@ -168,4 +169,34 @@ def test_credentials_refused_stay_an_error(make_client) -> None:
     with pytest.raises(FatalError) as caught:
         statement_to_write(client)
     assert caught.value.status == 401
+    assert len(rec.requests) == 1
+
+
+def test_a_probe_asks_for_the_fhir_version_only(make_client) -> None:
+    """A daemon probes every cycle: a few hundred bytes, not the whole statement."""
+    client, rec = make_client(
+        sequence(fhir_json(200, {"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"}))
+    )
+    probe(client)
+    assert [_elements_asked(r) for r in rec.requests] == [",".join(PROBE_ELEMENTS)]
+    assert [r.url.path for r in rec.requests] == ["/fhir/metadata"]
+
+
+def test_a_probe_of_a_server_refusing_elements_asks_plainly(make_client) -> None:
+    client, rec = make_client(
+        sequence(
+            fhir_json(400, outcome("unknown parameter _elements")),
+            fhir_json(200, full_statement()),
+        )
+    )
+    probe(client)
+    assert [_elements_asked(r) for r in rec.requests] == ["fhirVersion", None]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_probe_refused_for_credentials_is_an_error(make_client, status: int) -> None:
+    client, rec = make_client(sequence(fhir_json(status, outcome("no token"))))
+    with pytest.raises(FatalError) as caught:
+        probe(client)
+    assert caught.value.status == status
     assert len(rec.requests) == 1
