@@ -55,7 +55,7 @@ from alliance_fhir.sync.recording import StateRecording
 from alliance_fhir.sync.references import PersonResolver, person_keys
 from alliance_fhir.sync.references import resolve_references as _resolve
 from alliance_fhir.sync.run import Progress, RunContext, SyncClient, SyncResult, Unchanged
-from alliance_fhir.sync.state import RecordState, StateStore, StoreView
+from alliance_fhir.sync.state import RecordState, StateStore
 from alliance_fhir.sync.strategies import (
     Entry,
     StepClient,
@@ -189,7 +189,7 @@ class SyncEngine(StateRecording):
         self._check_unique(window, seen)
         plan = make_plan(
             window,
-            StoreView(self.store),
+            self.store.states_of((record.kind, record.key) for record in window),
             overwrite_conflicts=self.overwrite,
             retry_conflict=self._retry_conflict,
         )

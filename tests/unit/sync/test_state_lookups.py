@@ -83,6 +83,39 @@ def test_record_states_are_the_same_looked_up_one_by_one_or_all_at_once(
     assert store.all_records() == dict(states)  # a snapshot of the same
 
 
+def test_states_of_a_window_are_the_stored_ones_in_few_queries(state_store: StateStore) -> None:
+    """A sync window's plan reads its records' states at once (more keys than one query
+    takes, two kinds, a key asked twice, keys the store lacks): the same states as one by
+    one, and nothing for a record never written."""
+    store = state_store
+    keys = [f"w{n:04d}" for n in range(1100)]
+    with store.transaction() as db:
+        for key in keys:
+            store.record(
+                kind="assessment",
+                key=key,
+                resource_type="QuestionnaireResponse",
+                server_id=f"id-{key}",
+                version_id="1",
+                content_hash=f"h-{key}",
+                status="synced",
+                run_id="r",
+                db=db,
+            )
+    _record(store, "goal", "w0001", status="conflict", conflict_fields=("lifecycleStatus",))
+    asked = [("assessment", k) for k in keys] + [
+        ("goal", "w0001"),
+        ("goal", "w0002"),  # another kind's key: not held
+        ("assessment", "new"),
+        ("assessment", keys[0]),
+    ]
+    found = store.states_of(asked)
+    assert found == {k: store.get(*k) for k in asked if store.get(*k) is not None}
+    assert len(found) == len(keys) + 1
+    assert found[("goal", "w0001")].conflict_fields == ("lifecycleStatus",)
+    assert store.states_of([]) == {}
+
+
 def test_all_records_is_a_snapshot_that_outlives_the_store(tmp_path: Path) -> None:
     """What a caller keeps after closing the store (the fault harness's checks do)."""
     with StateStore(tmp_path / "state.sqlite3") as store:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from alliance_fhir.sync.state import FAILED_INPUT, StateStore, StoreView
+from alliance_fhir.sync.state import FAILED_INPUT, StateStore
 
 
 def _put(store: StateStore, key: str, status: str = "synced", **kw: object) -> None:
@@ -68,11 +68,9 @@ def test_records_by_kind_status_and_recency(state_store: StateStore) -> None:
     assert latest.key == "c"
     # times keep sub-second precision (a 4-byte float would round epoch seconds to minutes)
     assert abs(latest.last_sync - before) < 5
-    view = StoreView(state_store)
-    assert view["assessment", "a"].server_id == "id-a"
-    assert len(view) == 4
-    with pytest.raises(KeyError):
-        view["assessment", "zz"]
+    found = state_store.states_of([("assessment", "a"), ("assessment", "zz")])
+    assert found[("assessment", "a")].server_id == "id-a"
+    assert list(found) == [("assessment", "a")]
     assert state_store.forget_all() == 4
     assert state_store.all_records() == {}
 

@@ -21,7 +21,7 @@ from alliance_fhir.sync.state.records import (
     RunRecord,
     redact_reason,
 )
-from alliance_fhir.sync.state.store import StateStore, StoreView
+from alliance_fhir.sync.state.store import StateStore
 from alliance_fhir.sync.state.work import Claim, LiveWorker, QueueCounts, WorkQueue
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "RecordState",
     "RunRecord",
     "StateStore",
-    "StoreView",
     "WorkQueue",
     "open_store",
     "open_work_queue",
