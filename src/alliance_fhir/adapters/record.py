@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from alliance_fhir.adapters.fhirjson import content_hash
 from alliance_fhir.adapters.identity import DEFAULT_NAMESPACE, search_token
 
-__all__ = ["RECORD_NAMESPACE", "Desired", "UpdateMode", "record_uuid"]
+__all__ = ["RECORD_NAMESPACE", "Desired", "Path", "UpdateMode", "placeholder_paths", "record_uuid"]
 
 #: Fixed namespace for the uuid5 of our records (never change: ids in bundles derive from it).
 RECORD_NAMESPACE = uuid.UUID("6f1d2a4e-8c1b-5e0a-9d57-3a7f2c1b9e40")
@@ -31,6 +31,9 @@ RECORD_NAMESPACE = uuid.UUID("6f1d2a4e-8c1b-5e0a-9d57-3a7f2c1b9e40")
 _URL_SCHEME_KINDS = frozenset({"goal", "careplan", "gas-rating", "gas-summary"})
 
 UpdateMode = Literal["if-match", "merge"]
+
+#: Where a node sits in a resource: the keys and list positions leading to it.
+Path = tuple[str | int, ...]
 
 
 def record_uuid(kind: str, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> str:
@@ -125,3 +128,40 @@ class Desired:
     @property
     def resource_type(self) -> str:
         return str(self.resource["resourceType"])
+
+    @cached_property
+    def placeholders(self) -> tuple[Path, ...]:
+        """Where the references a sync must resolve sit (:func:`placeholder_paths`): found
+        once per record, then read by the people look-up and by the bundle that sends it."""
+        return placeholder_paths(self.resource)
+
+
+def placeholder_paths(resource: dict[str, Any]) -> tuple[Path, ...]:
+    """The paths of the reference placeholders in ``resource``, in document order (a node
+    before what it holds, keys in their order): a person of the EHR by ``type`` and
+    ``identifier``, or another record of ours by ``urn:uuid:`` reference. Any dict with a
+    ``reference`` or ``identifier`` and either a ``type`` or a ``urn:uuid:`` reference
+    counts; which of them need a change is for the sync to say."""
+    out: list[Path] = []
+    _dict_paths(resource, (), out)
+    return tuple(out)
+
+
+def _dict_paths(node: dict[str, Any], path: Path, out: list[Path]) -> None:
+    if ("reference" in node or "identifier" in node) and (
+        "type" in node or str(node.get("reference", "")).startswith("urn:uuid:")
+    ):
+        out.append(path)
+    for key, value in node.items():
+        if isinstance(value, dict):
+            _dict_paths(value, (*path, key), out)
+        elif isinstance(value, list):
+            _list_paths(value, (*path, key), out)
+
+
+def _list_paths(items: list[Any], path: Path, out: list[Path]) -> None:
+    for i, value in enumerate(items):
+        if isinstance(value, dict):
+            _dict_paths(value, (*path, i), out)
+        elif isinstance(value, list):
+            _list_paths(value, (*path, i), out)

@@ -242,7 +242,9 @@ class SyncEngine(StateRecording):
             result.counts["not_accepted"] += count
         if not writes:
             return
-        people.resolve(k for a in writes for k in person_keys(a.desired.resource))
+        people.resolve(
+            k for a in writes for k in person_keys(a.desired.resource, a.desired.placeholders)
+        )
         known = {
             a.desired.uuid: f"{a.desired.resource_type}/{a.state.server_id}"
             for a in plan.actions
@@ -293,6 +295,7 @@ class SyncEngine(StateRecording):
             in_bundle=set(),
             known=ctx.known,
             conditional=ctx.conditional,
+            paths=desired.placeholders,
         )
         if content_hash(current.resource) != content_hash(ours):
             return True
@@ -319,7 +322,7 @@ class SyncEngine(StateRecording):
         return cast(StepClient, self.client)
 
     def build(self, action: Action, ctx: RunContext) -> Entry | None:
-        built = self._build_group([action], [], ctx)
+        built = self._build_group([action], set(), ctx)
         return built[0] if built else None
 
     def record(self, entries: list[Entry], results: list[WriteResult], ctx: RunContext) -> None:
@@ -349,8 +352,9 @@ class SyncEngine(StateRecording):
         self, groups: list[list[Action]], ctx: RunContext, *, existing_pass: bool = False
     ) -> None:
         entries: list[_Entry] = []
+        in_bundle = {a.desired.uuid for g in groups for a in g if a.op == "create"}
         for group in groups:
-            built = self._build_group(group, groups, ctx)
+            built = self._build_group(group, in_bundle, ctx)
             if built is not None:
                 entries.extend(built)
         if not entries:
@@ -389,9 +393,9 @@ class SyncEngine(StateRecording):
             self.progress.advance(len(entries))
 
     def _build_group(
-        self, group: list[Action], bundle: list[list[Action]], ctx: RunContext
+        self, group: list[Action], in_bundle: set[str], ctx: RunContext
     ) -> list[_Entry] | None:
-        in_bundle = {a.desired.uuid for g in bundle for a in g if a.op == "create"}
+        """The entries of one group; ``in_bundle``: the uuids the bundle creates."""
         entries = []
         held = False  # a record of the group in conflict holds the rest back, as a 412 would
         try:
@@ -403,6 +407,7 @@ class SyncEngine(StateRecording):
                     in_bundle=in_bundle,
                     known=ctx.known,
                     conditional=ctx.conditional,
+                    paths=d.placeholders,
                 )
                 state = action.state
                 if action.op == "create" or state is None or not state.server_id:

@@ -12,10 +12,11 @@ Two kinds of placeholder live in a ``Desired`` resource:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from alliance_fhir.adapters.record import Path, placeholder_paths
 from alliance_fhir.exceptions import UnresolvedPerson
 from alliance_fhir.log import register_sensitive
 
@@ -34,23 +35,19 @@ class PersonKey:
         return f"{self.system}|{self.value}"
 
 
-def _walk_refs(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        if ("reference" in node or "identifier" in node) and (
-            "type" in node or str(node.get("reference", "")).startswith("urn:uuid:")
-        ):
-            yield node
-        for value in node.values():
-            yield from _walk_refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk_refs(value)
+def _at(resource: Mapping[str, Any], path: Path) -> Any:
+    node: Any = resource
+    for step in path:
+        node = node[step]
+    return node
 
 
-def person_keys(resource: Mapping[str, Any]) -> set[PersonKey]:
-    """The EHR people a resource refers to by identifier."""
+def person_keys(resource: dict[str, Any], paths: Sequence[Path] | None = None) -> set[PersonKey]:
+    """The EHR people a resource refers to by identifier (``paths``: its
+    ``placeholder_paths``, when known)."""
     keys = set()
-    for ref in _walk_refs(resource):
+    for path in placeholder_paths(resource) if paths is None else paths:
+        ref = _at(resource, path)
         ident = ref.get("identifier")
         if ref.get("type") in PERSON_TYPES and "reference" not in ref and isinstance(ident, dict):
             keys.add(PersonKey(ref["type"], str(ident.get("system")), str(ident.get("value"))))
@@ -93,12 +90,13 @@ class PersonResolver:
 
 
 def resolve_references(
-    resource: Mapping[str, Any],
+    resource: dict[str, Any],
     *,
     people: PersonResolver,
     in_bundle: set[str],
     known: Mapping[str, str],
     conditional: Mapping[str, str],
+    paths: Sequence[Path] | None = None,
 ) -> dict[str, Any]:
     """A copy of ``resource`` with every placeholder turned into a resolvable reference.
 
@@ -109,7 +107,8 @@ def resolve_references(
     Only the dicts on the way to a changed reference are new; every other part is shared
     with ``resource`` (a full deep copy per record was most of the cost of building a
     bundle). The top level is always a new dict, so setting ``id`` on it is safe; nested
-    parts must not be changed in place by the caller.
+    parts must not be changed in place by the caller. ``paths`` are the resource's
+    ``placeholder_paths`` when known (a ``Desired`` keeps them), else found here.
     """
 
     def fix(ref: Mapping[str, Any]) -> str | None:
@@ -129,36 +128,19 @@ def resolve_references(
             return found
         return None
 
-    out = _resolved(resource, fix)
-    return dict(out) if out is resource else out
-
-
-def _resolved(node: Any, fix: Callable[[Mapping[str, Any]], str | None]) -> Any:
-    """``node`` with the references ``fix`` answers for replaced; ``node`` itself when
-    nothing under it changed. Visits the nodes ``_walk_refs`` yields, in its order."""
-    if isinstance(node, dict):
-        out: dict[str, Any] | None = None
-        if ("reference" in node or "identifier" in node) and (
-            "type" in node or str(node.get("reference", "")).startswith("urn:uuid:")
-        ):
-            new = fix(node)
-            if new is not None:
-                out = dict(node)
-                out["reference"] = new
-        for key, value in node.items():
-            changed = _resolved(value, fix)
-            if changed is not value:
-                if out is None:
-                    out = dict(node)
-                out[key] = changed
-        return node if out is None else out
-    if isinstance(node, list):
-        items: list[Any] | None = None
-        for i, value in enumerate(node):
-            changed = _resolved(value, fix)
-            if changed is not value:
-                if items is None:
-                    items = list(node)
-                items[i] = changed
-        return node if items is None else items
-    return node
+    out = dict(resource)
+    fresh = {id(out)}  # the containers made here: changed in place, never the caller's
+    for path in placeholder_paths(resource) if paths is None else paths:
+        new = fix(_at(resource, path))
+        if new is None:
+            continue
+        node: Any = out
+        for step in path:  # copy each container on the way that is still the caller's
+            child = node[step]
+            if id(child) not in fresh:
+                child = dict(child) if isinstance(child, dict) else list(child)
+                fresh.add(id(child))
+                node[step] = child
+            node = child
+        node["reference"] = new
+    return out

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alliance_fhir.adapters.record import Desired, record_uuid
+from alliance_fhir.adapters.record import Desired, placeholder_paths, record_uuid
 from alliance_fhir.sync.plan import make_plan
 from alliance_fhir.sync.references import (
     PersonKey,
@@ -175,3 +175,67 @@ def test_record_references_become_bundle_local_known_or_conditional() -> None:
     )
     assert cond["derivedFrom"][0]["reference"] == "QuestionnaireResponse?identifier=a|b"
     assert obs["derivedFrom"][0]["reference"] == target  # the input is never mutated
+
+
+def _plan_like() -> dict[str, object]:
+    """A resource with placeholders at several depths, one inside another, and parts
+    without any (which a resolved copy must share, not copy)."""
+    goal = record_uuid("goal", "g1")
+    return {
+        "resourceType": "CarePlan",
+        "subject": dict(PATIENT),
+        "author": {
+            "type": "Practitioner",
+            "identifier": {"system": "urn:npi", "value": "N1"},
+            "extension": [{"valueReference": {"reference": goal}}],
+        },
+        "goal": [{"reference": goal}, {"reference": "Goal/7"}],
+        "note": [{"text": "kept as is"}],
+        "activity": [{"outcomeReference": [[{"reference": goal}]]}],
+    }
+
+
+def test_placeholders_are_found_in_document_order() -> None:
+    assert placeholder_paths(_plan_like()) == (
+        ("subject",),
+        ("author",),
+        ("author", "extension", 0, "valueReference"),
+        ("goal", 0),
+        ("activity", 0, "outcomeReference", 0, 0),
+    )
+    desired = Desired("careplan", "k", _plan_like(), "s", "g")
+    assert desired.placeholders == placeholder_paths(_plan_like())
+
+
+def test_resolving_by_known_paths_copies_only_what_changes() -> None:
+    """A bundle resolves each record by the paths its ``Desired`` found once; the answer is
+    the one a walk of the resource gives, the input stays as it was, and the parts with
+    nothing to change are the input's own objects (no deep copy per record)."""
+    plan = _plan_like()
+    before = repr(plan)
+    goal = record_uuid("goal", "g1")
+
+    def search(rtype: str, params: dict[str, str]) -> list[dict[str, object]]:
+        value = params["identifier"].split("|")[1]
+        return [
+            {
+                "id": f"{rtype[0]}-{value}",
+                "identifier": [{"system": params["identifier"].split("|")[0], "value": value}],
+            }
+        ]
+
+    resolver = PersonResolver(search)  # type: ignore[arg-type]
+    resolver.resolve(person_keys(plan, placeholder_paths(plan)))
+    args = {"people": resolver, "in_bundle": set(), "known": {goal: "Goal/1"}, "conditional": {}}
+    walked = resolve_references(plan, **args)  # type: ignore[arg-type]
+    by_paths = resolve_references(plan, paths=placeholder_paths(plan), **args)  # type: ignore[arg-type]
+    assert by_paths == walked
+    assert by_paths["subject"] == {**PATIENT, "reference": "Patient/P-M1"}
+    assert by_paths["author"]["reference"] == "Practitioner/P-N1"
+    assert by_paths["author"]["extension"][0]["valueReference"] == {"reference": "Goal/1"}
+    assert by_paths["goal"] == [{"reference": "Goal/1"}, {"reference": "Goal/7"}]
+    assert by_paths["activity"][0]["outcomeReference"] == [[{"reference": "Goal/1"}]]
+    assert repr(plan) == before
+    assert by_paths["note"] is plan["note"]
+    assert by_paths["goal"][1] is plan["goal"][1]  # type: ignore[index]
+    assert by_paths is not plan
