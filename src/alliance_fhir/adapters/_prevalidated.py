@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 from functools import cache
-from importlib import metadata
 from pathlib import Path
+
+from alliance_fhir.versions import installed
 
 #: The list, next to this module (packaged with it).
 LIST = Path(__file__).with_name("prevalidated.json")
@@ -30,8 +31,8 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def models_version() -> str:
-    return metadata.version("fhir.resources")
+def models_version() -> str | None:
+    return installed("fhir.resources")
 
 
 @cache
@@ -41,7 +42,8 @@ def listed() -> frozenset[str]:
         data = json.loads(LIST.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return frozenset()  # no list (a trimmed install): everything goes through the models
-    if not isinstance(data, dict) or data.get("fhir.resources") != models_version():
+    version = models_version()
+    if version is None or not isinstance(data, dict) or data.get("fhir.resources") != version:
         return frozenset()
     found = data.get("digests")
     if not isinstance(found, list):

@@ -49,9 +49,7 @@ prunes nothing; a row pruned by mistake costs only one more read of its file.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import importlib.metadata
 import json
 import os
 import time
@@ -72,6 +70,7 @@ from alliance_fhir.instruments.library import InstrumentLibrary
 from alliance_fhir.sync.state import StateStore
 from alliance_fhir.sync.state.lookups import SyncedHashes
 from alliance_fhir.sync.state.sources import SourceFingerprint, SourceRecord, StoredRecords
+from alliance_fhir.versions import installed
 
 __all__ = [
     "FileDecision",
@@ -101,12 +100,8 @@ def _stat_sha256(path: Path) -> tuple[tuple[int, int, int, int], str]:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns), digest.hexdigest()
 
 
-@functools.cache  # installed versions do not change while we run; each look-up reads files
 def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "-"
+    return installed(package) or "-"
 
 
 def context_hash(
