@@ -57,6 +57,7 @@ from alliance_fhir.exceptions import (
 )
 from alliance_fhir.fhir import Capabilities, FhirClient, probe, statement_to_write
 from alliance_fhir.goals import Plan
+from alliance_fhir.heap import during_run
 from alliance_fhir.instruments.library import (
     InstrumentLibrary,
     UnknownInstrumentError,
@@ -269,6 +270,7 @@ class AllianceFhir:
 
     # Writing
 
+    @during_run
     def run(
         self,
         records: Records,
@@ -410,6 +412,7 @@ class AllianceFhir:
         )
         return self.run_stream(windows, command="push assessments")
 
+    @during_run
     def run_stream(self, windows: Iterable[Records], *, command: str) -> Report:
         """Sync records that arrive in windows as one run; problems are gathered on the way."""
         report = Report()
@@ -451,6 +454,7 @@ class AllianceFhir:
         records = self.goal_records(paths, sources=sources)
         return self.run(records, command="push goals", dry_run=dry_run, out_dir=out_dir)
 
+    @during_run
     def sync(
         self,
         *,
@@ -519,6 +523,7 @@ class AllianceFhir:
 
     # Monitoring
 
+    @during_run
     def monitor(self, *, all_patients: bool = False) -> MonitorResult:
         """Pull new check-ins, score them, evaluate the rules, raise or close alerts."""
         monitor = Monitor(
