@@ -304,10 +304,17 @@ class SyncEngine(StateRecording):
         return False
 
     def _chunk(self, groups: list[list[Action]]) -> Iterator[list[list[Action]]]:
+        """Whole groups in bundles of at most ``bundle_size`` entries, as even as the groups
+        allow: 105 entries go as 56 + 49, not 100 + 5. The bundles of a window are sent side
+        by side, and the window (the run, for its last one) lasts as long as its largest
+        bundle; a remainder bundle left one connection idle while the other sent the rest."""
+        total = sum(len(group) for group in groups)
+        count = -(-total // self.bundle_size)  # the fewest bundles that can hold them
+        target = -(-total // count) if count else 0
         bundle: list[list[Action]] = []
         size = 0
         for group in groups:
-            if bundle and size + len(group) > self.bundle_size:
+            if bundle and (size >= target or size + len(group) > self.bundle_size):
                 yield bundle
                 bundle, size = [], 0
             bundle.append(group)

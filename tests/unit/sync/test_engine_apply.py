@@ -79,6 +79,21 @@ def test_first_run_creates_everything_in_bundles_that_keep_record_groups_whole(
     assert qr["subject"]["reference"] == "Patient/p1"
 
 
+def test_the_bundles_of_a_window_are_as_even_as_its_groups_allow(
+    server: FakeServer, store: StateStore
+) -> None:
+    """Bundles go side by side and a window lasts as long as its largest: 14 entries under a
+    bundle size of 10 go as 8 + 6, not as 10 + 4 (a connection idle while the other sends)."""
+    desired = [r for key in "abcdefg" for r in checkin(key)]
+    result = _engine(server, store, bundle_size=10).run(desired)
+
+    assert dict(result.counts) == {"created": 14}
+    assert [_keys(b) for b in server.transactions] == [
+        ["a", "a", "b", "b", "c", "c", "d", "d"],
+        ["e", "e", "f", "f", "g", "g"],
+    ]
+
+
 def test_a_second_run_with_nothing_changed_sends_no_writes(
     server: FakeServer, store: StateStore
 ) -> None:
