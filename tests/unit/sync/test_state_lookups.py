@@ -38,17 +38,8 @@ def _record(
     )
 
 
-def _fingerprint(records: tuple[tuple[str, str, str, int | None], ...]) -> SourceFingerprint:
-    return SourceFingerprint("k1", 10, 123, 7, "ab" * 32, "cd" * 32, records)
-
-
-def test_record_states_are_the_same_looked_up_one_by_one_or_all_at_once(
-    state_store: StateStore,
-) -> None:
-    """A dry-run plan of a few records reads them one by one; past ``ONE_BY_ONE`` look-ups
-    every row is read at once. Either way each state is the stored one."""
-    store = state_store
-    keys = [f"a{n:04d}" for n in range(RecordStates.ONE_BY_ONE + 20)]
+def _synced_assessments(store: StateStore, keys: list[str]) -> None:
+    """Synced assessment records under ``keys``, written in one transaction."""
     with store.transaction() as db:
         for key in keys:
             store.record(
@@ -62,6 +53,20 @@ def test_record_states_are_the_same_looked_up_one_by_one_or_all_at_once(
                 run_id="r",
                 db=db,
             )
+
+
+def _fingerprint(records: tuple[tuple[str, str, str, int | None], ...]) -> SourceFingerprint:
+    return SourceFingerprint("k1", 10, 123, 7, "ab" * 32, "cd" * 32, records)
+
+
+def test_record_states_are_the_same_looked_up_one_by_one_or_all_at_once(
+    state_store: StateStore,
+) -> None:
+    """A dry-run plan of a few records reads them one by one; past ``ONE_BY_ONE`` look-ups
+    every row is read at once. Either way each state is the stored one."""
+    store = state_store
+    keys = [f"a{n:04d}" for n in range(RecordStates.ONE_BY_ONE + 20)]
+    _synced_assessments(store, keys)
     _record(store, "goal", "g1", status="conflict", conflict_fields=("lifecycleStatus",))
 
     states = store.record_states()
@@ -89,19 +94,7 @@ def test_states_of_a_window_are_the_stored_ones_in_few_queries(state_store: Stat
     one, and nothing for a record never written."""
     store = state_store
     keys = [f"w{n:04d}" for n in range(1100)]
-    with store.transaction() as db:
-        for key in keys:
-            store.record(
-                kind="assessment",
-                key=key,
-                resource_type="QuestionnaireResponse",
-                server_id=f"id-{key}",
-                version_id="1",
-                content_hash=f"h-{key}",
-                status="synced",
-                run_id="r",
-                db=db,
-            )
+    _synced_assessments(store, keys)
     _record(store, "goal", "w0001", status="conflict", conflict_fields=("lifecycleStatus",))
     asked = [("assessment", k) for k in keys] + [
         ("goal", "w0001"),
