@@ -1,12 +1,12 @@
 """How a run uses Python's garbage collector: the long-lived heap set aside, young
 collections rarer; put back as it was when the run ends.
 
-A first sync of 711 resources spent 150-230 ms of its ~1 s of CPU in the collector, most
+A first sync of 711 resources spent 136-235 ms of its ~1 s of CPU in the collector, most
 of it in one full collection walking every object the process had made before the run
 (pydantic's and fhir.resources' schemas and models, the instrument library, the modules).
 None of that becomes garbage during a run. ``gc.freeze`` moves it out of the collector's
 sight for the run, and a young-generation threshold of 10,000 instead of 700 collects the
-run's own short-lived dicts a fourteenth as often; together they left 20-40 ms (measured
+run's own short-lived dicts a fourteenth as often; together they left 19-50 ms (measured
 with ``gc.callbacks``, BENCHMARKS.md). Reference counting frees almost all of a run's
 garbage anyway; only cycles wait for a collection, and they still get one.
 
