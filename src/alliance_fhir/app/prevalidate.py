@@ -20,16 +20,21 @@ from alliance_fhir.defaults import DEFAULT_CANONICAL_BASE
 from alliance_fhir.instruments.library import load_library
 
 
-def shipped_resources() -> dict[str, dict[str, Any]]:
-    """Every resource the shipped definitions build under default settings (whatever
-    ``ALLIANCE_FHIR_*`` says in this shell: what changes them is pinned here), by the
-    digest it is listed under, in digest order."""
-    settings = Settings(
+def shipped_settings() -> Settings:
+    """The default settings the list is made for, whatever ``ALLIANCE_FHIR_*`` says in this
+    shell: what changes the shipped resources is pinned here."""
+    return Settings(
         server_url="http://127.0.0.1/fhir",
         canonical_base=DEFAULT_CANONICAL_BASE,
         mappings_dir=None,
         overlay_dir=None,
     )
+
+
+def shipped_resources() -> dict[str, dict[str, Any]]:
+    """Every resource the shipped definitions build under :func:`shipped_settings`, by the
+    digest it is listed under, in digest order."""
+    settings = shipped_settings()
     library = load_library()
     out: dict[str, dict[str, Any]] = {}
     for labels_only in (False, True):

@@ -8,7 +8,7 @@ writes, conditional create, versioning, search parameters), read once per run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -146,13 +146,20 @@ def statement_to_write(client: FhirClient) -> dict[str, Any]:
     (4xx) is followed by the plain request, so a server is never judged on a cut it made
     differently.
     """
+    statement, cut = _cut_or_whole(client, READ_ELEMENTS)
+    return statement if not cut or holds_what_we_read(statement) else client.capabilities()
+
+
+def _cut_or_whole(client: FhirClient, elements: Sequence[str]) -> tuple[dict[str, Any], bool]:
+    """The statement asked for with ``_elements`` (True), or asked for plainly when the
+    server refuses that (False). A refusal of us (401/403) or of every request (retriable)
+    stays an error."""
     try:
-        statement = client.capabilities(elements=READ_ELEMENTS)
-    except FhirError as exc:  # a refusal of the cut, not of us or of every request
+        return client.capabilities(elements=elements), True
+    except FhirError as exc:
         if isinstance(exc, RetriableError) or exc.status in (401, 403):
             raise
-        return client.capabilities()
-    return statement if holds_what_we_read(statement) else client.capabilities()
+        return client.capabilities(), False
 
 
 #: What a probe asks for: enough to tell a FHIR server answered, a few hundred bytes.
@@ -164,12 +171,7 @@ def probe(client: FhirClient) -> dict[str, Any]:
     cycle, and HAPI's whole statement is 1.5 MB). A server that refuses ``_elements`` is
     asked plainly, as :func:`statement_to_write` does; credentials refused and retriable
     failures stay errors."""
-    try:
-        return client.capabilities(elements=PROBE_ELEMENTS)
-    except FhirError as exc:
-        if isinstance(exc, RetriableError) or exc.status in (401, 403):
-            raise
-        return client.capabilities()
+    return _cut_or_whole(client, PROBE_ELEMENTS)[0]
 
 
 def holds_what_we_read(statement: Mapping[str, Any]) -> bool:

@@ -11,10 +11,9 @@ import pytest
 
 from alliance_fhir.adapters import _prevalidated, fhirjson
 from alliance_fhir.adapters.questionnaire import questionnaire_from_instrument
-from alliance_fhir.app.prevalidate import shipped_resources
+from alliance_fhir.app.prevalidate import shipped_resources, shipped_settings
 from alliance_fhir.app.records import instrument_records
 from alliance_fhir.config import Settings
-from alliance_fhir.defaults import DEFAULT_CANONICAL_BASE
 from alliance_fhir.exceptions import InvalidInputError
 from alliance_fhir.instruments.library import InstrumentLibrary
 
@@ -50,10 +49,7 @@ def test_every_listed_resource_is_accepted_by_the_installed_models() -> None:
 def test_the_shipped_instruments_cost_no_model_validation(
     library: InstrumentLibrary, model_validations: list[str]
 ) -> None:
-    settings = Settings(
-        server_url="http://127.0.0.1/fhir", canonical_base=DEFAULT_CANONICAL_BASE, overlay_dir=None
-    )
-    records = instrument_records(library, settings, labels_only=True)
+    records = instrument_records(library, shipped_settings(), labels_only=True)
     assert len(records.desired) == len(_file()["digests"])
     assert model_validations == []
 
