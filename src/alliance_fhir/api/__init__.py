@@ -69,7 +69,7 @@ from alliance_fhir.instruments.scoring import Scores, score
 from alliance_fhir.log import get_logger
 from alliance_fhir.monitoring.rules import Rule
 from alliance_fhir.private_files import wider_than_private
-from alliance_fhir.sync.engine import Progress, SyncEngine, SyncResult, Unchanged
+from alliance_fhir.sync.engine import LastWindow, Progress, SyncEngine, SyncResult, Unchanged
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.plan import SyncPlan
 from alliance_fhir.sync.references import PERSON_TYPES
@@ -296,7 +296,7 @@ class AllianceFhir:
         if dry_run:
             return report
         report.result = engine.run_windows(
-            [Unchanged(records.unchanged, records.files_skipped), records.desired],
+            [Unchanged(records.unchanged, records.files_skipped), LastWindow(records.desired)],
             command=command,
         )
         self._record_problems(report)
@@ -408,7 +408,12 @@ class AllianceFhir:
             return self.run(records, command="push assessments", dry_run=True)
         sources = self.source_index(full=full) if fingerprints else None
         windows = assessment_windows(
-            paths, self.library, self.settings, resolve_reference=self._resolver(), sources=sources
+            paths,
+            self.library,
+            self.settings,
+            resolve_reference=self._resolver(),
+            sources=sources,
+            last=True,
         )
         return self.run_stream(windows, command="push assessments")
 
@@ -423,7 +428,7 @@ class AllianceFhir:
                 report.skipped.extend(window.skipped)
                 if window.unchanged or window.files_skipped:
                     yield Unchanged(window.unchanged, window.files_skipped)
-                yield window.desired
+                yield LastWindow(window.desired) if window.last else window.desired
 
         report.result = self.engine(writing=True).run_windows(desired(), command=command)
         counts = report.result.counts
@@ -507,7 +512,9 @@ class AllianceFhir:
                 resolve_reference=self._resolver(),
                 sources=sources,
             )
-            yield self.goal_records(self.settings.goals, sources=sources)
+            goals = self.goal_records(self.settings.goals, sources=sources)
+            goals.last = True
+            yield goals
 
         return self.run_stream(windows(), command="sync")
 

@@ -54,6 +54,8 @@ class Records:
     #: planned, counted ``unchanged``; and how many files that was.
     unchanged: int = 0
     files_skipped: int = 0
+    #: The last window of a run (``sync.LastWindow``): its bundles are cut finer.
+    last: bool = False
 
     def extend(self, other: Records) -> None:
         self.desired.extend(other.desired)
@@ -460,12 +462,14 @@ def assessment_windows(
     size: int = WINDOW_RECORDS,
     resolve_reference: ReferenceResolver | None = None,
     sources: SourceIndex | None = None,
+    last: bool = False,
 ) -> Iterator[Records]:
     """Assessment records a few files at a time (at least ``size`` records a window; a large
     file is mapped and cut ``size // 2`` assessments at a time), so memory stays flat however
     large the import and the sync sends one window while the next is mapped. The first
     window is one bundle's worth (``settings.bundle_size``): until it is mapped, a first
-    sync has nothing to send but the instruments and half its connections stay idle."""
+    sync has nothing to send but the instruments and half its connections stay idle.
+    ``last``: nothing follows in the run, and the window after the last file is marked so."""
     window = Records()
     wanted = min(size, settings.bundle_size)  # the first window's, then ``size``
     for read in _assessments_by_file(paths, library, settings, resolve_reference, sources):
@@ -480,6 +484,7 @@ def assessment_windows(
     if sources is not None:
         sources.finish()
     if window.desired or window.problems or window.skipped or window.unchanged:
+        window.last = last
         yield window
 
 

@@ -14,7 +14,7 @@ from alliance_fhir.fhir._auth import (
     SmartBackendAuth,
 )
 from alliance_fhir.fhir._errors import parse_retry_after
-from alliance_fhir.fhir._requests import Params, bundle_is_idempotent
+from alliance_fhir.fhir._requests import EncodedJson, Params, bundle_is_idempotent
 from alliance_fhir.fhir._results import (
     FhirResponse,
     ReadResult,
@@ -48,6 +48,7 @@ __all__ = [
     "BasicAuth",
     "BearerTokenAuth",
     "Capabilities",
+    "EncodedJson",
     "FhirClient",
     "FhirResponse",
     "Params",

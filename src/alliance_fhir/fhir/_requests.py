@@ -3,6 +3,7 @@ checks, and which bundles may be re-sent. ``client`` uses these; nothing here se
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,6 +19,20 @@ Params = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]]
 TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def encode_json(body: Mapping[str, Any]) -> bytes:
+    """A request body as sent: compact, UTF-8, in the body's own key order."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class EncodedJson(dict[str, Any]):
+    """A request body with its encoding made ahead of the request (a sync serializes its next
+    bundle while the connections are busy with the others). It must not change after."""
+
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        super().__init__(body)
+        self.content = encode_json(self)
 
 
 def check_type(resource_type: str) -> str:

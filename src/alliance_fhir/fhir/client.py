@@ -24,7 +24,6 @@ request goes through it. Transport, auth, errors, paging, retries, I/O-free requ
 
 from __future__ import annotations
 
-import json
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,10 +47,12 @@ from alliance_fhir.fhir._paging import bundle_resources, next_link, resolve_next
 from alliance_fhir.fhir._requests import (
     IDEMPOTENT_METHODS,
     TYPE_NAME,
+    EncodedJson,
     Params,
     bundle_is_idempotent,
     check_id,
     check_type,
+    encode_json,
     merge_headers,
     query_params,
     query_text,
@@ -493,11 +494,10 @@ class FhirClient:
         self._check_origin(method, url)
         if any(k.lower() == "authorization" for k in (headers or {})):
             raise ConfigError("pass credentials through auth=, not as a header")
-        content = (
-            json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-            if body is not None
-            else None
-        )
+        if body is None:
+            content = None
+        else:
+            content = body.content if isinstance(body, EncodedJson) else encode_json(body)
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS
         request_id = new_id()

@@ -10,9 +10,13 @@ What each window needs after its bundles are answered (the duplicate check, reco
 by identifier whose content differs, merged updates refused with 412) runs in the caller's
 thread, in window order, once every bundle of that window has an answer - and never while
 a bundle could be handed to a sender instead (a follow-up makes requests of its own: run
-first, it left a sender idle as long as it took). A bundle that raises stops the run:
-nothing new is sent, the bundles already being sent finish (their answers are recorded, as
-the state rules require) and the first error is raised.
+first, it left a sender idle as long as it took). At the end of a run, when nothing is left
+to hand out, a window's ``early`` part (the duplicate check) runs as soon as one of its
+bundles is answered, not after the last: the run's last searches overlap its last sends.
+
+A bundle that raises stops the run: nothing new is sent, the bundles already being sent
+finish (their answers are recorded, as the state rules require) and the first error is
+raised.
 """
 
 from __future__ import annotations
@@ -20,11 +24,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import TypeVar
 
 __all__ = ["SendPipeline"]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A window's bundles being sent, and what runs once they are answered."""
+
+    futures: list[Future[None]]
+    after: Callable[[], None]
+    early: Callable[[], None] | None
 
 
 class SendPipeline:
@@ -36,26 +50,34 @@ class SendPipeline:
         )
         self._limit = max(1, concurrency) + 1
         self._in_flight: set[Future[None]] = set()
-        self._windows: deque[tuple[list[Future[None]], Callable[[], None]]] = deque()
+        self._windows: deque[_Window] = deque()
 
     def submit(
-        self, send: Callable[[T], None], items: Iterable[T], after: Callable[[], None]
+        self,
+        send: Callable[[T], None],
+        items: Iterable[T],
+        after: Callable[[], None],
+        *,
+        early: Callable[[], None] | None = None,
     ) -> None:
         """Queue ``send(item)`` for each item (waiting while the pipe is full); ``after``
-        runs here once all of them are answered."""
+        runs here once all of them are answered. ``early`` (called any number of times, it
+        must do nothing the second time round) may run here while the run drains, once any
+        of them is answered."""
         futures: list[Future[None]] = []
         for item in items:
             self._make_room()
             future = self._pool.submit(send, item)
             self._in_flight.add(future)
             futures.append(future)
-        self._windows.append((futures, after))
+        self._windows.append(_Window(futures, after, early))
         self._settle()
 
     def drain(self) -> None:
         """Wait for every bundle and run every window's follow-up (the end of a run)."""
         while self._windows:
             while self._in_flight:
+                self._run_early()
                 self._wait_one()
             self._settle()
 
@@ -79,6 +101,14 @@ class SendPipeline:
         self._reap()
         self._settle()
 
+    def _run_early(self) -> None:
+        """The ``early`` part of each window with an answered bundle (in window order)."""
+        for window in list(self._windows):
+            if window.early is not None and any(
+                f.done() and f.exception() is None for f in window.futures
+            ):
+                window.early()
+
     def _reap(self) -> None:
         """Forget the bundles answered; the first failure stops the run."""
         done = {f for f in self._in_flight if f.done()}
@@ -90,12 +120,12 @@ class SendPipeline:
         """Run the follow-up of each leading window whose bundles are all answered (``one``:
         of the first only); whether any ran."""
         ran = False
-        while self._windows and all(f.done() for f in self._windows[0][0]):
-            futures, after = self._windows.popleft()
-            for future in futures:
+        while self._windows and all(f.done() for f in self._windows[0].futures):
+            window = self._windows.popleft()
+            for future in window.futures:
                 self._in_flight.discard(future)
                 future.result()
-            after()
+            window.after()
             ran = True
             if one:
                 break

@@ -14,7 +14,7 @@ from alliance_fhir.fhir import ReadResult
 from alliance_fhir.sync.plan import Action
 from alliance_fhir.sync.references import PersonResolver
 
-__all__ = ["Progress", "RunContext", "SyncClient", "SyncResult", "Unchanged"]
+__all__ = ["LastWindow", "Progress", "RunContext", "SyncClient", "SyncResult", "Unchanged"]
 
 
 class Progress(Protocol):
@@ -69,6 +69,13 @@ class Unchanged:
 
     records: int
     files: int
+
+
+class LastWindow(list[Desired]):
+    """A run's last window, so marked by whoever produces the windows (the engine cannot
+    know it without waiting for the next one). Its bundles are cut finer, so that the
+    connections finish together: cut like the others, the run often ended with one
+    connection sending the last large bundle alone."""
 
 
 class RunContext:

@@ -358,7 +358,8 @@ def record_found(
     return [a for a in actions if a.desired.uuid not in found]
 
 
-def _needs_create(action: Action) -> bool:
+def needs_create(action: Action) -> bool:
+    """Whether the action is written as a create (new, or never confirmed on the server)."""
     return action.op == "create" or action.state is None or not action.state.server_id
 
 
@@ -369,7 +370,7 @@ def drop_existing(host: Host, groups: list[list[Action]], ctx: RunContext) -> li
         a
         for g in groups
         for a in g
-        if _needs_create(a) and a.desired.resource_type in host.policy.lookup_types
+        if needs_create(a) and a.desired.resource_type in host.policy.lookup_types
     ]
     if not candidates:
         return groups
@@ -378,7 +379,7 @@ def drop_existing(host: Host, groups: list[list[Action]], ctx: RunContext) -> li
     if not found:
         return groups
     record_found(host, candidates, found, ctx)
-    kept = [[a for a in g if not (_needs_create(a) and a.desired.uuid in found)] for g in groups]
+    kept = [[a for a in g if not (needs_create(a) and a.desired.uuid in found)] for g in groups]
     return [g for g in kept if g]
 
 

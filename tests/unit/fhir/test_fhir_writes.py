@@ -9,7 +9,7 @@ import pytest
 from fhirkit import fhir_json, sequence
 
 from alliance_fhir.exceptions import RetriableError
-from alliance_fhir.fhir import FHIR_JSON, bundle_is_idempotent, entry_results
+from alliance_fhir.fhir import FHIR_JSON, EncodedJson, bundle_is_idempotent, entry_results
 
 GOAL = {"resourceType": "Goal", "id": "g1", "lifecycleStatus": "active"}
 
@@ -123,6 +123,20 @@ def test_conditional_transaction_is_retried(make_client) -> None:
     assert results[0].version_id == "1"
     assert results[1].version_id == "5"
     assert results[2].outcome is not None
+
+
+def test_a_bundle_encoded_ahead_is_sent_as_encoded_on_every_attempt(make_client) -> None:
+    """A sync encodes its next bundle while the connections are busy: the bytes sent, on the
+    first attempt and on a retry, are that encoding, the same as encoding at send time."""
+    ahead = EncodedJson(CONDITIONAL_TX)
+    client, rec = make_client(
+        sequence(fhir_json(503), fhir_json(200, TX_RESPONSE), fhir_json(200, TX_RESPONSE))
+    )
+    client.transaction(ahead)
+    client.transaction(CONDITIONAL_TX)
+    first, retried, plain = (r.content for r in rec.requests)
+    assert first == retried == ahead.content == plain
+    assert json.loads(first) == CONDITIONAL_TX
 
 
 def test_plain_transaction_is_not_retried_unless_flagged(make_client) -> None:

@@ -58,3 +58,15 @@ def test_the_first_window_is_one_bundle_so_sending_starts_early(tmp_path: Path) 
     assert 6 <= sizes[0] < 6 + 2 * 3
     assert all(16 <= n < 16 + 2 * 3 for n in sizes[1:-1])
     assert _ids([d for w in windows for d in w.desired]) == _ids(whole.desired)
+
+
+def test_only_the_window_after_the_last_file_is_marked_last(tmp_path: Path) -> None:
+    """``push assessments`` says nothing follows its windows: the trailing one is marked (its
+    bundles are cut finer); a sync, whose goal plans follow, marks none."""
+    settings = Settings(state_path=tmp_path / "state.sqlite3", bundle_size=6)
+    library = load_library([])
+    pushed = list(assessment_windows([CSV], library, settings, size=16, last=True))
+    synced = list(assessment_windows([CSV], library, settings, size=16))
+    assert len(pushed) > 2
+    assert [w.last for w in pushed] == [False] * (len(pushed) - 1) + [True]
+    assert not any(w.last for w in synced)

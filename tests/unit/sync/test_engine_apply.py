@@ -3,6 +3,7 @@ what a user sees in the counts and the state store."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ import pytest
 from synckit import REFUSAL, FakeServer, checkin, identifiers, response
 
 from alliance_fhir.exceptions import redact_outcome
-from alliance_fhir.sync.engine import SyncEngine
+from alliance_fhir.fhir import EncodedJson
+from alliance_fhir.sync.engine import LastWindow, SyncEngine
 from alliance_fhir.sync.state import StateStore
 
 CONFLICT_REASON = "changed on the server since our last write; not overwritten"
@@ -92,6 +94,57 @@ def test_the_bundles_of_a_window_are_as_even_as_its_groups_allow(
         ["a", "a", "b", "b", "c", "c", "d", "d"],
         ["e", "e", "f", "f", "g", "g"],
     ]
+
+
+def test_a_runs_last_window_goes_in_finer_bundles_so_the_connections_finish_together(
+    server: FakeServer, store: StateStore
+) -> None:
+    """A run's last window (here: ``run``'s only one) is cut into up to two bundles per
+    connection, none under 25 entries; a window the run goes on after keeps the fewest."""
+    first = [r for key in range(60) for r in checkin(f"a{key:02}")]  # 120 entries
+    engine = SyncEngine(server, store, bundle_size=100, concurrency=2)
+
+    last = LastWindow(r for key in range(60) for r in checkin(f"b{key:02}"))
+
+    result = engine.run_windows([first, last])
+
+    assert dict(result.counts) == {"created": 240}
+    sizes: dict[str, list[int]] = {"a": [], "b": []}
+    for bundle in server.transactions:
+        sizes[_keys(bundle)[0][:1]].append(len(bundle["entry"]))
+    assert sorted(sizes["a"]) == [60, 60]  # not the last: the fewest bundles, even
+    assert sorted(sizes["b"]) == [30, 30, 30, 30]  # the last: 2 x 2 connections
+    assert result.bundles == 6
+
+
+def test_bundles_of_creates_are_encoded_ahead_and_updates_are_built_by_their_sender(
+    server: FakeServer, store: StateStore
+) -> None:
+    """A bundle of creates is built and encoded in the run's thread while the bundles before
+    it are sent; what is posted is exactly that encoding. An update's build may read the
+    server, so its sender builds it."""
+    engine = SyncEngine(server, store, bundle_size=4, concurrency=2)
+    engine.run([r for key in "abcdef" for r in checkin(key)])
+    assert len(server.transactions) == 3
+    for bundle in server.transactions:
+        assert isinstance(bundle, EncodedJson)
+        assert json.loads(bundle.content) == bundle
+
+    server.transactions.clear()
+    SyncEngine(server, store, bundle_size=4, concurrency=2).run(
+        [r for key in "abcdef" for r in checkin(key, answer="4")]
+    )
+    assert server.transactions  # the changed responses, updated
+    assert not any(isinstance(bundle, EncodedJson) for bundle in server.transactions)
+
+
+def test_a_small_last_window_stays_one_bundle(server: FakeServer, store: StateStore) -> None:
+    """A daemon cycle's few records are one request, not four."""
+    desired = [r for key in range(20) for r in checkin(f"c{key:02}")]  # 40 entries
+    result = SyncEngine(server, store, bundle_size=100, concurrency=2).run(desired)
+
+    assert dict(result.counts) == {"created": 40}
+    assert [len(b["entry"]) for b in server.transactions] == [40]
 
 
 def test_a_second_run_with_nothing_changed_sends_no_writes(

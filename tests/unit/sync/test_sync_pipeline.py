@@ -132,3 +132,27 @@ def test_a_ready_follow_up_waits_until_the_next_windows_bundles_are_queued() -> 
     finally:
         pipe.close()
     assert events == ["w2-a sent", "w1 follow-up"]
+
+
+def test_at_the_end_a_windows_early_part_runs_once_one_of_its_bundles_is_answered() -> None:
+    """The duplicate check of the run's last window overlaps its slowest bundle instead of
+    following it; ``after`` still waits for every bundle."""
+    events: list[str] = []
+    slow_done = threading.Event()
+
+    def send(name: str) -> None:
+        if name == "slow":
+            time.sleep(0.3)
+            slow_done.set()
+
+    def early() -> None:
+        events.append("early, slow answered" if slow_done.is_set() else "early, slow in flight")
+
+    pipe = SendPipeline(2)
+    try:
+        pipe.submit(send, ["fast", "slow"], lambda: events.append("after"), early=early)
+        pipe.drain()
+    finally:
+        pipe.close()
+    assert events[0] == "early, slow in flight"
+    assert events[-1] == "after"
