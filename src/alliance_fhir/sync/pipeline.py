@@ -61,9 +61,10 @@ class SendPipeline:
         early: Callable[[], None] | None = None,
     ) -> None:
         """Queue ``send(item)`` for each item (waiting while the pipe is full); ``after``
-        runs here once all of them are answered. ``early`` (called any number of times, it
-        must do nothing the second time round) may run here while the run drains, once any
-        of them is answered."""
+        runs here once all of them are answered. Each item is drawn before the wait for its
+        room, so items a generator builds are built while the pipe is full. ``early`` may
+        run here, any number of times (it must be safe to repeat), while the run drains and
+        once any of them is answered."""
         futures: list[Future[None]] = []
         for item in items:
             self._make_room()
