@@ -472,8 +472,12 @@ class SyncEngine(StateRecording):
             send_stepwise(self, groups, ctx, mode="single", recovering=True)
             return
         except (ServerRejectedError, ConflictError) as exc:
-            if len(groups) > 1:
-                for group in groups:
+            # only the groups that were in the bundle: one settled while it was built (an
+            # unknown person, an unversioned conflict) is recorded already, not again
+            sent = {id(e.action) for e in entries}
+            tried = [g for g in groups if any(id(a) in sent for a in g)]
+            if len(tried) > 1:
+                for group in tried:
                     self._send([group], ctx, existing_pass=existing_pass)
                 return
             self._group_failed(entries, exc, ctx)

@@ -147,6 +147,32 @@ def test_a_small_last_window_stays_one_bundle(server: FakeServer, store: StateSt
     assert [len(b["entry"]) for b in server.transactions] == [40]
 
 
+def test_a_refused_bundle_is_split_without_rejecting_an_unresolved_group_twice(
+    server: FakeServer, store: StateStore
+) -> None:
+    """Check-in x names an unknown patient (rejected while the bundle is built) and the server
+    refuses b: the bundle is split, and x is not built, rejected and counted a second time."""
+    server.refuse = {"b"}
+    desired = checkin("a") + checkin("x", mrn="MRN-404") + checkin("b")
+
+    result = _engine(server, store, bundle_size=10).run(desired)
+
+    assert dict(result.counts) == {"created": 2, "rejected": 4}
+    assert len(result.failures) == 4
+    assert [f for f in result.failures if "/x:" in f] == [
+        f"assessment/x: {UNKNOWN_PATIENT}",
+        f"score/x: {UNKNOWN_PATIENT}",
+    ]
+    assert sorted((d.kind, d.key) for d in store.open_dead_letters()) == [
+        ("assessment", "b"),
+        ("assessment", "x"),
+        ("score", "b"),
+        ("score", "x"),
+    ]
+    # the whole bundle, then a and b alone: x was never sent
+    assert [_keys(t) for t in server.transactions] == [["a", "a", "b", "b"], ["a", "a"], ["b", "b"]]
+
+
 def test_a_second_run_with_nothing_changed_sends_no_writes(
     server: FakeServer, store: StateStore
 ) -> None:
@@ -307,7 +333,7 @@ def test_a_record_refused_only_alongside_a_conflicting_one_is_deferred_not_quara
 
     assert dict(result.counts) == {"conflict": 1, "deferred": 1}
     assert _rows(store) == {"assessment/a": "synced", "score/a": "conflict"}
-    assert [(d.kind, d.key) for d in store.open_dead_letters()] == [("score", "a")]
+    assert sorted((d.kind, d.key) for d in store.open_dead_letters()) == [("score", "a")]
 
 
 @pytest.mark.parametrize("entries", [0, 1], ids=["no-entries", "short"])
