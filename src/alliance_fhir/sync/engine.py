@@ -505,12 +505,14 @@ class SyncEngine(StateRecording):
                     conditional=ctx.conditional,
                     paths=d.placeholders,
                 )
-                state = action.state
-                if action.op == "create" or state is None or not state.server_id:
-                    # needs_create(action), spelled out for the type checker
+                if needs_create(action):
                     request = {"method": "POST", "url": d.resource_type, "ifNoneExist": d.search}
                     entries.append(_Entry(action, resource, request, self._base_of(d, resource)))
                     continue
+                state = action.state
+                # not a create (needs_create): the record is on the server
+                assert state is not None
+                assert state.server_id
                 resource["id"] = state.server_id
                 if self._rules(d) is not None:
                     merged = self._merged_entry(action, resource, ctx)
