@@ -40,11 +40,12 @@ from bench.report import (
     MAX_LOAD_TO_PUBLISH,
     TARGET_CEILING_RATIO,
     Machine,
+    collected_note,
     machine_info,
     publish,
     too_busy,
 )
-from bench.run import SERVER_SCRIPT, Server, clinic, log, run_worker
+from bench.run import SERVER_SCRIPT, Server, clinic, log, run_worker, server_env
 
 START = "<!-- bench:conditions:start -->"
 END = "<!-- bench:conditions:end -->"
@@ -196,8 +197,8 @@ def render(
         "",
         f"Machine: {machine.cpu}, {machine.cores} cores; Python {machine.python}; server "
         f"{machine.server} (`/fhir` with request validation, `{NO_VALIDATION_PATH}` without; "
-        f"one JVM, options `{machine.java_opts}`). Added RTT: toxiproxy latency "
-        f"{UP_MS} ms up + {DOWN_MS} ms down. Load average (1/5/15 min) "
+        f"one JVM, options `{machine.java_opts}`{collected_note(machine)}). Added RTT: "
+        f"toxiproxy latency {UP_MS} ms up + {DOWN_MS} ms down. Load average (1/5/15 min) "
         f"{'/'.join(f'{x:.2f}' for x in load[0])} at start, "
         f"{'/'.join(f'{x:.2f}' for x in load[1])} at end; {minutes:.1f} min. Ceiling and sync: "
         "best of their runs, taken alternately; resources/s = resources written / wall; "
@@ -255,6 +256,7 @@ def _start_server(port: int) -> tuple[str, bool]:
         capture_output=True,
         text=True,
         check=False,
+        env=server_env(),
     )
     if start.returncode != 0:
         raise SystemExit(f"cannot start the FHIR server: {start.stderr[-2000:]}")
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     outcomes: list[Outcome] = []
     try:
         direct = Server(base_url)
-        machine = machine_info(direct.software())
+        machine = machine_info(direct.software(), direct.port)
         origin = origin_of(base_url)
         home = clinic(work, args.size)
         records = work / f"records-{args.size}.jsonl"
@@ -320,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
                 )
         direct.reset()
+        machine.collected = direct.collects
     finally:
         if started_here:
             subprocess.run(

@@ -42,6 +42,8 @@ class Machine:
     java: str
     server: str
     java_opts: str
+    #: Whether the server had a full garbage collection before each measured run.
+    collected: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -85,16 +87,28 @@ def _java_version() -> str:
     return first[0] if first else "unknown"
 
 
-def _java_opts() -> str:
-    env = os.environ.get("ALLIANCE_FHIR_SERVER_JAVA_OPTS")
-    if env:
-        return env
+def default_java_opts() -> str:
+    """The test server's JVM options when nothing overrides them (scripts/fhir-server)."""
     script = (REPO / "scripts" / "fhir-server").read_text(encoding="utf-8")
     found = re.search(r'^DEFAULT_JAVA_OPTS="([^"]*)"', script, re.MULTILINE)
     return found.group(1) if found else "unknown"
 
 
-def machine_info(server: str) -> Machine:
+def _java_opts(port: int | None) -> str:
+    """The JVM options of our server on ``port`` as it runs (its command line), else the
+    ones a start would use."""
+    if port is not None:
+        try:
+            runtime = os.environ.get("ALLIANCE_FHIR_SERVER_RUNTIME_DIR") or REPO / ".fhir-server"
+            pid = (Path(runtime) / f"server-{port}.pid").read_text().split()[0]
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            return " ".join(argv[1 : argv.index("-cp")])
+        except (OSError, IndexError, ValueError):
+            pass
+    return os.environ.get("ALLIANCE_FHIR_SERVER_JAVA_OPTS") or default_java_opts()
+
+
+def machine_info(server: str, port: int | None = None) -> Machine:
     cpu = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
@@ -119,8 +133,16 @@ def machine_info(server: str) -> Machine:
         python=platform.python_version(),
         java=_java_version(),
         server=server,
-        java_opts=_java_opts(),
+        java_opts=_java_opts(port),
     )
+
+
+#: How the report says that the server collected its garbage before each measured run.
+_COLLECTED = ", a full garbage collection in it before each measured run (`scripts/fhir-server gc`)"
+
+
+def collected_note(machine: Machine) -> str:
+    return _COLLECTED if machine.collected else ""
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -270,8 +292,8 @@ def render(results: Results) -> str:
         (
             f"Machine: {m.cpu}, {m.cores} cores, {m.ram_gb:g} GB RAM, {m.os}; Python {m.python}; "
             f"{m.java}. Server: {m.server} (tests/fhir-server: H2 in memory, request validation "
-            f"ON against the base R4 definitions) with JVM options `{m.java_opts}`. The server "
-            "and the client share the machine."
+            f"ON against the base R4 definitions) with JVM options `{m.java_opts}`"
+            f"{collected_note(m)}. The server and the client share the machine."
         )
         if results.server
         else f"Machine: {m.cpu}, {m.cores} cores, {m.ram_gb:g} GB RAM, {m.os}; Python "

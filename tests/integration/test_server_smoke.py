@@ -7,9 +7,15 @@ conditional create/update, If-Match, transactions, client ids, expunge, persiste
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -448,6 +454,38 @@ def test_reset_expunges_everything(fhir_http: httpx.Client, fhir_reset: Callable
     _assert_status(
         _put(fhir_http, "/Patient/reset-me", {"resourceType": "Patient", "id": "reset-me"}), 201
     )
+
+
+def _full_collections(pid: str) -> int:
+    """The JVM's count of full collections so far (``jstat -gc``, column FGC)."""
+    out = subprocess.run(
+        ["jstat", "-gc", pid], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split("\n")
+    return int(float(dict(zip(out[0].split(), out[1].split(), strict=True))["FGC"]))
+
+
+def test_gc_collects_in_the_running_server_and_refuses_a_port_with_none(
+    fhir_base_url: str,
+    fhir_http: httpx.Client,
+    fhir_server_script: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    """``scripts/fhir-server gc``: the benchmarks' full collection before each measured run."""
+    if os.environ.get("ALLIANCE_FHIR_TEST_SERVER") or shutil.which("jstat") is None:
+        pytest.skip("needs the server started by the suite and the JDK's jstat")
+    port = str(urlsplit(fhir_base_url).port)
+    runtime = os.environ.get("ALLIANCE_FHIR_SERVER_RUNTIME_DIR") or (
+        Path(__file__).resolve().parents[2] / ".fhir-server"
+    )
+    pid = (Path(runtime) / f"server-{port}.pid").read_text(encoding="utf-8").split()[0]
+    before = _full_collections(pid)
+    done = fhir_server_script("gc", "--port", port)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert _full_collections(pid) > before
+    _assert_status(fhir_http.get("/metadata"), 200)  # still serving
+
+    idle = fhir_server_script("gc", "--port", "1")
+    assert idle.returncode == 1
+    assert re.search(r"^fhir-server: not running on port 1 ", idle.stderr)
 
 
 def test_file_backed_server_keeps_data_across_restart(file_db_server: FileDbServer) -> None:
