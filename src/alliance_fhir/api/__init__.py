@@ -38,7 +38,6 @@ from alliance_fhir.app.monitor import Monitor, MonitorResult, PatientOutcome, co
 from alliance_fhir.app.patients import reference_resolver
 from alliance_fhir.app.prefetch import Prefetch
 from alliance_fhir.app.records import (
-    PeopleAhead,
     Records,
     assessment_files_records,
     assessment_windows,
@@ -73,7 +72,7 @@ from alliance_fhir.private_files import wider_than_private
 from alliance_fhir.sync.engine import LastWindow, Progress, SyncEngine, SyncResult, Unchanged
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.plan import SyncPlan
-from alliance_fhir.sync.references import PERSON_TYPES, PersonKey, PersonResolver
+from alliance_fhir.sync.references import PERSON_TYPES
 from alliance_fhir.sync.state import DeadLetter, RecordState, RunRecord, StateStore, open_store
 from alliance_fhir.sync.strategies import WRITTEN_TYPES
 
@@ -140,15 +139,6 @@ class Status:
     #: The last fingerprinted run's source files: ``files``, ``skipped`` (unchanged, not
     #: read), ``records_skipped``, ``full`` (1 for ``--full``); {} before the first.
     sources: dict[str, int | float] = field(default_factory=dict)
-
-
-def _ahead(people: PersonResolver) -> PeopleAhead:
-    """What windows tell of their people ahead, handed to ``people`` to look up meanwhile."""
-
-    def tell(found: list[tuple[str, str, str]]) -> None:
-        people.prefetch(PersonKey(*key) for key in found)
-
-    return tell
 
 
 class AllianceFhir:
@@ -417,7 +407,6 @@ class AllianceFhir:
             records = self.assessment_records(paths, fingerprints=not full, remember=False)
             return self.run(records, command="push assessments", dry_run=True)
         sources = self.source_index(full=full) if fingerprints else None
-        people = self._people()
         windows = assessment_windows(
             paths,
             self.library,
@@ -425,20 +414,12 @@ class AllianceFhir:
             resolve_reference=self._resolver(),
             sources=sources,
             last=True,
-            people=_ahead(people),
         )
-        return self.run_stream(windows, command="push assessments", people=people)
-
-    def _people(self) -> PersonResolver:
-        """A run's look-up of EHR people, for windows that tell it their people ahead."""
-        return PersonResolver(self.client.search)
+        return self.run_stream(windows, command="push assessments")
 
     @during_run
-    def run_stream(
-        self, windows: Iterable[Records], *, command: str, people: PersonResolver | None = None
-    ) -> Report:
-        """Sync records that arrive in windows as one run; problems are gathered on the way.
-        ``people``: the run's resolver, when the windows look people up ahead."""
+    def run_stream(self, windows: Iterable[Records], *, command: str) -> Report:
+        """Sync records that arrive in windows as one run; problems are gathered on the way."""
         report = Report()
 
         def desired() -> Iterator[list[Desired] | Unchanged]:
@@ -449,8 +430,7 @@ class AllianceFhir:
                     yield Unchanged(window.unchanged, window.files_skipped)
                 yield LastWindow(window.desired) if window.last else window.desired
 
-        engine = self.engine(writing=True)
-        report.result = engine.run_windows(desired(), command=command, people=people)
+        report.result = self.engine(writing=True).run_windows(desired(), command=command)
         counts = report.result.counts
         report.plan = {k: counts[k] for k in ("created", "updated", "unchanged") if counts[k]}
         self._record_problems(report)
@@ -522,8 +502,6 @@ class AllianceFhir:
             records.extend(self.goal_records(self.settings.goals, sources=goal_sources))
             return self.run(records, command="sync", dry_run=dry_run, out_dir=out_dir)
 
-        people = self._people()
-
         def windows() -> Iterator[Records]:
             yield instruments
             sources = self.source_index(full=full, labels_only=labels_only)
@@ -533,13 +511,12 @@ class AllianceFhir:
                 self.settings,
                 resolve_reference=self._resolver(),
                 sources=sources,
-                people=_ahead(people),
             )
             goals = self.goal_records(self.settings.goals, sources=sources)
             goals.last = True
             yield goals
 
-        return self.run_stream(windows(), command="sync", people=people)
+        return self.run_stream(windows(), command="sync")
 
     def pull_plans(self, patient: str) -> list[Plan]:
         """The goal plans of one patient as on the server, including goals the EHR created

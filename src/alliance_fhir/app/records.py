@@ -82,9 +82,6 @@ def find_overlay(settings: Settings, instrument: Instrument) -> Overlay | None:
 
 #: The content hash we last wrote under a record's (kind, key), if any (the state store's).
 PublishedHash = Callable[[str, str], str | None]
-#: Told, before a part of a file is mapped, the EHR people its records will refer to as
-#: (resource type, identifier system, value), so they can be looked up meanwhile.
-PeopleAhead = Callable[[list[tuple[str, str, str]]], None]
 
 
 def instrument_records(
@@ -193,26 +190,6 @@ def _person_refs(assessment: Assessment) -> dict[tuple[str, str], dict[str, Any]
             ident = {"system": who.system, "value": who.value}
             refs[(who.system, who.value)] = {"type": rtype, "identifier": ident}
     return refs
-
-
-def people_of(
-    assessments: Iterable[Assessment], library: InstrumentLibrary
-) -> list[tuple[str, str, str]]:
-    """The people the records of ``assessments`` refer to (``_person_refs``): each patient,
-    and the clinician of a clinician-completed form; an unknown instrument adds none."""
-    out: set[tuple[str, str, str]] = set()
-    for assessment in assessments:
-        out.add(("Patient", assessment.patient.system, assessment.patient.value))
-        who = assessment.practitioner
-        if who is None:
-            continue
-        try:
-            clinician = library.get(assessment.instrument).respondent == "clinician"
-        except UnknownInstrumentError:
-            continue
-        if clinician:
-            out.add(("Practitioner", who.system, who.value))
-    return sorted(out)
 
 
 def assessment_records(
@@ -426,13 +403,11 @@ def _mapped_parts(
     settings: Settings,
     sources: SourceIndex | None,
     part: int,
-    people: PeopleAhead | None = None,
 ) -> Iterator[Records]:
     """One file's records, ``part`` assessments at a time, so a large file's first records
     can be sent while the rest are mapped; its unchanged records reused, not mapped
     (counted ``unchanged`` with the first part). The fingerprint is handed over (with every
-    record) before the last part. ``people`` hears of each part's people before it is
-    mapped."""
+    record) before the last part."""
     if read.skipped:
         yield _skipped(read, sources)
         return
@@ -441,8 +416,6 @@ def _mapped_parts(
     whole = Records()
     starts = range(0, len(todo), part) if todo else range(1)
     for start in starts:
-        if people is not None and todo:
-            people(people_of(todo[start : start + part], library))
         mapped = assessment_records(todo[start : start + part], library, settings)
         whole.extend(mapped)
         if start == 0:
@@ -490,22 +463,19 @@ def assessment_windows(
     resolve_reference: ReferenceResolver | None = None,
     sources: SourceIndex | None = None,
     last: bool = False,
-    people: PeopleAhead | None = None,
 ) -> Iterator[Records]:
     """Assessment records a few files at a time (at least ``size`` records a window; a large
     file is mapped and cut ``size // 2`` assessments at a time), so memory stays flat however
     large the import and the sync sends one window while the next is mapped. The first
     window is one bundle's worth (``settings.bundle_size``): until it is mapped, a first
     sync has nothing to send but the instruments and half its connections stay idle.
-    ``last``: nothing follows in the run, and the window after the last file is marked so.
-    ``people``: told each part's people before the part is mapped (``PeopleAhead``)."""
+    ``last``: nothing follows in the run, and the window after the last file is marked so."""
     window = Records()
     wanted = min(size, settings.bundle_size)  # the first window's, then ``size``
     for read in _assessments_by_file(paths, library, settings, resolve_reference, sources):
         window.problems.extend(read.problems)
         window.skipped.extend(read.notes)
-        parts = _mapped_parts(read, library, settings, sources, max(1, wanted // 2), people)
-        for mapped in parts:
+        for mapped in _mapped_parts(read, library, settings, sources, max(1, wanted // 2)):
             window.extend(mapped)
             if len(window.desired) >= wanted:
                 yield window

@@ -164,25 +164,19 @@ class SyncEngine(StateRecording):
         return self.run_windows([LastWindow(desired)], command=command)
 
     def run_windows(
-        self,
-        windows: Iterable[Sequence[Desired] | Unchanged],
-        *,
-        command: str = "sync",
-        people: PersonResolver | None = None,
+        self, windows: Iterable[Sequence[Desired] | Unchanged], *, command: str = "sync"
     ) -> SyncResult:
         """One run over records that arrive in windows (a file or a few at a time), so a
         100k-assessment import never holds more than a window of resources. A window must
         keep each record group whole; a record key may appear once per run. An
         ``Unchanged`` window only counts its records (their source files were skipped); a
-        ``LastWindow`` is sent in finer bundles. ``people``: the run's resolver, given by a
-        caller whose windows ask it to look people up ahead (``PersonResolver.prefetch``);
-        closed with the run."""
+        ``LastWindow`` is sent in finer bundles."""
         started = time.monotonic()
         result = SyncResult(run_id=new_id())
         self.store.start_run(result.run_id, command)
         outcome = "failed"
         seen: set[tuple[str, str]] = set()
-        people = people if people is not None else PersonResolver(self.client.search)
+        people = PersonResolver(self.client.search)
         # the next window is read and mapped while this one is sent
         ahead = read_ahead(windows)
         pipeline = SendPipeline(self.concurrency)
@@ -199,7 +193,6 @@ class SyncEngine(StateRecording):
         finally:
             pipeline.close()  # a failed run sends nothing more; what is in flight lands
             ahead.close()  # a run that failed stops reading ahead before it is recorded
-            people.close()
             result.seconds = time.monotonic() - started
             self.store.finish_run(result.run_id, outcome, dict(result.counts))
             log.info(

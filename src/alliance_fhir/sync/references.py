@@ -12,10 +12,7 @@ Two kinds of placeholder live in a ``Desired`` resource:
 
 from __future__ import annotations
 
-import contextvars
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,130 +55,38 @@ def person_keys(resource: dict[str, Any], paths: Sequence[Path] | None = None) -
 
 
 class PersonResolver:
-    """Resolves people by identifier with one search per batch; remembers for the run.
-
-    ``prefetch`` looks people up in a background thread, so a window's people are searched
-    while the window is still being mapped (its first bundle waited a round trip for them).
-    Keys told while a look-up is under way are gathered into the next one, so many small
-    files still make few searches. ``resolve`` waits for the look-ups covering its keys
-    rather than searching again; one that failed raises there, as its own search would.
-    """
+    """Resolves people by identifier with one search per batch; remembers for the run."""
 
     def __init__(
         self, search: Callable[[str, Mapping[str, str]], Iterable[dict[str, Any]]]
     ) -> None:
         self._search = search
         self._cache: dict[PersonKey, str | None] = {}
-        self._pending: dict[PersonKey, Future[None]] = {}
-        self._lock = threading.Lock()
-        self._next: tuple[list[PersonKey], Future[None]] | None = None  # gathered, not sent
-        self._worker: threading.Thread | None = None
         self.searches = 0
-
-    def prefetch(self, keys: Iterable[PersonKey]) -> None:
-        """Look up, in the background, the keys neither known nor being looked up."""
-        with self._lock:
-            todo = self._claim(keys)
-            if not todo:
-                return
-            if self._next is None:
-                self._next = ([], Future())
-            batch, future = self._next
-            batch.extend(todo)
-            for key in todo:
-                self._pending[key] = future
-            if self._worker is None:
-                # the look-ups log with the run's bound fields, as the caller's thread does
-                context = contextvars.copy_context()
-                self._worker = threading.Thread(
-                    target=context.run, args=(self._drain,), name="sync-people", daemon=True
-                )
-                self._worker.start()
-
-    def _drain(self) -> None:
-        """The background look-ups: each gathered batch in turn, until none is left."""
-        while True:
-            with self._lock:
-                if self._next is None:
-                    self._worker = None
-                    return
-                (batch, future), self._next = self._next, None
-            try:
-                self._lookup(sorted(batch))
-            except BaseException as exc:  # handed to whoever waits for these keys
-                future.set_exception(exc)
-            else:
-                future.set_result(None)
 
     def resolve(self, keys: Iterable[PersonKey], chunk: int = 50) -> None:
         """Look up every key not yet known (``None`` is remembered for unknown people)."""
-        wanted = set(keys)
-        while True:
-            with self._lock:
-                waits = {self._pending[k] for k in wanted if k in self._pending}
-                if not waits:
-                    todo = self._claim(wanted)
-                    mine: Future[None] = Future()
-                    for key in todo:
-                        self._pending[key] = mine
-                    break
-            for future in waits:
-                future.result()
-        try:
-            self._lookup(todo, chunk)
-        except BaseException as exc:
-            mine.set_exception(exc)
-            raise
-        mine.set_result(None)
-
-    def _claim(self, keys: Iterable[PersonKey]) -> list[PersonKey]:
-        """The keys neither known nor pending (call with the lock held)."""
-        return sorted(k for k in set(keys) if k not in self._cache and k not in self._pending)
-
-    def _lookup(self, todo: list[PersonKey], chunk: int = 50) -> None:
-        """Search ``todo`` (claimed as pending), ``chunk`` identifiers at a time; each part is
-        known once its search is done, and none stays pending however the search ends."""
-        try:
-            register_sensitive(*(k.value for k in todo))
-            by_type: dict[str, list[PersonKey]] = {}
-            for key in todo:
-                by_type.setdefault(key.resource_type, []).append(key)
-            for rtype, items in by_type.items():
-                for start in range(0, len(items), chunk):
-                    part = items[start : start + chunk]
-                    found: dict[PersonKey, str | None] = dict.fromkeys(part)
-                    with self._lock:
-                        self.searches += 1
-                    params = {
-                        "identifier": ",".join(k.token for k in part),
-                        "_elements": "identifier",
-                    }
-                    wanted = {(k.system, k.value): k for k in part}
-                    for resource in self._search(rtype, params):
-                        for ident in resource.get("identifier") or []:
-                            hit = wanted.get((str(ident.get("system")), str(ident.get("value"))))
-                            if hit is not None and found[hit] is None:
-                                found[hit] = f"{rtype}/{resource['id']}"
-                    with self._lock:
-                        self._cache.update(found)
-        finally:
-            with self._lock:
-                for key in todo:
-                    self._pending.pop(key, None)
+        todo = sorted(k for k in set(keys) if k not in self._cache)
+        register_sensitive(*(k.value for k in todo))
+        by_type: dict[str, list[PersonKey]] = {}
+        for key in todo:
+            by_type.setdefault(key.resource_type, []).append(key)
+        for rtype, items in by_type.items():
+            for start in range(0, len(items), chunk):
+                part = items[start : start + chunk]
+                for key in part:
+                    self._cache[key] = None
+                self.searches += 1
+                params = {"identifier": ",".join(k.token for k in part), "_elements": "identifier"}
+                wanted = {(k.system, k.value): k for k in part}
+                for found in self._search(rtype, params):
+                    for ident in found.get("identifier") or []:
+                        hit = wanted.get((str(ident.get("system")), str(ident.get("value"))))
+                        if hit is not None and self._cache.get(hit) is None:
+                            self._cache[hit] = f"{rtype}/{found['id']}"
 
     def get(self, key: PersonKey) -> str | None:
         return self._cache.get(key)
-
-    def close(self) -> None:
-        """No more look-ups: what was gathered and not sent is dropped (a look-up under way
-        ends on its own)."""
-        with self._lock:
-            gathered, self._next = self._next, None
-            if gathered is not None:
-                for key in gathered[0]:
-                    self._pending.pop(key, None)
-        if gathered is not None:
-            gathered[1].cancel()
 
 
 def resolve_references(

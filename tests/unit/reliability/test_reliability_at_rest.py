@@ -186,7 +186,7 @@ def test_a_push_that_leaves_records_out_is_recorded_as_failed_input(tmp_path: Pa
     api = AllianceFhir(Settings(state_path=tmp_path / "s.sqlite3"))
 
     class NoServer:
-        def run_windows(self, windows: Any, *, command: str, people: Any = None) -> Any:
+        def run_windows(self, windows: Any, *, command: str) -> Any:
             from alliance_fhir.sync.engine import SyncResult
 
             for _ in windows:
