@@ -46,6 +46,7 @@ from alliance_fhir.api import AllianceFhir
 from alliance_fhir.config import CdsIssuer, Settings
 from alliance_fhir.web.cds import routes
 from bench.cds_ehr import EhrKey, Jwks, call, serve_jwks, sign
+from bench.run import fhir_server
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_SCRIPT = REPO / "scripts" / "fhir-server"
@@ -225,12 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     started_here = False
     if not base_url:
         log(f"starting the HAPI server on port {args.port}")
-        done = subprocess.run(
-            ["bash", str(SERVER_SCRIPT), "start", "--port", str(args.port)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = fhir_server("start", args.port)
         if done.returncode != 0:
             raise SystemExit(f"scripts/fhir-server start failed:\n{done.stderr[-2000:]}")
         base_url = done.stdout.strip().splitlines()[-1].strip()

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +44,7 @@ from bench.report import (
     publish,
     too_busy,
 )
-from bench.run import SERVER_SCRIPT, Server, clinic, log, run_worker, server_env
+from bench.run import Server, clinic, fhir_server, log, run_worker, start_server
 
 START = "<!-- bench:conditions:start -->"
 END = "<!-- bench:conditions:end -->"
@@ -243,26 +242,6 @@ def write_block(block: str, out: Path) -> None:
     out.write_text(text, encoding="utf-8")
 
 
-def _start_server(port: int) -> tuple[str, bool]:
-    """The base URL of our own server on ``port`` and whether it was started here."""
-    status = subprocess.run(
-        ["bash", str(SERVER_SCRIPT), "status", "--port", str(port)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    start = subprocess.run(
-        ["bash", str(SERVER_SCRIPT), "start", "--port", str(port)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=server_env(),
-    )
-    if start.returncode != 0:
-        raise SystemExit(f"cannot start the FHIR server: {start.stderr[-2000:]}")
-    return start.stdout.strip().splitlines()[-1], status.returncode != 0
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.conditions", description=__doc__)
     parser.add_argument("--size", type=int, default=300, help="assessments")
@@ -287,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     started_here = False
     base_url = args.base_url
     if base_url is None:
-        base_url, started_here = _start_server(args.port)
+        base_url, started_here = start_server(args.port)
     began = time.time()
     outcomes: list[Outcome] = []
     try:
@@ -325,11 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         machine.collected = direct.collects
     finally:
         if started_here:
-            subprocess.run(
-                ["bash", str(SERVER_SCRIPT), "stop", "--port", str(args.port)],
-                capture_output=True,
-                check=False,
-            )
+            fhir_server("stop", args.port)
     load_end = os.getloadavg()
     minutes = (time.time() - began) / 60
     block = render(

@@ -68,6 +68,29 @@ def server_env() -> dict[str, str]:
     return env
 
 
+def fhir_server(
+    command: str, port: int, *, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``scripts/fhir-server COMMAND --port PORT``, its output captured (never raises)."""
+    return subprocess.run(
+        ["bash", str(SERVER_SCRIPT), command, "--port", str(port)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+
+
+def start_server(port: int) -> tuple[str, bool]:
+    """The base URL of our own server on ``port`` (started with :func:`server_env` when not
+    running) and whether it was started here."""
+    status = fhir_server("status", port)
+    start = fhir_server("start", port, env=server_env())
+    if start.returncode != 0:
+        raise SystemExit(f"cannot start the FHIR server: {start.stderr[-2000:]}")
+    return start.stdout.strip().splitlines()[-1], status.returncode != 0
+
+
 def local_port(base_url: str) -> int | None:
     """The port of a server on this machine (None for another host)."""
     parts = urlsplit(base_url)
@@ -91,14 +114,9 @@ class Server:
     def collect(self) -> None:
         """A full collection in the server (``scripts/fhir-server gc``), so a measured run
         does not pay for the garbage of the one before; said once when it cannot be done."""
-        if not self.collects:
+        if not self.collects or self.port is None:
             return
-        done = subprocess.run(
-            ["bash", str(SERVER_SCRIPT), "gc", "--port", str(self.port)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = fhir_server("gc", self.port)
         if done.returncode != 0:
             self.collects = False
             log(f"no garbage collection between runs: {done.stderr.strip()[-300:]}")
@@ -262,23 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     if base_url is None and not sizes:
         base_url = ""
     elif base_url is None:
-        status = subprocess.run(
-            ["bash", str(SERVER_SCRIPT), "status", "--port", str(args.port)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        start = subprocess.run(
-            ["bash", str(SERVER_SCRIPT), "start", "--port", str(args.port)],
-            capture_output=True,
-            text=True,
-            check=False,
-            env=server_env(),
-        )
-        if start.returncode != 0:
-            raise SystemExit(f"cannot start the FHIR server: {start.stderr[-2000:]}")
-        base_url = start.stdout.strip().splitlines()[-1]
-        started_here = status.returncode != 0
+        base_url, started_here = start_server(args.port)
     server = Server(base_url)
     began = time.time()
     try:
@@ -312,11 +314,7 @@ def main(argv: list[str] | None = None) -> None:
             results.memory_size = args.memory_size
     finally:
         if started_here and not args.keep_server:
-            subprocess.run(
-                ["bash", str(SERVER_SCRIPT), "stop", "--port", str(args.port)],
-                capture_output=True,
-                check=False,
-            )
+            fhir_server("stop", args.port)
     results.machine.collected = server.collects
     load_end = os.getloadavg()
     results.load = (load_start[0], load_end[0])
