@@ -416,6 +416,10 @@ def test_monitor_on_restricted_search_finds_the_alerts_full_finds(
     raised twice, and no search the profile refuses (its statement says what to avoid)."""
     with _api(fhir_base_url, tmp_path / "full.sqlite3") as api:
         assert api.publish(labels_only=True).ok
+        # one file, then the rest over a second later: a later pull (floored to the second)
+        # leaves the first file's responses out however fast the server writes the rest
+        assert api.push_assessments([clinic / "clinic" / "assessments" / "mrn-1001.yaml"]).ok
+        time.sleep(1.1)
         assert api.push_assessments([clinic / "clinic" / "assessments"]).ok
         assert api.push_goals([clinic / "goals"]).ok
         full = api.monitor()

@@ -252,9 +252,11 @@ def test_doctor_names_the_scopes_not_granted(
 
 
 class OutageTransport(httpx.HTTPTransport):
-    """Stops the provider when the run's first 20 s token is 1 s old, holds the run until
-    its early refresh (due at 10 s) has failed twice, then starts the provider again: every
-    early refresh in that window meets a provider that is down."""
+    """Stops the provider when the run's first 20 s token is 1 s old and the server has
+    answered a request with it (the server fetches the provider's keys on first use; the
+    request after that waits for the 1 s, so a quick run still meets the outage), holds the
+    run until its early refresh (due at 10 s) has failed twice, then starts the provider
+    again: every early refresh in that window meets a provider that is down."""
 
     def __init__(self, provider: OidcProvider) -> None:
         super().__init__()
@@ -262,6 +264,7 @@ class OutageTransport(httpx.HTTPTransport):
         self.first_token_at: float | None = None
         self.stopped_at: float | None = None
         self.restarted_at: float | None = None
+        self.server_answered = False
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.port == self.provider.port:
@@ -270,20 +273,22 @@ class OutageTransport(httpx.HTTPTransport):
                 self.first_token_at = time.monotonic()
             return response
         self._window()
-        return super().handle_request(request)
+        response = super().handle_request(request)
+        self.server_answered = self.first_token_at is not None
+        return response
 
     def _age(self) -> float:
         assert self.first_token_at is not None
         return time.monotonic() - self.first_token_at
 
     def _window(self) -> None:
-        if self.first_token_at is None or self.restarted_at is not None:
+        if not self.server_answered or self.restarted_at is not None:
             return
         if self.stopped_at is None:
-            if self._age() >= 1:
-                self.provider.stop()
-                self.stopped_at = self._age()
-                time.sleep(max(0.0, 11 - self._age()))  # past the early-refresh point
+            time.sleep(max(0.0, 1 - self._age()))
+            self.provider.stop()
+            self.stopped_at = self._age()
+            time.sleep(max(0.0, 11 - self._age()))  # past the early-refresh point
         elif self._age() >= 13.5:
             self.restarted_at = self._age()
             self.provider.apply()
