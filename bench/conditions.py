@@ -14,6 +14,12 @@ of each counts, so both get the same chance under noise), then fhirpy and fhircl
 The Markdown goes between the ``bench:conditions`` markers of ``--out`` (placed after the
 results block when absent); at a 1-minute load above 1.5 at start it goes to
 ``<work>/BENCHMARKS.conditions.loaded.md`` instead unless ``--force``.
+
+``--split-cores`` is a diagnostic, not the issue's measurement: the server (started here) runs
+on the last CPU only and everything else (this process, the workers, toxiproxy) on the others,
+as if the server were another machine. It tells the cost of the client's CPU, which on a
+shared machine slows the server the client waits for, apart from how the client waits. Its
+table goes between the ``bench:conditions-split`` markers.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import time
 from collections.abc import Iterator
@@ -48,6 +55,8 @@ from bench.run import Server, clinic, fhir_server, log, run_worker, start_server
 
 START = "<!-- bench:conditions:start -->"
 END = "<!-- bench:conditions:end -->"
+SPLIT_START = "<!-- bench:conditions-split:start -->"
+SPLIT_END = "<!-- bench:conditions-split:end -->"
 REPO = Path(__file__).resolve().parents[1]
 NO_VALIDATION_PATH = "/profiles/no-validation/fhir"
 #: Added round trip, split over the two directions (toxiproxy's latency is whole ms).
@@ -168,6 +177,28 @@ def run_condition(
     return out
 
 
+@dataclass(frozen=True)
+class Cores:
+    """``--split-cores``: the server's CPU and the clients' (``taskset`` lists)."""
+
+    server: str
+    clients: str
+    client_set: frozenset[int]
+
+
+def split_cores(available: set[int], have_taskset: bool) -> Cores:
+    """The last of ``available`` CPUs for the server, the rest for the clients."""
+    if not have_taskset:
+        raise SystemExit("--split-cores needs taskset (util-linux)")
+    if len(available) < 2:
+        raise SystemExit(
+            f"--split-cores needs 2 CPUs or more; this process may use {len(available)}"
+        )
+    cpus = sorted(available)
+    clients = cpus[:-1]
+    return Cores(str(cpus[-1]), ",".join(map(str, clients)), frozenset(clients))
+
+
 def _fmt(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
@@ -186,14 +217,27 @@ def render(
     size: int,
     load: tuple[tuple[float, ...], tuple[float, ...]],
     minutes: float,
+    cores: Cores | None = None,
 ) -> str:
-    """The conditions table (met / missed per condition) between the conditions markers."""
+    """The conditions table (met / missed per condition) between the conditions markers
+    (``cores``: the split-cores diagnostic, between its own markers)."""
     resources = next((m.resources for o in outcomes for m in o.rows if m.scenario == "sync"), 0)
-    lines = [
-        START,
-        "",
-        f"### Four server conditions ({size:,} assessments, {resources:,} resources)",
-        "",
+    scope = f"{size:,} assessments, {resources:,} resources"
+    if cores is None:
+        lines = [START, "", f"### Four server conditions ({scope})", ""]
+    else:
+        lines = [
+            SPLIT_START,
+            "",
+            f"### Four server conditions, the server on a core of its own ({scope})",
+            "",
+            f"A diagnostic (`--split-cores`), not the measurement of the target: the server runs "
+            f"on CPU {cores.server} only, every client (ceiling, sync, peers) and toxiproxy on "
+            f"CPU {cores.clients}, as if the server were another machine. The server has one "
+            "core here, so its ceiling is lower than in the table above.",
+            "",
+        ]
+    lines += [
         f"Machine: {machine.cpu}, {machine.cores} cores; Python {machine.python}; server "
         f"{machine.server} (`/fhir` with request validation, `{NO_VALIDATION_PATH}` without; "
         f"one JVM, options `{machine.java_opts}`{collected_note(machine)}). Added RTT: "
@@ -224,19 +268,25 @@ def render(
             f"| {_fmt(sync.cpu_s if sync else 0.0, 2)} "
             f"| {py_rate} | {fc_rate} | {py_x} | {fc_x} | {met} ({ratio:.2f}x) |"
         )
-    lines += ["", END]
+    lines += ["", END if cores is None else SPLIT_END]
     return "\n".join(lines)
 
 
 def write_block(block: str, out: Path) -> None:
-    """Replace the conditions block of ``out``; placed after the results block if absent."""
+    """Replace the block of ``out`` with the markers ``block`` has; one absent goes after
+    the block it follows (the conditions after the results, the split-cores diagnostic
+    after the conditions, else after the results), else at the end."""
+    split = block.startswith(SPLIT_START)
+    start, end = (SPLIT_START, SPLIT_END) if split else (START, END)
+    follows = (END, RESULTS_END) if split else (RESULTS_END,)
     text = out.read_text(encoding="utf-8") if out.is_file() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    elif RESULTS_END in text:
-        head, tail = text.split(RESULTS_END, 1)
-        text = head + RESULTS_END + "\n\n" + block + tail
+    after = next((marker for marker in follows if marker in text), None)
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    elif after is not None:
+        head, tail = text.split(after, 1)
+        text = head + after + "\n\n" + block + tail
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     out.write_text(text, encoding="utf-8")
@@ -257,7 +307,17 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help=f"rewrite --out even when the 1-minute load at start is above {MAX_LOAD_TO_PUBLISH}",
     )
+    parser.add_argument(
+        "--split-cores",
+        action="store_true",
+        help="diagnostic: the server (started here) on the last CPU, every client on the others",
+    )
     args = parser.parse_args(argv)
+    cores: Cores | None = None
+    if args.split_cores:
+        if args.base_url is not None:
+            parser.error("--split-cores runs the server it starts: leave --base-url out")
+        cores = split_cores(os.sched_getaffinity(0), shutil.which("taskset") is not None)
     load_start = os.getloadavg()
     busy = too_busy(load_start[0], args.force, args.out, log)
     work: Path = args.work.resolve()
@@ -266,7 +326,11 @@ def main(argv: list[str] | None = None) -> None:
     started_here = False
     base_url = args.base_url
     if base_url is None:
-        base_url, started_here = start_server(args.port)
+        base_url, started_here = start_server(
+            args.port, cpus=None if cores is None else cores.server
+        )
+    if cores is not None:  # what this process starts from now on runs there too
+        os.sched_setaffinity(0, cores.client_set)
     began = time.time()
     outcomes: list[Outcome] = []
     try:
@@ -313,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         size=args.size,
         load=(tuple(load_start), tuple(load_end)),
         minutes=minutes,
+        cores=cores,
     )
     if args.json is not None:
         data = {
@@ -321,10 +386,13 @@ def main(argv: list[str] | None = None) -> None:
             "load": [list(load_start), list(load_end)],
             "minutes": round(minutes, 1),
             "conditions": [o.to_json() for o in outcomes],
+            "split_cores": None
+            if cores is None
+            else {"server": cores.server, "clients": cores.clients},
         }
         args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     print(block)
-    aside = work / "BENCHMARKS.conditions.loaded.md"
+    aside = work / f"BENCHMARKS.conditions{'-split' if cores else ''}.loaded.md"
     publish(partial(write_block, block), args.out, aside, busy=busy, load=load_start[0])
     log(f"wrote {args.out}")
 

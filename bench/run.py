@@ -69,11 +69,13 @@ def server_env() -> dict[str, str]:
 
 
 def fhir_server(
-    command: str, port: int, *, env: dict[str, str] | None = None
+    command: str, port: int, *, env: dict[str, str] | None = None, cpus: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``scripts/fhir-server COMMAND --port PORT``, its output captured (never raises)."""
+    """``scripts/fhir-server COMMAND --port PORT``, its output captured (never raises);
+    ``cpus`` (a ``taskset`` list): the command and what it starts run on those CPUs only."""
+    pin = ["taskset", "-c", cpus] if cpus is not None else []
     return subprocess.run(
-        ["bash", str(SERVER_SCRIPT), command, "--port", str(port)],
+        [*pin, "bash", str(SERVER_SCRIPT), command, "--port", str(port)],
         capture_output=True,
         text=True,
         check=False,
@@ -81,11 +83,16 @@ def fhir_server(
     )
 
 
-def start_server(port: int) -> tuple[str, bool]:
+def start_server(port: int, *, cpus: str | None = None) -> tuple[str, bool]:
     """The base URL of our own server on ``port`` (started with :func:`server_env` when not
-    running) and whether it was started here."""
+    running, on ``cpus`` when given) and whether it was started here."""
     status = fhir_server("status", port)
-    start = fhir_server("start", port, env=server_env())
+    if cpus is not None and status.returncode == 0:
+        raise SystemExit(
+            f"a server already runs on port {port}: the bench must start it itself to run it "
+            f"on CPU {cpus} (scripts/fhir-server stop --port {port})"
+        )
+    start = fhir_server("start", port, env=server_env(), cpus=cpus)
     if start.returncode != 0:
         raise SystemExit(f"cannot start the FHIR server: {start.stderr[-2000:]}")
     return start.stdout.strip().splitlines()[-1], status.returncode != 0

@@ -7,11 +7,24 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `bench` lives beside `src`, outside the package
     sys.path.insert(0, str(REPO))
 
-from bench.conditions import CONDITIONS, END, START, Outcome, render, write_block  # noqa: E402
+from bench.conditions import (  # noqa: E402
+    CONDITIONS,
+    END,
+    SPLIT_END,
+    SPLIT_START,
+    START,
+    Cores,
+    Outcome,
+    render,
+    split_cores,
+    write_block,
+)
 from bench.measure import Measurement  # noqa: E402
 from bench.report import Machine  # noqa: E402
 
@@ -74,3 +87,46 @@ def test_the_block_sits_beside_the_results_and_replaces_itself(tmp_path: Path) -
         "# B\n\n<!-- bench:results:start -->\nR\n<!-- bench:results:end -->\n\n"
         f"{START}\nsecond\n{END}\n\nprose\n"
     )
+
+
+def test_the_split_cores_table_says_it_is_a_diagnostic_and_where_each_side_ran() -> None:
+    block = render(
+        _outcomes(),
+        MACHINE,
+        size=300,
+        load=((0.5, 0.4, 0.3), (1.0, 0.8, 0.5)),
+        minutes=9.5,
+        cores=split_cores({0, 1}, have_taskset=True),
+    )
+    assert block.startswith(SPLIT_START)
+    assert block.endswith(SPLIT_END)
+    assert START not in block
+    assert "not the measurement of the target" in block
+    assert "on CPU 1 only, every client (ceiling, sync, peers) and toxiproxy on CPU 0" in block
+    assert "| request validation on, +0 ms RTT | 355.5 | 338.6 | 0.95 |" in block
+
+
+def test_the_split_block_goes_after_the_conditions_and_neither_replaces_the_other(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text(
+        "# B\n\n<!-- bench:results:start -->\nR\n<!-- bench:results:end -->\n\nprose\n",
+        encoding="utf-8",
+    )
+    write_block(f"{SPLIT_START}\nsplit\n{SPLIT_END}", out)  # no conditions yet: after results
+    write_block(f"{START}\nshared\n{END}", out)
+    write_block(f"{SPLIT_START}\nsplit again\n{SPLIT_END}", out)
+    write_block(f"{START}\nshared again\n{END}", out)
+    assert out.read_text(encoding="utf-8") == (
+        "# B\n\n<!-- bench:results:start -->\nR\n<!-- bench:results:end -->\n\n"
+        f"{START}\nshared again\n{END}\n\n{SPLIT_START}\nsplit again\n{SPLIT_END}\n\nprose\n"
+    )
+
+
+def test_split_cores_gives_the_server_the_last_cpu_and_refuses_what_cannot_split() -> None:
+    assert split_cores({0, 2, 3}, have_taskset=True) == Cores("3", "0,2", frozenset({0, 2}))
+    with pytest.raises(SystemExit, match="needs 2 CPUs or more; this process may use 1"):
+        split_cores({0}, have_taskset=True)
+    with pytest.raises(SystemExit, match="needs taskset"):
+        split_cores({0, 1}, have_taskset=False)

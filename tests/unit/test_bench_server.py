@@ -89,3 +89,25 @@ def test_the_report_says_when_the_server_collected_before_each_run() -> None:
         machine
     )
     assert machine.to_json()["collected"] is True
+
+
+def test_a_server_to_pin_is_started_under_taskset_and_one_already_running_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[list[str]] = []
+    running = {"yes": False}
+
+    def fake_run(cmd: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        calls.append(cmd)
+        if cmd[-3] == "status":
+            return subprocess.CompletedProcess(cmd, 0 if running["yes"] else 1, "", "")
+        return subprocess.CompletedProcess(cmd, 0, "ready\nhttp://127.0.0.1:8095/fhir\n", "")
+
+    monkeypatch.setattr(run.subprocess, "run", fake_run)
+    assert run.start_server(8095, cpus="1") == ("http://127.0.0.1:8095/fhir", True)
+    assert calls[-1][:4] == ["taskset", "-c", "1", "bash"]
+    assert calls[-1][-3:] == ["start", "--port", "8095"]
+    running["yes"] = True  # not started here: it would run on every CPU
+    with pytest.raises(SystemExit, match="already runs on port 8095: the bench must start it"):
+        run.start_server(8095, cpus="1")
+    assert calls[-1][-3] == "status"
