@@ -8,7 +8,7 @@ PORT ?= 8080
 .PHONY: help venv node web-assets oidc sysdeps postgres toxiproxy lint test unit integration ehr-matrix state-compare demo serve faults soak bench server-start server-stop clean
 .PHONY: bench-cds
 .PHONY: bench-workers
-.PHONY: bench-conditions
+.PHONY: bench-conditions bench-conditions-split
 .PHONY: bench-bulk
 .PHONY: prevalidated
 
@@ -25,6 +25,7 @@ help:
 	@echo "make bench  - benchmarks against the peers (own server on :8095), writes BENCHMARKS.md"
 	@echo "make bench-workers - 1 vs 3 daemons on one PostgreSQL store, +25 ms latency (:8093)"
 	@echo "make bench-conditions - validation on/off x 0/25 ms RTT, ceiling/sync/peers (~10 min)"
+	@echo "make bench-conditions-split - the same, the server on a core of its own (diagnostic, ~15 min)"
 	@echo "make prevalidated - list the shipped instruments' resources as validated (after a definition change)"
 	@echo "make bench-bulk - \$$export vs paged search of 100,000 responses, time and peak RSS (:8092)"
 
@@ -148,6 +149,11 @@ bench: venv
 # added round trip (toxiproxy), ceiling, sync, fhirpy and fhirclient; own HAPI on :8095.
 bench-conditions: venv toxiproxy
 	$(BIN)/python -m bench.run --conditions all --size 300 --port 8095 --out BENCHMARKS.md --json .bench/conditions.json
+
+# A diagnostic beside it: the same four conditions with the server (started here) on the last
+# CPU and every client on the others, as if the server were another machine.
+bench-conditions-split: venv toxiproxy
+	$(BIN)/python -m bench.conditions --split-cores --repeat 4 --size 300 --port 8095 --out BENCHMARKS.md --json .bench/conditions-split.json
 
 # CDS Hooks latency (bench/cds.py): patient-view with and without prefetch for a client with
 # 50 check-ins, against our own HAPI on :8094; prints p50/p95 and the machine's load.
