@@ -179,11 +179,20 @@ def run_condition(
 
 @dataclass(frozen=True)
 class Cores:
-    """``--split-cores``: the server's CPU and the clients' (``taskset`` lists)."""
+    """``--split-cores``: the server's CPU and the clients'."""
 
-    server: str
-    clients: str
-    client_set: frozenset[int]
+    server_cpu: int
+    client_cpus: frozenset[int]
+
+    @property
+    def server(self) -> str:
+        """The server's CPU as ``taskset -c`` takes it."""
+        return str(self.server_cpu)
+
+    @property
+    def clients(self) -> str:
+        """The clients' CPUs as ``taskset -c`` takes them."""
+        return ",".join(map(str, sorted(self.client_cpus)))
 
 
 def split_cores(available: set[int], have_taskset: bool) -> Cores:
@@ -194,9 +203,8 @@ def split_cores(available: set[int], have_taskset: bool) -> Cores:
         raise SystemExit(
             f"--split-cores needs 2 CPUs or more; this process may use {len(available)}"
         )
-    cpus = sorted(available)
-    clients = cpus[:-1]
-    return Cores(str(cpus[-1]), ",".join(map(str, clients)), frozenset(clients))
+    *clients, server = sorted(available)
+    return Cores(server, frozenset(clients))
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -330,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
             args.port, cpus=None if cores is None else cores.server
         )
     if cores is not None:  # what this process starts from now on runs there too
-        os.sched_setaffinity(0, cores.client_set)
+        os.sched_setaffinity(0, cores.client_cpus)
     began = time.time()
     outcomes: list[Outcome] = []
     try:
