@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from alliance_fhir.adapters import _prevalidated
 from alliance_fhir.adapters._shapes import ShapeValidator
 from alliance_fhir.exceptions import InvalidInputError, Problem
+from alliance_fhir.jsonbytes import compact
 
 #: ``full``: every resource through its fhir.resources model. ``shape``: the model once per
 #: shape, then each resource's values checked with the model's own primitive types
@@ -137,6 +138,8 @@ def _default(value: Any) -> Any:
 
 def dumps(resource: dict[str, Any], *, indent: int | None = None) -> str:
     """Stable JSON text: same dict in, same bytes out (insertion order, no NaN, UTF-8)."""
+    if indent is None:
+        return compact(resource, default=_default, allow_nan=False).decode("utf-8")
     return json.dumps(
         resource,
         indent=indent,
@@ -154,7 +157,4 @@ def content_hash(resource: dict[str, Any]) -> str:
         if "id" in resource or "meta" in resource
         else resource  # ours, before any server saw it: nothing to leave out, no copy
     )
-    canonical = json.dumps(
-        body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_default
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(compact(body, sort_keys=True, default=_default)).hexdigest()

@@ -3,7 +3,6 @@ checks, and which bundles may be re-sent. ``client`` uses these; nothing here se
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,6 +11,7 @@ import httpx
 
 from alliance_fhir.exceptions import FatalError, InvalidInputError, Problem
 from alliance_fhir.fhir._results import FhirResponse
+from alliance_fhir.jsonbytes import compact
 
 #: Search parameters: a mapping (values may repeat as lists) or ordered (name, value) pairs.
 Params = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]]
@@ -23,7 +23,7 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 def encode_json(body: Mapping[str, Any]) -> bytes:
     """A request body as sent: compact, UTF-8, in the body's own key order."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return compact(body)
 
 
 class EncodedJson(dict[str, Any]):
