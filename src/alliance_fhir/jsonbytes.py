@@ -20,6 +20,7 @@ exponent; strings that merely look so only cost the slower path.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,8 +30,12 @@ __all__ = ["compact"]
 
 _PASS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _SORTED = _PASS | orjson.OPT_SORT_KEYS
-_MANTISSA = b"0123456789."
-_BEFORE_NUMBER = b":,["
+#: a one-digit negative exponent at the end of a value (strings hold it only by chance)
+_ONE_DIGIT_EXPONENT = re.compile(rb"e-\d(?:[,\]}]|\Z)")
+#: the same, or ``0.0000``, as a whole number token
+_NUMBER_WRITTEN_OTHERWISE = re.compile(
+    rb"(?:\A|[:,\[])-?(?:0\.0000|\d+(?:\.\d+)?e-\d(?:[,\]}]|\Z))"
+)
 
 
 def compact(
@@ -61,28 +66,8 @@ def compact(
 
 def _float_written_otherwise(out: bytes) -> bool:
     """Whether ``out`` may hold a float orjson writes unlike ``float.__repr__``: a number
-    token ``0.0000...`` (repr says ``1.5e-05``) or ``...e-N`` with one digit (repr: ``e-0N``)."""
-    at = out.find(b"0.0000")
-    while at != -1:
-        if _token_starts(out, at):
-            return True
-        at = out.find(b"0.0000", at + 1)
-    at = out.find(b"e-")
-    while at != -1:
-        exponent = out[at + 2 : at + 4]
-        if exponent[:1].isdigit() and not exponent[1:].isdigit():
-            start = at
-            while start > 0 and out[start - 1] in _MANTISSA:
-                start -= 1
-            if start < at and _token_starts(out, start):
-                return True
-        at = out.find(b"e-", at + 2)
-    return False
-
-
-def _token_starts(out: bytes, at: int) -> bool:
-    """Whether a JSON number token may start at ``at`` (or at the minus just before it):
-    what precedes it is the start of the text, ``:``, ``,`` or ``[``."""
-    if at > 0 and out[at - 1] == ord("-"):
-        at -= 1
-    return at == 0 or out[at - 1] in _BEFORE_NUMBER
+    token ``0.0000...`` (repr says ``1.5e-05``) or one ending ``e-N`` (repr: ``e-0N``). The
+    first test runs over every body at C speed; the exact one only when it finds something."""
+    if b"0.0000" not in out and _ONE_DIGIT_EXPONENT.search(out) is None:
+        return False
+    return _NUMBER_WRITTEN_OTHERWISE.search(out) is not None
