@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,10 +45,8 @@ from alliance_fhir.api import AllianceFhir
 from alliance_fhir.config import CdsIssuer, Settings
 from alliance_fhir.web.cds import routes
 from bench.cds_ehr import EhrKey, Jwks, call, serve_jwks, sign
-from bench.run import fhir_server
+from bench.run import fhir_server, start_server
 
-REPO = Path(__file__).resolve().parents[1]
-SERVER_SCRIPT = REPO / "scripts" / "fhir-server"
 PUBLIC = "https://alliance.clinic.example.org"
 SERVICE = f"{PUBLIC}/cds-services/alliance-patient-view"
 ISSUER = "https://ehr.example.org"
@@ -226,11 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     started_here = False
     if not base_url:
         log(f"starting the HAPI server on port {args.port}")
-        done = fhir_server("start", args.port)
-        if done.returncode != 0:
-            raise SystemExit(f"scripts/fhir-server start failed:\n{done.stderr[-2000:]}")
-        base_url = done.stdout.strip().splitlines()[-1].strip()
-        started_here = True
+        # the bench heap, as bench.run and bench.conditions start it; a server already
+        # running on the port is used as it is, and left running
+        base_url, started_here = start_server(args.port)
     try:
         print(
             run(
@@ -242,9 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         if started_here:
-            subprocess.run(
-                ["bash", str(SERVER_SCRIPT), "stop", "--port", str(args.port)], check=False
-            )
+            fhir_server("stop", args.port)
     return 0
 
 
