@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 import pytest
@@ -100,6 +101,14 @@ def test_types_the_standard_library_refuses_are_refused() -> None:
 
     for value in (dt.date(2026, 12, 1), dt.datetime(2026, 12, 1, 9, 30), Point(1)):
         assert ours({"v": value}) is TypeError
+
+
+def test_str_enums_are_written_as_their_text() -> None:
+    class Status(StrEnum):
+        ACTIVE = "active"
+
+    body = {"status": Status.ACTIVE, Status.ACTIVE: [Status.ACTIVE]}
+    assert compact(body) == stdlib(body) == b'{"status":"active","active":["active"]}'
 
 
 def test_a_default_is_used_as_the_standard_library_uses_it() -> None:
