@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alliance_fhir.adapters.fhirjson import content_hash, dumps
+from alliance_fhir.adapters.response import content_key
 from alliance_fhir.jsonbytes import compact
 
 
@@ -138,3 +139,21 @@ def test_a_resource_hashes_and_dumps_as_before() -> None:
     assert dumps(resource) == json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
     with pytest.raises(ValueError, match="Out of range float values"):
         dumps({"value": math.nan})
+
+
+def test_a_responses_content_key_is_the_one_earlier_versions_gave() -> None:
+    """The key becomes our identifier on the server: the same form must keep it."""
+    qr = {
+        "resourceType": "QuestionnaireResponse",
+        "id": "x",
+        "text": {"div": "<div/>"},
+        "authored": dt.date(2026, 11, 30),  # YAML gives a date object
+        "item": [{"linkId": "1", "answer": [{"valueString": "Élan, ça va"}]}],
+        "score": Decimal("2.5"),
+    }
+    body = {k: v for k, v in qr.items() if k not in ("id", "meta", "text")}
+    before = json.dumps(
+        body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
+    )
+    expected = "qr-" + hashlib.sha256(before.encode()).hexdigest()[:40]
+    assert content_key(qr) == expected

@@ -45,7 +45,6 @@ Problems
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +65,7 @@ from alliance_fhir.defaults import DEFAULT_CANONICAL_BASE, DEFAULT_NAMESPACE
 from alliance_fhir.exceptions import InvalidInputError, Problem
 from alliance_fhir.inputs import Positions, format_path
 from alliance_fhir.instruments.schema import Instrument, Item
+from alliance_fhir.jsonbytes import compact
 
 __all__ = [
     "CONTENT_PREFIX",
@@ -341,10 +341,8 @@ def content_key(qr: Mapping[str, Any]) -> str:
     out on purpose: inbox files are renamed and moved.
     """
     body = {k: v for k, v in qr.items() if k not in ("id", "meta", "text")}
-    canonical = json.dumps(
-        body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
-    )
-    return f"{CONTENT_PREFIX}{hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:40]}"
+    canonical = compact(body, sort_keys=True, default=str)
+    return f"{CONTENT_PREFIX}{hashlib.sha256(canonical).hexdigest()[:40]}"
 
 
 @dataclass

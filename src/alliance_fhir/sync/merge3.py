@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from alliance_fhir.adapters.fhirjson import content_hash
+from alliance_fhir.jsonbytes import compact
 
 __all__ = [
     "POLICIES",
@@ -59,7 +60,7 @@ def policy_of(setting: str) -> Policy:
 
 def canonical(value: Any) -> str:
     """A value's JSON with sorted keys: equal content, equal text."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return compact(value, sort_keys=True).decode("utf-8")
 
 
 @dataclass(frozen=True)
