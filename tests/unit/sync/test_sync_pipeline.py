@@ -156,3 +156,28 @@ def test_at_the_end_a_windows_early_part_runs_once_one_of_its_bundles_is_answere
         pipe.close()
     assert events[0] == "early, slow in flight"
     assert events[-1] == "after"
+
+
+def test_with_room_in_the_pipe_a_follow_up_waits_for_two_newer_windows() -> None:
+    """The first sync's instruments window is answered before the first assessment window
+    is handed out: its duplicate check (two searches) must not hold back the second one,
+    which the idle sender could take. Yet with a reader slower than the senders the pipe
+    never fills, so the check still runs two windows later, not at the end of the run."""
+    ran: list[str] = []
+
+    def send(name: str) -> None:
+        if name != "w0":
+            time.sleep(0.3)
+
+    pipe = SendPipeline(2)
+    try:
+        pipe.submit(send, ["w0"], lambda: ran.append("w0"))
+        time.sleep(0.1)  # w0 answered
+        pipe.submit(send, ["w1"], lambda: ran.append("w1"))
+        assert ran == []  # a sender is idle: the next window comes first
+        pipe.submit(send, ["w2"], lambda: ran.append("w2"))
+        assert ran == ["w0"]  # two windows behind it: run now, with both senders busy
+        pipe.drain()
+    finally:
+        pipe.close()
+    assert ran == ["w0", "w1", "w2"]
