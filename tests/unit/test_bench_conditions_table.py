@@ -63,8 +63,8 @@ def test_each_condition_says_met_or_missed_with_the_ratio_of_the_same_run() -> N
         "| no request validation, +0 ms RTT",
         "| no request validation, +25 ms RTT",
     ]
-    assert rows[0].endswith("| met (0.95x) |")
-    assert rows[3].endswith("| **missed** (0.77x) |")
+    assert rows[0].endswith("| met (0.952x) |")
+    assert rows[3].endswith("| **missed** (0.769x) |")
     # best ceiling 355.5/s, best sync 338.6/s; fhirpy 35.5/s -> 9.5x, fhirclient 17.8/s -> 19.0x
     assert "| 355.5 | 338.6 | 0.95 |" in rows[0]
     # medians: ceiling (284.4 + 355.5) / 2 = 320.0, sync (338.6 + 273.5) / 2 = 306.0
