@@ -69,14 +69,7 @@ from alliance_fhir.instruments.scoring import Scores, score
 from alliance_fhir.log import get_logger
 from alliance_fhir.monitoring.rules import Rule
 from alliance_fhir.private_files import wider_than_private
-from alliance_fhir.sync.engine import (
-    LastWindow,
-    People,
-    Progress,
-    SyncEngine,
-    SyncResult,
-    Unchanged,
-)
+from alliance_fhir.sync.engine import LastWindow, Progress, SyncEngine, SyncResult, Unchanged
 from alliance_fhir.sync.export import export_bundles
 from alliance_fhir.sync.plan import SyncPlan
 from alliance_fhir.sync.references import PERSON_TYPES
@@ -429,11 +422,8 @@ class AllianceFhir:
         """Sync records that arrive in windows as one run; problems are gathered on the way."""
         report = Report()
 
-        def desired() -> Iterator[list[Desired] | Unchanged | People]:
+        def desired() -> Iterator[list[Desired] | Unchanged]:
             for window in windows:
-                if window.people:  # a hint, nothing else (``Records.people``)
-                    yield People(window.people)
-                    continue
                 report.problems.extend(window.problems)
                 report.skipped.extend(window.skipped)
                 if window.unchanged or window.files_skipped:

@@ -41,7 +41,6 @@ from alliance_fhir.instruments.schema import Instrument, Overlay
 from alliance_fhir.instruments.scoring import score
 from alliance_fhir.monitoring.alerts import rule_concepts
 from alliance_fhir.monitoring.rules import load_rules
-from alliance_fhir.sync.references import PersonKey
 
 
 @dataclass
@@ -57,9 +56,6 @@ class Records:
     files_skipped: int = 0
     #: The last window of a run (``sync.LastWindow``): its bundles are cut finer.
     last: bool = False
-    #: Set on a window that holds nothing else (``sync.People``): the people of the records
-    #: about to be mapped, so that a first sync can look them up meanwhile.
-    people: frozenset[PersonKey] = frozenset()
 
     def extend(self, other: Records) -> None:
         self.desired.extend(other.desired)
@@ -194,25 +190,6 @@ def _person_refs(assessment: Assessment) -> dict[tuple[str, str], dict[str, Any]
             ident = {"system": who.system, "value": who.value}
             refs[(who.system, who.value)] = {"type": rtype, "identifier": ident}
     return refs
-
-
-def _people_of(assessments: Iterable[Assessment], library: InstrumentLibrary) -> Records:
-    """The EHR people the records of ``assessments`` will refer to, as the adapters pick
-    them (each patient; the practitioner of a form a clinician completes)."""
-    keys = set()
-    for assessment in assessments:
-        who = assessment.patient
-        keys.add(PersonKey("Patient", str(who.system), str(who.value)))
-        rater = assessment.practitioner
-        if rater is None:
-            continue
-        try:
-            by_clinician = library.get(assessment.instrument).respondent == "clinician"
-        except UnknownInstrumentError:  # a problem the mapping reports
-            continue
-        if by_clinician:
-            keys.add(PersonKey("Practitioner", str(rater.system), str(rater.value)))
-    return Records(people=frozenset(keys))
 
 
 def assessment_records(
@@ -426,14 +403,11 @@ def _mapped_parts(
     settings: Settings,
     sources: SourceIndex | None,
     part: int,
-    *,
-    people: bool = False,
 ) -> Iterator[Records]:
     """One file's records, ``part`` assessments at a time, so a large file's first records
     can be sent while the rest are mapped; its unchanged records reused, not mapped
     (counted ``unchanged`` with the first part). The fingerprint is handed over (with every
-    record) before the last part. ``people``: the first part is preceded by its people
-    (:func:`_people_of`), before it is mapped."""
+    record) before the last part."""
     if read.skipped:
         yield _skipped(read, sources)
         return
@@ -442,8 +416,6 @@ def _mapped_parts(
     whole = Records()
     starts = range(0, len(todo), part) if todo else range(1)
     for start in starts:
-        if people and start == 0 and todo:
-            yield _people_of(todo[:part], library)
         mapped = assessment_records(todo[start : start + part], library, settings)
         whole.extend(mapped)
         if start == 0:
@@ -500,23 +472,15 @@ def assessment_windows(
     ``last``: nothing follows in the run, and the window after the last file is marked so."""
     window = Records()
     wanted = min(size, settings.bundle_size)  # the first window's, then ``size``
-    opening = True  # no window yielded yet
     for read in _assessments_by_file(paths, library, settings, resolve_reference, sources):
         window.problems.extend(read.problems)
         window.skipped.extend(read.notes)
-        # The people of the first window are looked up while it is mapped; later windows
-        # are mapped while earlier ones are sent, and their lookups hold up nothing.
-        part = max(1, wanted // 2)
-        for mapped in _mapped_parts(read, library, settings, sources, part, people=opening):
-            if mapped.people:  # handed on at once, before the part is mapped
-                yield mapped
-                continue
+        for mapped in _mapped_parts(read, library, settings, sources, max(1, wanted // 2)):
             window.extend(mapped)
             if len(window.desired) >= wanted:
                 yield window
                 window = Records()
                 wanted = size
-                opening = False
     if sources is not None:
         sources.finish()
     if window.desired or window.problems or window.skipped or window.unchanged:

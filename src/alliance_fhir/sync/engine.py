@@ -58,7 +58,6 @@ from alliance_fhir.sync.references import PersonResolver, person_keys
 from alliance_fhir.sync.references import resolve_references as _resolve
 from alliance_fhir.sync.run import (
     LastWindow,
-    People,
     Progress,
     RunContext,
     SyncClient,
@@ -82,7 +81,6 @@ from alliance_fhir.sync.unversioned import Verdict, unversioned_verdict
 __all__ = [
     "LastWindow",
     "MergeRules",
-    "People",
     "Progress",
     "SyncClient",
     "SyncEngine",
@@ -166,17 +164,13 @@ class SyncEngine(StateRecording):
         return self.run_windows([LastWindow(desired)], command=command)
 
     def run_windows(
-        self,
-        windows: Iterable[Sequence[Desired] | Unchanged | People],
-        *,
-        command: str = "sync",
+        self, windows: Iterable[Sequence[Desired] | Unchanged], *, command: str = "sync"
     ) -> SyncResult:
         """One run over records that arrive in windows (a file or a few at a time), so a
         100k-assessment import never holds more than a window of resources. A window must
         keep each record group whole; a record key may appear once per run. An
         ``Unchanged`` window only counts its records (their source files were skipped); a
-        ``LastWindow`` is sent in finer bundles; ``People`` come before the window that
-        refers to them (a first sync looks them up while that window is mapped)."""
+        ``LastWindow`` is sent in finer bundles."""
         started = time.monotonic()
         result = SyncResult(run_id=new_id())
         self.store.start_run(result.run_id, command)
@@ -189,12 +183,7 @@ class SyncEngine(StateRecording):
         self._verified = set()
         try:
             self._check_state_matches_server()
-            first = not self.store.holds_records()  # every record a create: all people needed
             for window in ahead:
-                if isinstance(window, People):
-                    if first:
-                        people.prefetch(window.keys)
-                    continue
                 self._run_window(window, result, seen, people, pipeline)
             pipeline.drain()
             if result.bases_adopted:  # said once per run

@@ -12,17 +12,13 @@ Two kinds of placeholder live in a ``Desired`` resource:
 
 from __future__ import annotations
 
-import contextvars
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from alliance_fhir.adapters.record import Path, placeholder_paths
 from alliance_fhir.exceptions import UnresolvedPerson
-from alliance_fhir.log import get_logger, register_sensitive
-
-log = get_logger("alliance_fhir.sync")
+from alliance_fhir.log import register_sensitive
 
 #: The EHR-owned resource types we resolve by identifier and never write.
 PERSON_TYPES = ("Patient", "Practitioner")
@@ -59,73 +55,35 @@ def person_keys(resource: dict[str, Any], paths: Sequence[Path] | None = None) -
 
 
 class PersonResolver:
-    """Resolves people by identifier with one search per batch; remembers for the run.
-
-    ``prefetch`` starts a lookup in a thread of its own: a first sync knows a window's people
-    once its files are read, and looks them up while the window is mapped instead of after
-    (the search was on the critical path of the run's first bundle). ``resolve`` waits for
-    it, and looks up again whatever a failed prefetch left unknown, so an error is raised
-    where it was before."""
+    """Resolves people by identifier with one search per batch; remembers for the run."""
 
     def __init__(
         self, search: Callable[[str, Mapping[str, str]], Iterable[dict[str, Any]]]
     ) -> None:
         self._search = search
         self._cache: dict[PersonKey, str | None] = {}
-        self._lock = threading.Lock()  # one lookup at a time writes the cache
-        self._pending: list[threading.Thread] = []
         self.searches = 0
-
-    def prefetch(self, keys: Iterable[PersonKey]) -> None:
-        """Look ``keys`` up in the background; the next ``resolve`` waits for it."""
-        todo = set(keys)
-        if not todo:
-            return
-        context = contextvars.copy_context()  # the run's log fields
-        thread = threading.Thread(
-            target=context.run, args=(self._prefetched, todo), name="sync-people", daemon=True
-        )
-        thread.start()
-        self._pending.append(thread)
-
-    def _prefetched(self, keys: set[PersonKey]) -> None:
-        try:
-            self._lookup(keys)
-        except Exception as exc:  # resolve() looks again and raises it there
-            log.debug("sync.people_prefetch_failed", error=type(exc).__name__)
 
     def resolve(self, keys: Iterable[PersonKey], chunk: int = 50) -> None:
         """Look up every key not yet known (``None`` is remembered for unknown people)."""
-        pending, self._pending = self._pending, []
-        for thread in pending:
-            thread.join()
-        self._lookup(set(keys), chunk)
-
-    def _lookup(self, keys: set[PersonKey], chunk: int = 50) -> None:
-        with self._lock:
-            todo = sorted(k for k in keys if k not in self._cache)
-            register_sensitive(*(k.value for k in todo))
-            by_type: dict[str, list[PersonKey]] = {}
-            for key in todo:
-                by_type.setdefault(key.resource_type, []).append(key)
-            for rtype, items in by_type.items():
-                for start in range(0, len(items), chunk):
-                    self._search_part(rtype, items[start : start + chunk])
-
-    def _search_part(self, rtype: str, part: list[PersonKey]) -> None:
-        """One search; the cache learns its answer only once all of it has arrived (a
-        search that fails midway leaves its people unknown, to be looked up again)."""
-        self.searches += 1
-        params = {"identifier": ",".join(k.token for k in part), "_elements": "identifier"}
-        wanted = {(k.system, k.value): k for k in part}
-        found_ids: dict[PersonKey, str] = {}
-        for found in self._search(rtype, params):
-            for ident in found.get("identifier") or []:
-                hit = wanted.get((str(ident.get("system")), str(ident.get("value"))))
-                if hit is not None and hit not in found_ids:
-                    found_ids[hit] = f"{rtype}/{found['id']}"
-        for key in part:
-            self._cache[key] = found_ids.get(key)
+        todo = sorted(k for k in set(keys) if k not in self._cache)
+        register_sensitive(*(k.value for k in todo))
+        by_type: dict[str, list[PersonKey]] = {}
+        for key in todo:
+            by_type.setdefault(key.resource_type, []).append(key)
+        for rtype, items in by_type.items():
+            for start in range(0, len(items), chunk):
+                part = items[start : start + chunk]
+                for key in part:
+                    self._cache[key] = None
+                self.searches += 1
+                params = {"identifier": ",".join(k.token for k in part), "_elements": "identifier"}
+                wanted = {(k.system, k.value): k for k in part}
+                for found in self._search(rtype, params):
+                    for ident in found.get("identifier") or []:
+                        hit = wanted.get((str(ident.get("system")), str(ident.get("value"))))
+                        if hit is not None and self._cache.get(hit) is None:
+                            self._cache[hit] = f"{rtype}/{found['id']}"
 
     def get(self, key: PersonKey) -> str | None:
         return self._cache.get(key)

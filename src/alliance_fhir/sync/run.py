@@ -12,17 +12,9 @@ from typing import Any, Protocol
 from alliance_fhir.adapters.record import Desired
 from alliance_fhir.fhir import ReadResult
 from alliance_fhir.sync.plan import Action
-from alliance_fhir.sync.references import PersonKey, PersonResolver
+from alliance_fhir.sync.references import PersonResolver
 
-__all__ = [
-    "LastWindow",
-    "People",
-    "Progress",
-    "RunContext",
-    "SyncClient",
-    "SyncResult",
-    "Unchanged",
-]
+__all__ = ["LastWindow", "Progress", "RunContext", "SyncClient", "SyncResult", "Unchanged"]
 
 
 class Progress(Protocol):
@@ -77,15 +69,6 @@ class Unchanged:
 
     records: int
     files: int
-
-
-@dataclass(frozen=True)
-class People:
-    """The EHR people of a window still being mapped, from its files as read: a first sync
-    (nothing in the state yet, so every record is a create) looks them up meanwhile. Any
-    other run ignores it: its records may all be unchanged and need nobody."""
-
-    keys: frozenset[PersonKey]
 
 
 class LastWindow(list[Desired]):

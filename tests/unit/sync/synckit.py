@@ -120,8 +120,6 @@ class FakeServer:
         self.refuse: set[str] = set()
         #: When set, a successful transaction is answered with only this many entries.
         self.answer_entries: int | None = None
-        #: Every Patient search: (the thread that made it, its identifier parameter).
-        self.searches: list[tuple[str, str]] = []
         self._next_id = 0
         self._lock = threading.Lock()
 
@@ -148,8 +146,6 @@ class FakeServer:
 
     def search(self, resource_type: str, params: Mapping[str, str]) -> Iterator[dict[str, Any]]:
         assert resource_type == "Patient", resource_type
-        with self._lock:
-            self.searches.append((threading.current_thread().name, params["identifier"]))
         for token in params["identifier"].split(","):
             system, _, value = token.partition("|")
             if system == MRN and value in PATIENTS:

@@ -9,10 +9,9 @@ from pathlib import Path
 
 from alliance_fhir.adapters.record import Desired
 from alliance_fhir.app.fingerprints import SourceIndex
-from alliance_fhir.app.records import Records, assessment_files_records, assessment_windows
+from alliance_fhir.app.records import assessment_files_records, assessment_windows
 from alliance_fhir.config import Settings
 from alliance_fhir.instruments.library import load_library
-from alliance_fhir.sync.references import PersonKey, person_keys
 from alliance_fhir.sync.state import StateStore
 
 REPO = Path(__file__).resolve().parents[3]
@@ -52,9 +51,7 @@ def test_the_first_window_is_one_bundle_so_sending_starts_early(tmp_path: Path) 
     settings = Settings(state_path=tmp_path / "state.sqlite3", bundle_size=6)
     library = load_library([])
     whole = assessment_files_records([CSV], library, settings)
-    hint, *windows = assessment_windows([CSV], library, settings, size=16)
-    assert hint.people  # the first window's people, before it
-    assert not hint.desired
+    windows = list(assessment_windows([CSV], library, settings, size=16))
     sizes = [len(w.desired) for w in windows]
     # parts of 3 assessments (2 records each, 1 if not scored) until a window has >= 6,
     # then parts of 3 until one has >= 16
@@ -68,43 +65,8 @@ def test_only_the_window_after_the_last_file_is_marked_last(tmp_path: Path) -> N
     bundles are cut finer); a sync, whose goal plans follow, marks none."""
     settings = Settings(state_path=tmp_path / "state.sqlite3", bundle_size=6)
     library = load_library([])
-    pushed = list(assessment_windows([CSV], library, settings, size=16, last=True))[1:]
-    synced = list(assessment_windows([CSV], library, settings, size=16))[1:]
+    pushed = list(assessment_windows([CSV], library, settings, size=16, last=True))
+    synced = list(assessment_windows([CSV], library, settings, size=16))
     assert len(pushed) > 2
     assert [w.last for w in pushed] == [False] * (len(pushed) - 1) + [True]
     assert not any(w.last for w in synced)
-
-
-def test_the_people_of_the_first_part_come_before_it_and_no_others(tmp_path: Path) -> None:
-    """A first sync looks up the first window's people while that window is mapped: the
-    run's one hint comes before any record and names exactly the people the records of
-    the first part (``bundle_size // 2`` assessments) refer to. Later windows carry none:
-    they are mapped while earlier ones are sent, and a hint per part cost an extra search."""
-    expected, out = _first_part_people(CSV, tmp_path)
-    assert out[0].people == expected
-    assert len({k.value for k in expected}) > 1  # several patients: the test can tell
-    assert not any(w.people for w in out[1:])
-
-
-def test_a_clinician_form_names_its_practitioner_in_the_hint(tmp_path: Path) -> None:
-    """The example clinic's first file opens with a form a clinician rates: the hint has
-    that practitioner too, as the records refer to them (a client's form does not)."""
-    expected, out = _first_part_people(CSV.parent, tmp_path)
-    assert out[0].people == expected
-    assert {k.resource_type for k in expected} == {"Patient", "Practitioner"}
-
-
-def _first_part_people(path: Path, tmp_path: Path) -> tuple[set[PersonKey], list[Records]]:
-    """The people the records of the first 3 assessments refer to, and the windows of
-    ``path`` with ``bundle_size`` 6 (parts of 3 assessments)."""
-    settings = Settings(state_path=tmp_path / "state.sqlite3", bundle_size=6)
-    library = load_library([])
-    whole = assessment_files_records([path], library, settings)
-    first_part = list(dict.fromkeys(d.group for d in whole.desired))[:3]
-    expected = {
-        key
-        for d in whole.desired
-        if d.group in first_part
-        for key in person_keys(d.resource, d.placeholders)
-    }
-    return expected, list(assessment_windows([path], library, settings, size=16))

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from synckit import MRN, REFUSAL, FakeServer, checkin, identifiers, response
+from synckit import REFUSAL, FakeServer, checkin, identifiers, response
 
 from alliance_fhir.exceptions import redact_outcome
 from alliance_fhir.fhir import EncodedJson
-from alliance_fhir.sync.engine import LastWindow, People, SyncEngine
-from alliance_fhir.sync.references import person_keys
+from alliance_fhir.sync.engine import LastWindow, SyncEngine
 from alliance_fhir.sync.state import StateStore
 
 CONFLICT_REASON = "changed on the server since our last write; not overwritten"
@@ -391,38 +390,3 @@ def test_an_unresolved_patient_fails_that_record_group_only(
         "Patient/p1",
         "Patient/p2",
     }
-
-
-def _people(desired: list[Any]) -> People:
-    return People(frozenset(k for d in desired for k in person_keys(d.resource, d.placeholders)))
-
-
-def test_a_first_sync_looks_a_windows_people_up_before_the_window_arrives(
-    server: FakeServer, store: StateStore
-) -> None:
-    """The people of a window still being mapped are searched in the background, once:
-    when the window comes, its people are known and nothing more is searched."""
-    desired = checkin("a") + checkin("b", mrn="MRN-2")
-
-    result = _engine(server, store).run_windows([_people(desired), desired])
-
-    assert dict(result.counts) == {"created": 4}
-    assert server.searches == [("sync-people", f"{MRN}|MRN-1,{MRN}|MRN-2")]
-    assert {p["subject"]["reference"] for p in server.of_type("QuestionnaireResponse")} == {
-        "Patient/p1",
-        "Patient/p2",
-    }
-
-
-def test_a_run_with_records_in_its_state_ignores_the_hint(
-    server: FakeServer, store: StateStore
-) -> None:
-    """Its records may all be unchanged (a --full re-sync reads every file): a lookup
-    ahead would be a search for nobody."""
-    _engine(server, store).run(checkin("a"))
-    server.searches.clear()
-
-    result = _engine(server, store).run_windows([_people(checkin("b", mrn="MRN-2")), checkin("a")])
-
-    assert dict(result.counts) == {"unchanged": 2}
-    assert server.searches == []

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from alliance_fhir.adapters.record import Desired, placeholder_paths, record_uuid
-from alliance_fhir.exceptions import FatalError
 from alliance_fhir.sync.plan import make_plan
 from alliance_fhir.sync.references import (
     PersonKey,
@@ -242,33 +239,3 @@ def test_resolving_by_known_paths_copies_only_what_changes() -> None:
     assert by_paths["note"] is plan["note"]
     assert by_paths["goal"][1] is plan["goal"][1]  # type: ignore[index]
     assert by_paths is not plan
-
-
-def test_a_prefetch_spares_the_search_and_a_failed_one_is_done_again() -> None:
-    """``prefetch`` searches in a thread of its own and ``resolve`` waits for it; a prefetch
-    whose search failed leaves its people unknown (not "not on the server"), so ``resolve``
-    searches again and any error is raised there."""
-    calls: list[str] = []
-    failing = [True]
-
-    def search(rtype: str, params: dict[str, str]) -> Iterator[dict[str, object]]:
-        calls.append(threading.current_thread().name)
-        if failing[0]:
-            failing[0] = False
-            raise FatalError("HTTP 503 Service Unavailable", status=503)
-        ident = {"system": "urn:mrn", "value": "M1"}
-        yield {"resourceType": rtype, "id": "p1", "identifier": [ident]}
-
-    key = PersonKey("Patient", "urn:mrn", "M1")
-    resolver = PersonResolver(search)  # type: ignore[arg-type]
-    resolver.prefetch({key})
-    resolver.resolve({key})
-    assert calls == ["sync-people", "MainThread"]  # failed ahead, so looked up again
-    assert resolver.get(key) == "Patient/p1"
-
-    calls.clear()
-    other = PersonKey("Patient", "urn:mrn", "M2")
-    resolver.prefetch({other})
-    resolver.resolve({key, other})
-    assert calls == ["sync-people"]  # the prefetch did it; M1 was known already
-    assert resolver.get(other) is None  # searched, not found: unknown on the server
