@@ -60,7 +60,7 @@ def test_tiny_four_conditions_run(fhir_base_url: str, tmp_path: Path) -> None:
     rows = [line for line in text.splitlines() if " ms RTT |" in line]
     assert len(rows) == 4
     for row in rows:
-        assert re.search(r"\| (met|\*\*missed\*\*) \(\d+\.\d\dx\) \|$", row), row
+        assert re.search(r"\| (met|\*\*missed\*\*) \(\d+\.\d{3}x\) \|$", row), row
     results = json.loads(raw.read_text(encoding="utf-8"))
     assert [(c["validation"], c["rtt_ms"]) for c in results["conditions"]] == [
         (True, 0),
