@@ -50,6 +50,7 @@ from bench.report import (
     machine_info,
     publish,
     too_busy,
+    verdict_ratio,
 )
 from bench.run import Server, clinic, fhir_server, log, run_worker, start_server
 
@@ -269,13 +270,12 @@ def render(
         py_rate, py_x = _peer(fhirpy, rate)
         fc_rate, fc_x = _peer(fhirclient, rate)
         ratio = o.ratio()
-        # three digits in the verdict: 0.897 printed as 0.90 read as a met target
         met = "met" if ratio >= TARGET_CEILING_RATIO else "**missed**"
         lines.append(
             f"| {o.condition.label} | {_fmt(ceiling.per_second if ceiling else 0.0)} "
             f"| {_fmt(rate)} | {ratio:.2f} | {o.median_ratio():.2f} "
             f"| {_fmt(sync.cpu_s if sync else 0.0, 2)} "
-            f"| {py_rate} | {fc_rate} | {py_x} | {fc_x} | {met} ({ratio:.3f}x) |"
+            f"| {py_rate} | {fc_rate} | {py_x} | {fc_x} | {met} ({verdict_ratio(ratio)}) |"
         )
     lines += ["", END if cores is None else SPLIT_END]
     return "\n".join(lines)

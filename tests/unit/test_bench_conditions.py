@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def test_a_busy_machine_does_not_rewrite_the_benchmarks_unless_forced(
     ]
     for row in rows[1:]:
         assert row.endswith(("| met |", "| **missed** |")), row
+    # a ratio against its target to three digits (at two, 4.997 read as a met 5.00x)
+    assert re.search(r" \| \d+\.\d{3}x \| ", rows[2]), rows[2]
     forced = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     mapping = {m["scenario"]: m for m in forced["mapping"]}
     assert mapping["reading"]["resources"] == 40
